@@ -1,0 +1,210 @@
+//! The command line. `main.rs` parses it; everything it does lives here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Settings;
+use crate::ids::JobId;
+use crate::{service, store, telemetry};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "countersign",
+    version,
+    about = "Turns completed DocuSign envelopes into signed provisioning events for your IT systems",
+    long_about = "Turns completed DocuSign envelopes into signed provisioning events for your IT systems.\n\n\
+        Configuration comes from embedded defaults, then an optional TOML file (--config), then \
+        environment variables prefixed COUNTERSIGN_ with __ between levels (COUNTERSIGN_STORE__URL)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// TOML configuration file; environment variables override it.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service: Connect listener, workers, delivery and admin.
+    Serve(ConfigArg),
+    /// A guided tour on embedded defaults: sandbox, service and event receiver in one process.
+    Demo {
+        /// Keep the demo's data here instead of a temporary directory.
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+    },
+    /// Run the DocuSign simulator on its own and print how to point `serve` at it.
+    Sandbox {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8081", value_name = "ADDR")]
+        listen: String,
+    },
+    /// Print the URL a DocuSign user opens to grant countersign consent (impersonation).
+    ConsentUrl(ConfigArg),
+    /// Validate the configuration and the store; exit status says whether `serve` could run.
+    Check(ConfigArg),
+    /// List jobs that ran out of attempts, newest first, with their last error.
+    DeadLetters {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// How many to show.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give dead-lettered jobs a fresh set of attempts.
+    Replay {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Job ids as shown by `dead-letters`.
+        #[arg(value_name = "JOB_ID", required_unless_present = "all")]
+        jobs: Vec<String>,
+        /// Replay every dead letter.
+        #[arg(long, conflicts_with = "jobs")]
+        all: bool,
+    },
+    /// Find completed envelopes Connect never delivered and process them.
+    Reconcile {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Look for envelopes completed since this time (RFC 3339).
+        #[arg(long, value_name = "TIME")]
+        since: String,
+        /// Only this DocuSign account.
+        #[arg(long, value_name = "ID")]
+        account: Option<String>,
+    },
+}
+
+/// Runs a parsed command line and returns the process exit status.
+pub fn run(cli: Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(arg: &ConfigArg) -> anyhow::Result<Settings> {
+    Ok(Settings::load(arg.config.as_deref())?)
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve(arg) => {
+            let settings = load(&arg)?;
+            telemetry::init(&settings.log);
+            service::serve(settings).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ConsentUrl(arg) => {
+            let settings = load(&arg)?;
+            println!("{}", consent_url(&settings)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check(arg) => check(&arg).await,
+        Command::DeadLetters { config, limit, json } => dead_letters(&config, limit, json).await,
+        Command::Replay { config, jobs, all } => replay(&config, &jobs, all).await,
+        Command::Demo { .. } => not_yet("demo", "the DocuSign sandbox"),
+        Command::Sandbox { .. } => not_yet("sandbox", "the DocuSign sandbox"),
+        Command::Reconcile { .. } => not_yet("reconcile", "reconciliation"),
+    }
+}
+
+fn not_yet(command: &str, waits_for: &str) -> anyhow::Result<ExitCode> {
+    eprintln!("countersign {command}: not yet available (it arrives with {waits_for})");
+    Ok(ExitCode::from(2))
+}
+
+/// The individual-consent URL DocuSign documents for the JWT Grant.
+pub fn consent_url(settings: &Settings) -> anyhow::Result<String> {
+    let ds = &settings.docusign;
+    let client_id = ds.integration_key.as_deref().context("docusign.integration_key is not set")?;
+    let redirect = ds.redirect_uri.as_deref().context("docusign.redirect_uri is not set")?;
+    let mut url = url::Url::parse(&format!("https://{}/oauth/auth", ds.auth_server))
+        .context("docusign.auth_server is not a valid host name")?;
+    url.query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("scope", "signature impersonation")
+        .append_pair("client_id", client_id)
+        .append_pair("redirect_uri", redirect);
+    // DocuSign's documentation writes the space in the scope as %20.
+    Ok(url.as_str().replace("scope=signature+impersonation", "scope=signature%20impersonation"))
+}
+
+async fn check(arg: &ConfigArg) -> anyhow::Result<ExitCode> {
+    let settings = load(arg)?;
+    println!("configuration: ok");
+    let store = store::open(&settings.store.url, 1).await?;
+    store.check_ready().await?;
+    println!("store: ok ({}, {})", store.backend(), store::redact_url(&settings.store.url));
+    if settings.connect.hmac_keys.is_empty() {
+        println!("connect: WARNING no HMAC keys configured (connect.hmac_keys)");
+    } else {
+        println!("connect: {} HMAC key(s)", settings.connect.hmac_keys.len());
+    }
+    println!("docusign: token check not yet available (it arrives with DocuSign access)");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn dead_letters(arg: &ConfigArg, limit: u32, json: bool) -> anyhow::Result<ExitCode> {
+    let settings = load(arg)?;
+    let store = store::open(&settings.store.url, 1).await?;
+    let jobs = store.dead_jobs(limit).await?;
+    if json {
+        for job in &jobs {
+            println!("{}", serde_json::to_string(job)?);
+        }
+    } else if jobs.is_empty() {
+        println!("no dead letters");
+    } else {
+        println!("{:<36}  {:<18}  {:>8}  {:<20}  last error", "job", "kind", "attempts", "failed at");
+        for job in &jobs {
+            let failed = job.finished_at.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default();
+            let error = job.last_error.as_deref().unwrap_or("").lines().next().unwrap_or("");
+            println!("{:<36}  {:<18}  {:>8}  {:<20}  {error}", job.id, job.kind, job.attempts, failed);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn replay(arg: &ConfigArg, ids: &[String], all: bool) -> anyhow::Result<ExitCode> {
+    let settings = load(arg)?;
+    let store = store::open(&settings.store.url, 1).await?;
+    let ids: Vec<JobId> = if all {
+        store.dead_jobs(u32::MAX).await?.into_iter().map(|job| job.id).collect()
+    } else {
+        ids.iter()
+            .map(|id| JobId::parse(id).with_context(|| format!("{id:?} is not a job id")))
+            .collect::<anyhow::Result<_>>()?
+    };
+    let mut missing = 0;
+    for id in ids {
+        if store.replay_job(id, settings.queue.max_attempts).await? {
+            println!("replayed {id}");
+        } else {
+            println!("not a dead letter: {id}");
+            missing += 1;
+        }
+    }
+    Ok(if missing == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

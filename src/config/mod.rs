@@ -1,0 +1,360 @@
+//! Settings: embedded defaults, then an optional TOML file, then
+//! `COUNTERSIGN_`-prefixed environment variables (`__` between levels).
+//! Every secret may be given inline or as a `*_file` path; files are read
+//! once at load time so that a missing secret fails start-up, not a request.
+
+mod secret;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+
+pub use secret::Secret;
+
+use crate::ids::UserId;
+
+/// The environment prefix for overrides, e.g. `COUNTERSIGN_STORE__URL`.
+pub const ENV_PREFIX: &str = "COUNTERSIGN_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(Box<figment::Error>),
+    #[error("configuration key `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Invalid { key: key.into(), reason: reason.into() }
+    }
+
+    /// The configuration key that is wrong, when the error names one.
+    pub fn key(&self) -> Option<String> {
+        match self {
+            Self::Invalid { key, .. } => Some(key.clone()),
+            Self::Load(err) => (!err.path.is_empty()).then(|| err.path.join(".")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub store: StoreSettings,
+    pub documents: DocumentsSettings,
+    pub connect: ConnectSettings,
+    pub docusign: DocusignSettings,
+    pub admin: AdminSettings,
+    pub queue: QueueSettings,
+    pub log: LogSettings,
+    pub sinks: Vec<SinkSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    /// How long in-flight requests and jobs may run on after SIGTERM before
+    /// their leases are released and the process exits.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([0, 0, 0, 0], 8080)), shutdown_grace: Duration::from_secs(20) }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSettings {
+    /// `sqlite://path/to/file.db` or `postgres://user@host/db`.
+    pub url: String,
+    /// Connections to PostgreSQL (SQLite always writes through one).
+    pub max_connections: u32,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self { url: "sqlite://data/countersign.db".into(), max_connections: 10 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DocumentsSettings {
+    /// `file://dir` or `s3://bucket/prefix`.
+    pub url: String,
+}
+
+impl Default for DocumentsSettings {
+    fn default() -> Self {
+        Self { url: "file://data/documents".into() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectSettings {
+    pub hmac_keys: Vec<Secret>,
+    /// One key per line; reread when keys are reloaded.
+    pub hmac_keys_file: Option<PathBuf>,
+    pub max_body_bytes: u64,
+}
+
+impl Default for ConnectSettings {
+    fn default() -> Self {
+        Self { hmac_keys: Vec::new(), hmac_keys_file: None, max_body_bytes: 100 * 1024 * 1024 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DocusignSettings {
+    /// Host name only: `account-d.docusign.com` (demo) or `account.docusign.com`.
+    pub auth_server: String,
+    pub integration_key: Option<String>,
+    pub user_id: Option<String>,
+    pub redirect_uri: Option<String>,
+    pub private_key: Option<Secret>,
+    pub private_key_file: Option<PathBuf>,
+}
+
+impl Default for DocusignSettings {
+    fn default() -> Self {
+        Self {
+            auth_server: "account-d.docusign.com".into(),
+            integration_key: None,
+            user_id: None,
+            redirect_uri: None,
+            private_key: None,
+            private_key_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Bearer token for the admin API; absent means the admin API is off.
+    pub token: Option<Secret>,
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueSettings {
+    /// Jobs run concurrently by this process.
+    pub workers: usize,
+    /// How long a claimed job stays invisible to other workers without a heartbeat.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// Attempts before a job becomes a dead letter.
+    pub max_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub backoff_base: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backoff_cap: Duration,
+    /// Completed jobs are deleted this long after they finished.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self {
+            workers: 4,
+            lease: Duration::from_secs(60),
+            max_attempts: 12,
+            backoff_base: Duration::from_secs(5),
+            backoff_cap: Duration::from_secs(3600),
+            retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Human,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info,countersign=debug`.
+    pub filter: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self { format: LogFormat::Json, filter: "info".into() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    Webhook,
+    Nats,
+    Amqp,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkSettings {
+    pub name: String,
+    pub kind: SinkKind,
+    pub url: String,
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+}
+
+impl Settings {
+    /// Loads defaults < `file` < environment, reads secret files and validates.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::invalid("--config", format!("{} is not a readable file", path.display())));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        let mut settings: Settings = figment.extract().map_err(|e| ConfigError::Load(Box::new(e)))?;
+        settings.read_secret_files()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Settings parsed from TOML text alone (no environment), validated; for
+    /// tests and tools that build a configuration in code.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let mut settings: Settings =
+            Figment::from(Toml::string(text)).extract().map_err(|e| ConfigError::Load(Box::new(e)))?;
+        settings.read_secret_files()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn read_secret_files(&mut self) -> Result<(), ConfigError> {
+        if let Some(path) = &self.connect.hmac_keys_file {
+            if !self.connect.hmac_keys.is_empty() {
+                return Err(both_given("connect.hmac_keys"));
+            }
+            self.connect.hmac_keys = read_secret_lines(path, "connect.hmac_keys_file")?;
+        }
+        resolve_secret(&mut self.docusign.private_key, &self.docusign.private_key_file, "docusign.private_key")?;
+        resolve_secret(&mut self.admin.token, &self.admin.token_file, "admin.token")?;
+        for (i, sink) in self.sinks.iter_mut().enumerate() {
+            resolve_secret(&mut sink.secret, &sink.secret_file, &format!("sinks[{i}].secret"))?;
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let url = &self.store.url;
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(ConfigError::invalid("store.url", "must start with sqlite: or postgres://"));
+        }
+        if self.store.max_connections == 0 {
+            return Err(ConfigError::invalid("store.max_connections", "must be at least 1"));
+        }
+        let docs = &self.documents.url;
+        if !(docs.starts_with("file://") || docs.starts_with("s3://")) {
+            return Err(ConfigError::invalid("documents.url", "must start with file:// or s3://"));
+        }
+        if self.connect.max_body_bytes == 0 {
+            return Err(ConfigError::invalid("connect.max_body_bytes", "must be greater than 0"));
+        }
+        if self.connect.hmac_keys.iter().any(|k| k.expose().trim().is_empty()) {
+            return Err(ConfigError::invalid("connect.hmac_keys", "contains an empty key"));
+        }
+        let auth = &self.docusign.auth_server;
+        if auth.is_empty() || auth.contains("://") || auth.contains('/') {
+            return Err(ConfigError::invalid(
+                "docusign.auth_server",
+                "must be a bare host name such as account-d.docusign.com (no scheme, no path)",
+            ));
+        }
+        if let Some(ik) = &self.docusign.integration_key {
+            uuid::Uuid::try_parse(ik)
+                .map_err(|_| ConfigError::invalid("docusign.integration_key", "must be a GUID"))?;
+        }
+        if let Some(user) = &self.docusign.user_id {
+            UserId::parse(user).map_err(|_| ConfigError::invalid("docusign.user_id", "must be a GUID"))?;
+        }
+        let queue = &self.queue;
+        if queue.workers == 0 {
+            return Err(ConfigError::invalid("queue.workers", "must be at least 1"));
+        }
+        if queue.lease < Duration::from_secs(1) {
+            return Err(ConfigError::invalid("queue.lease", "must be at least 1s"));
+        }
+        if queue.max_attempts == 0 {
+            return Err(ConfigError::invalid("queue.max_attempts", "must be at least 1"));
+        }
+        if queue.backoff_base.is_zero() || queue.backoff_base > queue.backoff_cap {
+            return Err(ConfigError::invalid(
+                "queue.backoff_base",
+                "must be above zero and not above queue.backoff_cap",
+            ));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.filter)
+            .map_err(|e| ConfigError::invalid("log.filter", e.to_string()))?;
+        let mut names = std::collections::HashSet::new();
+        for (i, sink) in self.sinks.iter().enumerate() {
+            if sink.name.trim().is_empty() {
+                return Err(ConfigError::invalid(format!("sinks[{i}].name"), "must not be empty"));
+            }
+            if !names.insert(sink.name.as_str()) {
+                return Err(ConfigError::invalid(format!("sinks[{i}].name"), format!("`{}` is used twice", sink.name)));
+            }
+            if sink.url.trim().is_empty() {
+                return Err(ConfigError::invalid(format!("sinks[{i}].url"), "must not be empty"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn both_given(key: &str) -> ConfigError {
+    ConfigError::invalid(key, format!("both `{key}` and `{key}_file` are set; give one"))
+}
+
+fn resolve_secret(inline: &mut Option<Secret>, file: &Option<PathBuf>, key: &str) -> Result<(), ConfigError> {
+    let Some(path) = file else { return Ok(()) };
+    if inline.is_some() {
+        return Err(both_given(key));
+    }
+    let text = read_secret_file(path, &format!("{key}_file"))?;
+    // A trailing newline is an artefact of how the file was written, not part
+    // of the secret; inner whitespace (a PEM body) is kept.
+    *inline = Some(Secret::new(text.trim_end_matches(['\n', '\r'])));
+    Ok(())
+}
+
+fn read_secret_file(path: &Path, key: &str) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError::invalid(key, format!("cannot read {}: {e}", path.display())))
+}
+
+/// Reads one secret per non-empty line.
+pub fn read_secret_lines(path: &Path, key: &str) -> Result<Vec<Secret>, ConfigError> {
+    let text = read_secret_file(path, key)?;
+    let keys: Vec<Secret> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(Secret::new).collect();
+    if keys.is_empty() {
+        return Err(ConfigError::invalid(key, format!("{} holds no key", path.display())));
+    }
+    Ok(keys)
+}

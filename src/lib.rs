@@ -1,0 +1,15 @@
+//! countersign: DocuSign Connect notifications in, provisioning events out.
+//!
+//! The pipeline, stage by stage: `ingest` (Connect listener) → `store`
+//! (notification + job, one transaction) → `pipeline` (workers running
+//! jobs) → events → delivery. Each stage hands work to the next through the
+//! store, never by calling it directly.
+
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod ids;
+pub mod pipeline;
+pub mod service;
+pub mod store;
+pub mod telemetry;

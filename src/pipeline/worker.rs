@@ -1,0 +1,269 @@
+//! The worker loop: claim a job, keep its lease alive while the handler runs,
+//! record the outcome. Idle workers sleep until the store signals new work or
+//! the next scheduled job is due, never polling in a loop.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::Backoff;
+use crate::config::QueueSettings;
+use crate::store::{ClaimedJob, FailOutcome, Job, Lease, Retry, Store, StoreError, StoreTx};
+
+/// Longest an idle worker sleeps without being woken; a safety net for a
+/// missed wake-up (for example a PostgreSQL listener reconnecting).
+const IDLE_RECHECK: Duration = Duration::from_secs(30);
+
+/// Why an attempt did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// Worth retrying later (a timeout, a 5xx, a lost connection).
+    #[error("{message}")]
+    Retry { message: String, after: Option<Duration> },
+    /// Retrying cannot help (a malformed payload): dead-letter now.
+    #[error("{0}")]
+    Fatal(String),
+    /// Another worker holds the job now; nothing of this attempt was kept.
+    #[error("lease lost")]
+    LeaseLost,
+}
+
+impl JobError {
+    pub fn retry(message: impl std::fmt::Display) -> Self {
+        Self::Retry { message: message.to_string(), after: None }
+    }
+}
+
+impl From<StoreError> for JobError {
+    fn from(error: StoreError) -> Self {
+        Self::retry(error)
+    }
+}
+
+/// Runs one kind of job.
+#[async_trait]
+pub trait JobHandler: Send + Sync + 'static {
+    fn kind(&self) -> &'static str;
+    /// Does the work. A handler whose results must appear atomically with
+    /// the job's completion writes them in a transaction and passes it to
+    /// [`JobContext::complete_with`]; otherwise the worker completes the job
+    /// after `Ok`.
+    async fn run(&self, job: &Job, ctx: &JobContext) -> Result<(), JobError>;
+}
+
+/// What a handler gets besides its job.
+#[derive(Debug)]
+pub struct JobContext {
+    pub store: Arc<dyn Store>,
+    lease: Lease,
+    completed: AtomicBool,
+}
+
+impl JobContext {
+    /// Completes the job inside `tx` and commits, so the handler's writes and
+    /// the completion land together. Fails with [`JobError::LeaseLost`] (and
+    /// rolls everything back) if another worker took the job meanwhile.
+    pub async fn complete_with(&self, mut tx: Box<dyn StoreTx>) -> Result<(), JobError> {
+        if !tx.complete_job(&self.lease).await? {
+            return Err(JobError::LeaseLost);
+        }
+        tx.commit().await?;
+        self.completed.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// A set of workers in this process sharing one store.
+#[derive(Clone)]
+pub struct WorkerPool {
+    store: Arc<dyn Store>,
+    handlers: Arc<HashMap<&'static str, Arc<dyn JobHandler>>>,
+    settings: QueueSettings,
+    name: String,
+}
+
+impl std::fmt::Debug for WorkerPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerPool").field("name", &self.name).field("kinds", &self.kinds()).finish()
+    }
+}
+
+impl WorkerPool {
+    pub fn new(store: Arc<dyn Store>, settings: QueueSettings, handlers: Vec<Arc<dyn JobHandler>>) -> Self {
+        let handlers = handlers.into_iter().map(|h| (h.kind(), h)).collect();
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "countersign".into());
+        let name = format!("{host}:{}:{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        Self { store, handlers: Arc::new(handlers), settings, name }
+    }
+
+    pub fn kinds(&self) -> Vec<&'static str> {
+        let mut kinds: Vec<_> = self.handlers.keys().copied().collect();
+        kinds.sort_unstable();
+        kinds
+    }
+
+    /// Runs `queue.workers` workers until `stop` is cancelled. A job that is
+    /// running then may finish until `abort` is cancelled; after that it is
+    /// abandoned and its lease released so another worker can take it.
+    pub async fn run(self, stop: CancellationToken, abort: CancellationToken) {
+        if self.handlers.is_empty() {
+            return;
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for slot in 0..self.settings.workers {
+            let pool = self.clone();
+            let (stop, abort) = (stop.clone(), abort.clone());
+            tasks.spawn(async move { pool.work(slot, stop, abort).await });
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
+    async fn work(&self, slot: usize, stop: CancellationToken, abort: CancellationToken) {
+        let worker = format!("{}/{slot}", self.name);
+        let kinds = self.kinds();
+        let mut signal = self.store.job_signal();
+        let mut store_errors = 0u32;
+        while !stop.is_cancelled() {
+            signal.borrow_and_update();
+            match self.store.claim_jobs(&kinds, &worker, self.settings.lease, 1).await {
+                Ok(jobs) if !jobs.is_empty() => {
+                    store_errors = 0;
+                    for claimed in jobs {
+                        self.execute(claimed, &abort).await;
+                    }
+                }
+                Ok(_) => {
+                    store_errors = 0;
+                    let wait = match self.store.next_due(&kinds).await {
+                        Ok(Some(due)) => (due - Utc::now()).to_std().unwrap_or(Duration::ZERO).min(IDLE_RECHECK),
+                        Ok(None) => IDLE_RECHECK,
+                        Err(error) => {
+                            tracing::warn!(%error, "cannot read the queue's next due time");
+                            IDLE_RECHECK
+                        }
+                    };
+                    tokio::select! {
+                        _ = stop.cancelled() => {}
+                        _ = signal.changed() => {}
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+                Err(error) => {
+                    store_errors = store_errors.saturating_add(1);
+                    let pause = Duration::from_millis(250 * u64::from(store_errors.min(40)));
+                    tracing::warn!(%error, ?pause, "cannot claim jobs; the store may be down");
+                    tokio::select! {
+                        _ = stop.cancelled() => {}
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn execute(&self, claimed: ClaimedJob, abort: &CancellationToken) {
+        let ClaimedJob { job, lease } = claimed;
+        let Some(handler) = self.handlers.get(job.kind.as_str()).cloned() else { return };
+        let span = tracing::info_span!(
+            "job",
+            job_id = %job.id,
+            kind = %job.kind,
+            attempt = job.attempts,
+            envelope_id = tracing::field::Empty,
+        );
+        async {
+            let ctx = JobContext { store: self.store.clone(), lease, completed: AtomicBool::new(false) };
+            let started = std::time::Instant::now();
+            let result = self.run_with_lease(&*handler, &job, &ctx, abort).await;
+            let elapsed_ms = started.elapsed().as_millis() as u64;
+            match result {
+                Some(Ok(())) => self.finish(&ctx, elapsed_ms).await,
+                Some(Err(error)) => self.fail(&job, &lease, error, elapsed_ms).await,
+                None => {}
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Runs the handler while heartbeating. `None`: the attempt was abandoned
+    /// (shutdown deadline or lost lease) and there is nothing to record.
+    async fn run_with_lease(
+        &self,
+        handler: &dyn JobHandler,
+        job: &Job,
+        ctx: &JobContext,
+        abort: &CancellationToken,
+    ) -> Option<Result<(), JobError>> {
+        let lease = self.settings.lease;
+        let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + lease / 3, lease / 3);
+        let run = handler.run(job, ctx);
+        tokio::pin!(run);
+        loop {
+            tokio::select! {
+                result = &mut run => return Some(result),
+                _ = heartbeat.tick() => match self.store.heartbeat(&ctx.lease, lease).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!("lease lost to another worker; abandoning this attempt");
+                        return None;
+                    }
+                    Err(error) => tracing::warn!(%error, "heartbeat failed; will try again"),
+                },
+                _ = abort.cancelled() => {
+                    match self.store.release_job(&ctx.lease).await {
+                        Ok(_) => tracing::info!("shutdown deadline reached; job released for another worker"),
+                        Err(error) => tracing::warn!(%error, "could not release the job; its lease will expire"),
+                    }
+                    return None;
+                }
+            }
+        }
+    }
+
+    async fn finish(&self, ctx: &JobContext, elapsed_ms: u64) {
+        if ctx.completed.load(Ordering::SeqCst) {
+            tracing::info!(elapsed_ms, outcome = "succeeded", "job done");
+            return;
+        }
+        match self.store.complete_job(&ctx.lease).await {
+            Ok(true) => tracing::info!(elapsed_ms, outcome = "succeeded", "job done"),
+            Ok(false) => tracing::warn!(elapsed_ms, "job finished but its lease was lost; another worker has it"),
+            // The lease will expire and the job run again: handlers are idempotent.
+            Err(error) => tracing::error!(%error, "could not record the job as done"),
+        }
+    }
+
+    async fn fail(&self, job: &Job, lease: &Lease, error: JobError, elapsed_ms: u64) {
+        let retry = match &error {
+            JobError::LeaseLost => {
+                tracing::warn!(elapsed_ms, "lease lost while finishing; another worker has the job");
+                return;
+            }
+            JobError::Fatal(_) => Retry::Never,
+            JobError::Retry { after, .. } => {
+                let backoff = Backoff { base: self.settings.backoff_base, cap: self.settings.backoff_cap };
+                let wait = after.unwrap_or_else(|| backoff.delay(job.attempts, &mut rand::rng()));
+                let at = chrono::Duration::from_std(wait).ok().and_then(|wait| Utc::now().checked_add_signed(wait));
+                Retry::At(at.unwrap_or(chrono::DateTime::<Utc>::MAX_UTC))
+            }
+        };
+        let message = error.to_string();
+        match self.store.fail_job(lease, &message, retry).await {
+            Ok(FailOutcome::WillRetry { at }) => {
+                tracing::warn!(elapsed_ms, error = %message, retry_at = %at, outcome = "retry", "job failed")
+            }
+            Ok(FailOutcome::Dead) => {
+                tracing::error!(elapsed_ms, error = %message, outcome = "dead", "job failed for good; now a dead letter")
+            }
+            Ok(FailOutcome::LeaseLost) => tracing::warn!(elapsed_ms, "job failed after its lease was lost"),
+            Err(store_error) => tracing::error!(%store_error, error = %message, "could not record the job's failure"),
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! `countersign serve`: the listener, the workers and housekeeping in one
+//! process, stopped gracefully on SIGTERM or SIGINT.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Utc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::http::{self, AppState};
+use crate::pipeline::{JobHandler, WorkerPool};
+use crate::store::{self, Store};
+
+/// How often finished jobs older than `queue.retention` are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// A running service's parts, for callers that embed it (tests, the demo).
+pub struct Service {
+    pub settings: Settings,
+    pub store: Arc<dyn Store>,
+    pub handlers: Vec<Arc<dyn JobHandler>>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service").field("store", &self.store).finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    /// Opens the store (applying migrations) and prepares the job handlers.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let store = store::open(&settings.store.url, settings.store.max_connections)
+            .await
+            .with_context(|| format!("opening the store {}", store::redact_url(&settings.store.url)))?;
+        Ok(Self { settings, store, handlers: Vec::new() })
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then drains: stops
+    /// accepting, lets running jobs and requests finish within
+    /// `server.shutdown_grace`, releases the leases of jobs still running.
+    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let grace = self.settings.server.shutdown_grace;
+        let stop = CancellationToken::new();
+        let abort = CancellationToken::new();
+
+        let workers = WorkerPool::new(self.store.clone(), self.settings.queue.clone(), self.handlers);
+        let workers = tokio::spawn(workers.run(stop.clone(), abort.clone()));
+        let pruner = tokio::spawn(prune_loop(self.store.clone(), self.settings.queue.retention, stop.clone()));
+
+        let app = http::router(AppState { store: self.store.clone() });
+        let server_stop = stop.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).with_graceful_shutdown(server_stop.cancelled_owned()).await
+        });
+
+        shutdown.await;
+        tracing::info!(grace_secs = grace.as_secs_f64(), "shutting down: no new requests or jobs");
+        stop.cancel();
+        let deadline = tokio::time::sleep(grace);
+        tokio::pin!(deadline);
+        let drained = async {
+            let _ = pruner.await;
+            let _ = workers.await;
+        };
+        tokio::pin!(drained);
+        tokio::select! {
+            _ = &mut drained => {}
+            _ = &mut deadline => {
+                tracing::warn!("shutdown grace period over; releasing the leases of running jobs");
+                abort.cancel();
+                // Releasing is a single UPDATE per job; bound it all the same.
+                let _ = tokio::time::timeout(Duration::from_secs(5), drained).await;
+            }
+        }
+        // Requests still open after the jobs are settled are cut off.
+        match tokio::time::timeout(Duration::from_secs(1), server).await {
+            Ok(Ok(Err(error))) => tracing::warn!(%error, "HTTP server ended with an error"),
+            Err(_) => tracing::warn!("HTTP requests still open at exit were cut off"),
+            _ => {}
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// `countersign serve`: binds `server.listen` and runs until SIGTERM/SIGINT.
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let listen = settings.server.listen;
+    let service = Service::build(settings).await?;
+    let listener = TcpListener::bind(listen).await.with_context(|| format!("binding server.listen = {listen}"))?;
+    tracing::info!(%listen, store = service.store.backend(), "countersign is listening");
+    service.run(listener, shutdown_signal()).await
+}
+
+/// Resolves on the first SIGTERM or SIGINT. The handlers are installed
+/// before this returns, so a signal sent right after start-up is not lost.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => tracing::info!("SIGTERM received"),
+                        _ = int.recv() => tracing::info!("SIGINT received"),
+                    }
+                }
+                _ => {
+                    tracing::warn!("cannot install signal handlers; falling back to Ctrl-C only");
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn prune_loop(store: Arc<dyn Store>, retention: Duration, stop: CancellationToken) {
+    loop {
+        let cutoff = chrono::Duration::from_std(retention)
+            .ok()
+            .and_then(|keep| Utc::now().checked_sub_signed(keep))
+            .unwrap_or(chrono::DateTime::UNIX_EPOCH);
+        match store.prune_jobs(cutoff).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, "deleted finished jobs past retention"),
+            Err(error) => tracing::warn!(%error, "pruning finished jobs failed; will try again"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(PRUNE_EVERY) => {}
+        }
+    }
+}

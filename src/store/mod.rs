@@ -1,0 +1,175 @@
+//! Everything countersign persists, behind one interface with a SQLite
+//! implementation (the default) and a PostgreSQL one (for several replicas).
+//! Work passes between pipeline stages as rows written in the same
+//! transaction as the work that produced them, so the interface hands out
+//! transactions ([`StoreTx`]) rather than only single statements.
+
+mod model;
+mod postgres;
+mod sqlite;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+
+pub use model::*;
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+use crate::ids::{EnvelopeId, EventId, JobId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migrations failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("migrations are not applied (schema version {found}, expected {expected})")]
+    NotMigrated { found: i64, expected: i64 },
+    #[error("stored row is corrupt: {0}")]
+    Corrupt(String),
+    #[error("cannot open the store at {url}: {reason}")]
+    Open { url: String, reason: String },
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The operations every stage needs, written once against both databases.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// "sqlite" or "postgres".
+    fn backend(&self) -> &'static str;
+
+    /// Starts a write transaction; dropping it without [`StoreTx::commit`] rolls back.
+    async fn begin(&self) -> StoreResult<Box<dyn StoreTx>>;
+
+    /// Reachable and fully migrated.
+    async fn check_ready(&self) -> StoreResult<()>;
+
+    /// A receiver that changes whenever new work may be claimable.
+    fn job_signal(&self) -> watch::Receiver<u64>;
+
+    // ---- the job queue ----
+
+    /// Claims up to `limit` runnable jobs of the given kinds: ready jobs that
+    /// are due, and running jobs whose lease expired (their worker died).
+    /// Expired jobs that are out of attempts become dead letters instead.
+    async fn claim_jobs(
+        &self,
+        kinds: &[&str],
+        worker: &str,
+        lease: Duration,
+        limit: u32,
+    ) -> StoreResult<Vec<ClaimedJob>>;
+
+    /// Extends a lease; `false` means it is no longer ours.
+    async fn heartbeat(&self, lease: &Lease, extend: Duration) -> StoreResult<bool>;
+
+    /// Records a failed attempt and schedules the retry or the dead letter.
+    async fn fail_job(&self, lease: &Lease, error: &str, retry: Retry) -> StoreResult<FailOutcome>;
+
+    /// Hands an unfinished job back (shutdown); the attempt does not count.
+    async fn release_job(&self, lease: &Lease) -> StoreResult<bool>;
+
+    /// When the next job of these kinds becomes claimable, if any is waiting.
+    async fn next_due(&self, kinds: &[&str]) -> StoreResult<Option<DateTime<Utc>>>;
+
+    async fn job(&self, id: JobId) -> StoreResult<Option<Job>>;
+    async fn job_attempts(&self, id: JobId) -> StoreResult<Vec<JobAttempt>>;
+    async fn dead_jobs(&self, limit: u32) -> StoreResult<Vec<Job>>;
+    /// Gives a dead job `attempts` more attempts; `false` if it was not dead.
+    async fn replay_job(&self, id: JobId, attempts: u32) -> StoreResult<bool>;
+    /// Deletes jobs that finished successfully before `before`; returns how many.
+    async fn prune_jobs(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+    async fn queue_stats(&self) -> StoreResult<Vec<QueueStat>>;
+
+    // ---- envelopes and what hangs off them ----
+
+    async fn notifications_for(&self, envelope: EnvelopeId) -> StoreResult<Vec<Notification>>;
+    async fn envelope(&self, envelope: EnvelopeId) -> StoreResult<Option<EnvelopeRecord>>;
+    async fn documents(&self, envelope: EnvelopeId) -> StoreResult<Vec<DocumentRecord>>;
+    async fn events_for(&self, envelope: EnvelopeId) -> StoreResult<Vec<EventRecord>>;
+    async fn deliveries_for(&self, event: EventId) -> StoreResult<Vec<DeliveryRecord>>;
+
+    /// Completes a job on its own, for jobs that write nothing else.
+    async fn complete_job(&self, lease: &Lease) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let done = tx.complete_job(lease).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    /// Enqueues a job on its own.
+    async fn enqueue(&self, job: &NewJob) -> StoreResult<Enqueued> {
+        let mut tx = self.begin().await?;
+        let enqueued = tx.enqueue(job).await?;
+        tx.commit().await?;
+        Ok(enqueued)
+    }
+}
+
+/// One write transaction. Everything written through it becomes visible
+/// together at [`StoreTx::commit`], or not at all.
+#[async_trait]
+pub trait StoreTx: Send {
+    async fn enqueue(&mut self, job: &NewJob) -> StoreResult<Enqueued>;
+    /// Marks the job done if `lease` still holds it; `false` means the lease
+    /// was lost and the caller must not commit its other writes.
+    async fn complete_job(&mut self, lease: &Lease) -> StoreResult<bool>;
+    async fn insert_notification(
+        &mut self,
+        notification: &NewNotification,
+    ) -> StoreResult<Inserted<crate::ids::NotificationId>>;
+    async fn upsert_envelope(&mut self, envelope: &EnvelopeUpsert) -> StoreResult<()>;
+    async fn upsert_document(&mut self, document: &DocumentRecord) -> StoreResult<()>;
+    async fn insert_event(&mut self, event: &EventRecord) -> StoreResult<Inserted<EventId>>;
+    async fn insert_delivery(&mut self, event: EventId, sink: &str) -> StoreResult<Inserted<()>>;
+    async fn commit(self: Box<Self>) -> StoreResult<()>;
+}
+
+/// Opens the store named by `url` and applies its migrations.
+pub async fn open(url: &str, max_connections: u32) -> StoreResult<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::open(url, max_connections).await?))
+    } else {
+        Err(StoreError::Open { url: redact_url(url), reason: "unknown scheme".into() })
+    }
+}
+
+/// A URL fit for a log line: any password is replaced.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("redacted"));
+            parsed.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Milliseconds for SQL arithmetic; leases and backoffs never approach the limit.
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn corrupt(what: &str, value: &str) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {value:?}"))
+}
+
+/// Keeps only what fits a column and a log line from an error message.
+fn clip(error: &str) -> String {
+    const MAX: usize = 4000;
+    if error.len() <= MAX {
+        return error.to_string();
+    }
+    let mut end = MAX;
+    while !error.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &error[..end])
+}

@@ -1,0 +1,312 @@
+//! What the store holds, as the rest of the service sees it.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{AccountId, EnvelopeId, EventId, JobId, NotificationId};
+
+/// The result of an insert that may meet an existing row with the same key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted<T> {
+    Created(T),
+    /// A row with the same unique key already exists; nothing was written.
+    Duplicate,
+}
+
+impl<T> Inserted<T> {
+    pub fn created(self) -> Option<T> {
+        match self {
+            Self::Created(value) => Some(value),
+            Self::Duplicate => None,
+        }
+    }
+}
+
+macro_rules! text_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($(#[$vdoc])* $variant),+ }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $text),+ }
+            }
+
+            pub fn parse(text: &str) -> Option<Self> {
+                match text { $($text => Some(Self::$variant),)+ _ => None }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+text_enum!(
+    /// Where a job is in its life.
+    JobState {
+        Ready => "ready",
+        Running => "running",
+        Done => "done",
+        /// Out of attempts (or failed permanently); kept for an operator.
+        Dead => "dead",
+    }
+);
+
+text_enum!(
+    /// How one attempt at a job ended.
+    AttemptOutcome {
+        Succeeded => "succeeded",
+        Failed => "failed",
+        /// Handed back unfinished (shutdown); does not count against the job.
+        Released => "released",
+        /// The worker vanished or stalled and its lease ran out.
+        LeaseExpired => "lease_expired",
+    }
+);
+
+text_enum!(
+    /// How countersign dealt with a notification.
+    Disposition {
+        /// A job was enqueued to process the envelope.
+        Enqueued => "enqueued",
+        /// Recorded only: the event is not one countersign processes.
+        Ignored => "ignored",
+    }
+);
+
+text_enum!(
+    /// Where the notification came from.
+    NotificationOrigin {
+        Connect => "connect",
+        Reconciliation => "reconciliation",
+    }
+);
+
+text_enum!(
+    EnvelopeStatus {
+        /// A completion was recorded; processing has not finished yet.
+        Received => "received",
+        /// Documents stored and events written.
+        Processed => "processed",
+        /// Needs an operator (a required field was missing, for example).
+        Flagged => "flagged",
+    }
+);
+
+text_enum!(
+    DeliveryState {
+        Pending => "pending",
+        Delivered => "delivered",
+        Dead => "dead",
+    }
+);
+
+/// A job to put on the queue.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub kind: String,
+    /// At most one job per (kind, unique key) exists until it is pruned.
+    pub unique_key: Option<String>,
+    pub payload: serde_json::Value,
+    /// Not before this time; `None` means now.
+    pub run_at: Option<DateTime<Utc>>,
+    pub max_attempts: u32,
+}
+
+impl NewJob {
+    pub fn new(kind: impl Into<String>, payload: serde_json::Value, max_attempts: u32) -> Self {
+        Self { kind: kind.into(), unique_key: None, payload, run_at: None, max_attempts }
+    }
+
+    pub fn unique(mut self, key: impl Into<String>) -> Self {
+        self.unique_key = Some(key.into());
+        self
+    }
+
+    pub fn at(mut self, run_at: DateTime<Utc>) -> Self {
+        self.run_at = Some(run_at);
+        self
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    Created(JobId),
+    /// A job with the same kind and unique key exists; nothing was added.
+    Duplicate,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Job {
+    pub id: JobId,
+    pub kind: String,
+    pub unique_key: Option<String>,
+    pub payload: serde_json::Value,
+    pub state: JobState,
+    /// Attempts started so far, including the running one.
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub run_at: DateTime<Utc>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// Proof that this worker holds a job: only the holder of the current token
+/// may heartbeat, complete, fail or release it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub job: JobId,
+    pub token: uuid::Uuid,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    pub job: Job,
+    pub lease: Lease,
+}
+
+/// What the worker wants after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Try again at this time, unless the job is out of attempts.
+    At(DateTime<Utc>),
+    /// The failure will not go away by retrying: dead-letter now.
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailOutcome {
+    WillRetry {
+        at: DateTime<Utc>,
+    },
+    Dead,
+    /// The lease was no longer ours; someone else holds the job.
+    LeaseLost,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct JobAttempt {
+    pub attempt: u32,
+    pub worker: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub outcome: Option<AttemptOutcome>,
+    pub error: Option<String>,
+}
+
+/// Queue depth for one (kind, state).
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueStat {
+    pub kind: String,
+    pub state: JobState,
+    pub count: u64,
+    /// The earliest `run_at` among these jobs.
+    pub oldest: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewNotification {
+    pub id: NotificationId,
+    pub account_id: AccountId,
+    pub envelope_id: EnvelopeId,
+    pub event: String,
+    pub recipient_id: Option<String>,
+    pub generated_at: DateTime<Utc>,
+    pub format: String,
+    pub origin: NotificationOrigin,
+    /// SHA-256 of the exact body bytes, hex.
+    pub body_sha256: String,
+    pub disposition: Disposition,
+    /// The normalised notification (never document bytes).
+    pub summary: serde_json::Value,
+}
+
+impl NewNotification {
+    /// Two deliveries of the same Connect message share this key even when
+    /// their bodies differ (Connect bumps `retryCount` on a retry).
+    pub fn dedupe_key(&self) -> String {
+        format!(
+            "{}|{}|{}|{}|{}",
+            self.account_id,
+            self.envelope_id,
+            self.event,
+            self.recipient_id.as_deref().unwrap_or(""),
+            self.generated_at.timestamp_micros()
+        )
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Notification {
+    #[serde(flatten)]
+    pub new: NewNotification,
+    pub received_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EnvelopeRecord {
+    pub envelope_id: EnvelopeId,
+    pub account_id: AccountId,
+    pub status: EnvelopeStatus,
+    pub subject: Option<String>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EnvelopeUpsert {
+    pub envelope_id: EnvelopeId,
+    pub account_id: AccountId,
+    pub status: EnvelopeStatus,
+    pub subject: Option<String>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DocumentRecord {
+    pub envelope_id: EnvelopeId,
+    /// DocuSign's document id ("1", "2", …) or "certificate".
+    pub document_id: String,
+    pub name: String,
+    /// The sanitised file name it is served under.
+    pub file_name: String,
+    pub content_type: String,
+    pub size_bytes: u64,
+    pub sha256: String,
+    /// Where the bytes are in the document store.
+    pub storage_key: String,
+    pub stored_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventRecord {
+    pub id: EventId,
+    pub envelope_id: EnvelopeId,
+    pub rule: String,
+    pub event_type: String,
+    /// The CloudEvent exactly as it is delivered.
+    pub body: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryRecord {
+    pub event_id: EventId,
+    pub sink: String,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}

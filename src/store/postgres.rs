@@ -1,0 +1,649 @@
+//! The store for more than one replica. Claims use `FOR UPDATE SKIP LOCKED`
+//! so replicas never take the same job, and enqueues `NOTIFY` a channel that
+//! every replica `LISTEN`s on, so idle workers wake without polling. Times
+//! come from the database clock (`now()`), which all replicas share.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgListener, PgPoolOptions, PgRow};
+use sqlx::{PgPool, Postgres, Row, Transaction};
+use tokio::sync::watch;
+
+use super::*;
+use crate::ids::{AccountId, EnvelopeId, EventId, JobId, NotificationId};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// The channel enqueues notify; the payload is the job kind.
+const JOB_CHANNEL: &str = "countersign_jobs";
+
+#[derive(Debug)]
+pub struct PostgresStore {
+    pool: PgPool,
+    signal: Arc<watch::Sender<u64>>,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+impl PostgresStore {
+    pub async fn open(url: &str, max_connections: u32) -> StoreResult<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await
+            .map_err(|e| StoreError::Open { url: redact_url(url), reason: e.to_string() })?;
+        MIGRATOR.run(&pool).await?;
+        let mut listener = PgListener::connect_with(&pool).await?;
+        listener.listen(JOB_CHANNEL).await?;
+        let (signal, _) = watch::channel(0);
+        let signal = Arc::new(signal);
+        let listener = tokio::spawn(listen(listener, signal.clone()));
+        Ok(Self { pool, signal, listener })
+    }
+}
+
+/// Turns notifications on the job channel into wake-ups. `PgListener`
+/// reconnects by itself; notifications sent while it was away are lost, so
+/// after any error the workers are woken to look for themselves.
+async fn listen(mut listener: PgListener, signal: Arc<watch::Sender<u64>>) {
+    loop {
+        match listener.recv().await {
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "job notification listener lost its connection; reconnecting");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        signal.send_modify(|v| *v += 1);
+    }
+}
+
+fn u32_column(row: &PgRow, column: &str) -> StoreResult<u32> {
+    let value: i32 = row.try_get(column)?;
+    u32::try_from(value).map_err(|_| corrupt(column, &value.to_string()))
+}
+
+fn job_from_row(row: &PgRow) -> StoreResult<Job> {
+    let state: String = row.try_get("state")?;
+    Ok(Job {
+        id: JobId(row.try_get("id")?),
+        kind: row.try_get("kind")?,
+        unique_key: row.try_get("unique_key")?,
+        payload: row.try_get("payload")?,
+        state: JobState::parse(&state).ok_or_else(|| corrupt("jobs.state", &state))?,
+        attempts: u32_column(row, "attempts")?,
+        max_attempts: u32_column(row, "max_attempts")?,
+        run_at: row.try_get("run_at")?,
+        lease_expires_at: row.try_get("lease_expires_at")?,
+        last_error: row.try_get("last_error")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+fn envelope_id(row: &PgRow, column: &str) -> StoreResult<EnvelopeId> {
+    let text: String = row.try_get(column)?;
+    EnvelopeId::parse(&text).map_err(|_| corrupt(column, &text))
+}
+
+fn kinds_vec(kinds: &[&str]) -> Vec<String> {
+    kinds.iter().map(|k| (*k).to_string()).collect()
+}
+
+fn i32_of(value: u32) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn begin(&self) -> StoreResult<Box<dyn StoreTx>> {
+        Ok(Box::new(PgTx { tx: self.pool.begin().await?, signal: self.signal.clone(), enqueued: false }))
+    }
+
+    async fn check_ready(&self) -> StoreResult<()> {
+        let expected = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success").fetch_one(&self.pool).await?;
+        let found = found.unwrap_or(0);
+        if found < expected {
+            return Err(StoreError::NotMigrated { found, expected });
+        }
+        Ok(())
+    }
+
+    fn job_signal(&self) -> watch::Receiver<u64> {
+        self.signal.subscribe()
+    }
+
+    async fn claim_jobs(
+        &self,
+        kinds: &[&str],
+        worker: &str,
+        lease: Duration,
+        limit: u32,
+    ) -> StoreResult<Vec<ClaimedJob>> {
+        let kinds = kinds_vec(kinds);
+        let mut tx = self.pool.begin().await?;
+        // Expired jobs with no attempts left become dead letters rather than
+        // crash-looping; SKIP LOCKED keeps replicas out of each other's way.
+        let dead: Vec<uuid::Uuid> = sqlx::query_scalar(
+            "UPDATE jobs SET state = 'dead',
+                 last_error = 'lease expired during attempt ' || attempts || ' (the worker stopped or stalled)',
+                 lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, finished_at = now(), updated_at = now()
+             WHERE id IN (SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at <= now()
+                          AND attempts >= max_attempts AND kind = ANY($1) FOR UPDATE SKIP LOCKED)
+             RETURNING id",
+        )
+        .bind(&kinds)
+        .fetch_all(&mut *tx)
+        .await?;
+        close_attempts(&mut tx, &dead, AttemptOutcome::LeaseExpired, None).await?;
+        let rows = sqlx::query(
+            "WITH picked AS (
+                 SELECT id, state AS previous_state FROM jobs
+                 WHERE kind = ANY($1)
+                 AND ((state = 'ready' AND run_at <= now()) OR (state = 'running' AND lease_expires_at <= now()))
+                 ORDER BY run_at, id LIMIT $2
+                 FOR UPDATE SKIP LOCKED)
+             UPDATE jobs SET state = 'running', attempts = jobs.attempts + 1, lease_token = gen_random_uuid(),
+                 lease_owner = $3, lease_expires_at = now() + $4 * interval '1 millisecond', updated_at = now()
+             FROM picked WHERE jobs.id = picked.id
+             RETURNING jobs.*, picked.previous_state",
+        )
+        .bind(&kinds)
+        .bind(i64::from(limit))
+        .bind(worker)
+        .bind(millis(lease) as f64)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        let mut expired = Vec::new();
+        for row in &rows {
+            let job = job_from_row(row)?;
+            if row.try_get::<String, _>("previous_state")? == "running" {
+                expired.push(job.id.0);
+            }
+            let lease = Lease { job: job.id, token: row.try_get("lease_token")? };
+            claimed.push(ClaimedJob { job, lease });
+        }
+        close_attempts(&mut tx, &expired, AttemptOutcome::LeaseExpired, None).await?;
+        for ClaimedJob { job, .. } in &claimed {
+            sqlx::query("INSERT INTO job_attempts (job_id, attempt, worker, started_at) VALUES ($1, $2, $3, now())")
+                .bind(job.id.0)
+                .bind(i32_of(job.attempts))
+                .bind(worker)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    async fn heartbeat(&self, lease: &Lease, extend: Duration) -> StoreResult<bool> {
+        let result = sqlx::query(
+            "UPDATE jobs SET lease_expires_at = now() + $1 * interval '1 millisecond', updated_at = now()
+             WHERE id = $2 AND lease_token = $3 AND state = 'running'",
+        )
+        .bind(millis(extend) as f64)
+        .bind(lease.job.0)
+        .bind(lease.token)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn fail_job(&self, lease: &Lease, error: &str, retry: Retry) -> StoreResult<FailOutcome> {
+        let (retry_at, never) = match retry {
+            Retry::At(at) => (Some(at), false),
+            Retry::Never => (None, true),
+        };
+        let error = clip(error);
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "UPDATE jobs SET
+                 state = CASE WHEN $1 OR attempts >= max_attempts THEN 'dead' ELSE 'ready' END,
+                 run_at = CASE WHEN $1 OR attempts >= max_attempts THEN run_at ELSE COALESCE($2, now()) END,
+                 finished_at = CASE WHEN $1 OR attempts >= max_attempts THEN now() ELSE NULL END,
+                 last_error = $3, lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+             WHERE id = $4 AND lease_token = $5 AND state = 'running'
+             RETURNING state, run_at",
+        )
+        .bind(never)
+        .bind(retry_at)
+        .bind(&error)
+        .bind(lease.job.0)
+        .bind(lease.token)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else { return Ok(FailOutcome::LeaseLost) };
+        close_attempts(&mut tx, &[lease.job.0], AttemptOutcome::Failed, Some(&error)).await?;
+        tx.commit().await?;
+        let state: String = row.try_get("state")?;
+        Ok(if state == "dead" { FailOutcome::Dead } else { FailOutcome::WillRetry { at: row.try_get("run_at")? } })
+    }
+
+    async fn release_job(&self, lease: &Lease) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let result = sqlx::query(
+            "UPDATE jobs SET state = 'ready', attempts = attempts - 1, run_at = now(), updated_at = now(),
+                 lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL
+             WHERE id = $1 AND lease_token = $2 AND state = 'running'",
+        )
+        .bind(lease.job.0)
+        .bind(lease.token)
+        .execute(&mut *tx)
+        .await?;
+        if result.rows_affected() == 0 {
+            return Ok(false);
+        }
+        close_attempts(&mut tx, &[lease.job.0], AttemptOutcome::Released, None).await?;
+        notify(&mut tx, "released").await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn next_due(&self, kinds: &[&str]) -> StoreResult<Option<DateTime<Utc>>> {
+        let due: Option<DateTime<Utc>> = sqlx::query_scalar(
+            "SELECT LEAST(
+                 (SELECT MIN(run_at) FROM jobs WHERE state = 'ready' AND kind = ANY($1)),
+                 (SELECT MIN(lease_expires_at) FROM jobs WHERE state = 'running' AND kind = ANY($1)))",
+        )
+        .bind(kinds_vec(kinds))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(due)
+    }
+
+    async fn job(&self, id: JobId) -> StoreResult<Option<Job>> {
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = $1").bind(id.0).fetch_optional(&self.pool).await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    async fn job_attempts(&self, id: JobId) -> StoreResult<Vec<JobAttempt>> {
+        let rows = sqlx::query("SELECT * FROM job_attempts WHERE job_id = $1 ORDER BY id")
+            .bind(id.0)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let outcome: Option<String> = row.try_get("outcome")?;
+                Ok(JobAttempt {
+                    attempt: u32_column(row, "attempt")?,
+                    worker: row.try_get("worker")?,
+                    started_at: row.try_get("started_at")?,
+                    finished_at: row.try_get("finished_at")?,
+                    outcome: outcome
+                        .map(|o| AttemptOutcome::parse(&o).ok_or_else(|| corrupt("job_attempts.outcome", &o)))
+                        .transpose()?,
+                    error: row.try_get("error")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn dead_jobs(&self, limit: u32) -> StoreResult<Vec<Job>> {
+        let rows = sqlx::query("SELECT * FROM jobs WHERE state = 'dead' ORDER BY finished_at DESC, id LIMIT $1")
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn replay_job(&self, id: JobId, attempts: u32) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let result = sqlx::query(
+            "UPDATE jobs SET state = 'ready', max_attempts = attempts + $1, run_at = now(), finished_at = NULL,
+                 updated_at = now()
+             WHERE id = $2 AND state = 'dead'",
+        )
+        .bind(i32_of(attempts))
+        .bind(id.0)
+        .execute(&mut *tx)
+        .await?;
+        let replayed = result.rows_affected() == 1;
+        if replayed {
+            notify(&mut tx, "replayed").await?;
+        }
+        tx.commit().await?;
+        Ok(replayed)
+    }
+
+    async fn prune_jobs(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        // job_attempts go with their job (ON DELETE CASCADE).
+        let result = sqlx::query("DELETE FROM jobs WHERE state = 'done' AND finished_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn queue_stats(&self) -> StoreResult<Vec<QueueStat>> {
+        let rows =
+            sqlx::query("SELECT kind, state, COUNT(*) AS n, MIN(run_at) AS oldest FROM jobs GROUP BY kind, state")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|row| {
+                let state: String = row.try_get("state")?;
+                Ok(QueueStat {
+                    kind: row.try_get("kind")?,
+                    state: JobState::parse(&state).ok_or_else(|| corrupt("jobs.state", &state))?,
+                    count: u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0),
+                    oldest: row.try_get("oldest")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn notifications_for(&self, envelope: EnvelopeId) -> StoreResult<Vec<Notification>> {
+        let rows = sqlx::query("SELECT * FROM notifications WHERE envelope_id = $1 ORDER BY received_at, id")
+            .bind(envelope.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let account: String = row.try_get("account_id")?;
+                let origin: String = row.try_get("origin")?;
+                let disposition: String = row.try_get("disposition")?;
+                Ok(Notification {
+                    new: NewNotification {
+                        id: NotificationId(row.try_get("id")?),
+                        account_id: AccountId::parse(&account).map_err(|_| corrupt("account_id", &account))?,
+                        envelope_id: envelope_id(row, "envelope_id")?,
+                        event: row.try_get("event")?,
+                        recipient_id: row.try_get("recipient_id")?,
+                        generated_at: row.try_get("generated_at")?,
+                        format: row.try_get("format")?,
+                        origin: NotificationOrigin::parse(&origin).ok_or_else(|| corrupt("origin", &origin))?,
+                        body_sha256: row.try_get("body_sha256")?,
+                        disposition: Disposition::parse(&disposition)
+                            .ok_or_else(|| corrupt("disposition", &disposition))?,
+                        summary: row.try_get("summary")?,
+                    },
+                    received_at: row.try_get("received_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn envelope(&self, envelope: EnvelopeId) -> StoreResult<Option<EnvelopeRecord>> {
+        let row = sqlx::query("SELECT * FROM envelopes WHERE envelope_id = $1")
+            .bind(envelope.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            let account: String = row.try_get("account_id")?;
+            let status: String = row.try_get("status")?;
+            Ok(EnvelopeRecord {
+                envelope_id: envelope_id(&row, "envelope_id")?,
+                account_id: AccountId::parse(&account).map_err(|_| corrupt("account_id", &account))?,
+                status: EnvelopeStatus::parse(&status).ok_or_else(|| corrupt("envelopes.status", &status))?,
+                subject: row.try_get("subject")?,
+                completed_at: row.try_get("completed_at")?,
+                created_at: row.try_get("created_at")?,
+                updated_at: row.try_get("updated_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn documents(&self, envelope: EnvelopeId) -> StoreResult<Vec<DocumentRecord>> {
+        let rows = sqlx::query("SELECT * FROM documents WHERE envelope_id = $1 ORDER BY document_id")
+            .bind(envelope.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(DocumentRecord {
+                    envelope_id: envelope_id(row, "envelope_id")?,
+                    document_id: row.try_get("document_id")?,
+                    name: row.try_get("name")?,
+                    file_name: row.try_get("file_name")?,
+                    content_type: row.try_get("content_type")?,
+                    size_bytes: u64::try_from(row.try_get::<i64, _>("size_bytes")?).unwrap_or(0),
+                    sha256: row.try_get("sha256")?,
+                    storage_key: row.try_get("storage_key")?,
+                    stored_at: row.try_get("stored_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn events_for(&self, envelope: EnvelopeId) -> StoreResult<Vec<EventRecord>> {
+        let rows = sqlx::query("SELECT * FROM events WHERE envelope_id = $1 ORDER BY created_at, id")
+            .bind(envelope.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(EventRecord {
+                    id: EventId(row.try_get("id")?),
+                    envelope_id: envelope_id(row, "envelope_id")?,
+                    rule: row.try_get("rule")?,
+                    event_type: row.try_get("event_type")?,
+                    body: row.try_get("body")?,
+                    created_at: row.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn deliveries_for(&self, event: EventId) -> StoreResult<Vec<DeliveryRecord>> {
+        let rows = sqlx::query("SELECT * FROM deliveries WHERE event_id = $1 ORDER BY sink")
+            .bind(event.0)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let state: String = row.try_get("state")?;
+                Ok(DeliveryRecord {
+                    event_id: EventId(row.try_get("event_id")?),
+                    sink: row.try_get("sink")?,
+                    state: DeliveryState::parse(&state).ok_or_else(|| corrupt("deliveries.state", &state))?,
+                    attempts: u32_column(row, "attempts")?,
+                    last_error: row.try_get("last_error")?,
+                    created_at: row.try_get("created_at")?,
+                    updated_at: row.try_get("updated_at")?,
+                    delivered_at: row.try_get("delivered_at")?,
+                })
+            })
+            .collect()
+    }
+}
+
+async fn close_attempts(
+    tx: &mut Transaction<'static, Postgres>,
+    jobs: &[uuid::Uuid],
+    outcome: AttemptOutcome,
+    error: Option<&str>,
+) -> StoreResult<()> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE job_attempts SET outcome = $1, error = $2, finished_at = now()
+         WHERE job_id = ANY($3) AND finished_at IS NULL",
+    )
+    .bind(outcome.as_str())
+    .bind(error)
+    .bind(jobs)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Wakes every replica's workers once this transaction commits.
+async fn notify(tx: &mut Transaction<'static, Postgres>, why: &str) -> StoreResult<()> {
+    sqlx::query("SELECT pg_notify($1, $2)").bind(JOB_CHANNEL).bind(why).execute(&mut **tx).await?;
+    Ok(())
+}
+
+struct PgTx {
+    tx: Transaction<'static, Postgres>,
+    signal: Arc<watch::Sender<u64>>,
+    enqueued: bool,
+}
+
+#[async_trait]
+impl StoreTx for PgTx {
+    async fn enqueue(&mut self, job: &NewJob) -> StoreResult<Enqueued> {
+        let id = JobId::new();
+        let result = sqlx::query(
+            "INSERT INTO jobs (id, kind, unique_key, payload, state, attempts, max_attempts, run_at, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, 'ready', 0, $5, COALESCE($6, now()), now(), now())
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(id.0)
+        .bind(&job.kind)
+        .bind(&job.unique_key)
+        .bind(&job.payload)
+        .bind(i32_of(job.max_attempts.max(1)))
+        .bind(job.run_at)
+        .execute(&mut *self.tx)
+        .await?;
+        if result.rows_affected() == 0 {
+            return Ok(Enqueued::Duplicate);
+        }
+        if !self.enqueued {
+            notify(&mut self.tx, &job.kind).await?;
+            self.enqueued = true;
+        }
+        Ok(Enqueued::Created(id))
+    }
+
+    async fn complete_job(&mut self, lease: &Lease) -> StoreResult<bool> {
+        let result = sqlx::query(
+            "UPDATE jobs SET state = 'done', finished_at = now(), updated_at = now(),
+                 lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL
+             WHERE id = $1 AND lease_token = $2 AND state = 'running'",
+        )
+        .bind(lease.job.0)
+        .bind(lease.token)
+        .execute(&mut *self.tx)
+        .await?;
+        if result.rows_affected() == 0 {
+            return Ok(false);
+        }
+        close_attempts(&mut self.tx, &[lease.job.0], AttemptOutcome::Succeeded, None).await?;
+        Ok(true)
+    }
+
+    async fn insert_notification(&mut self, n: &NewNotification) -> StoreResult<Inserted<NotificationId>> {
+        let result = sqlx::query(
+            "INSERT INTO notifications (id, account_id, envelope_id, event, recipient_id, generated_at, format, origin,
+                 dedupe_key, body_sha256, disposition, summary, received_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, now())
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(n.id.0)
+        .bind(n.account_id.to_string())
+        .bind(n.envelope_id.to_string())
+        .bind(&n.event)
+        .bind(&n.recipient_id)
+        .bind(n.generated_at)
+        .bind(&n.format)
+        .bind(n.origin.as_str())
+        .bind(n.dedupe_key())
+        .bind(&n.body_sha256)
+        .bind(n.disposition.as_str())
+        .bind(&n.summary)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(if result.rows_affected() == 1 { Inserted::Created(n.id) } else { Inserted::Duplicate })
+    }
+
+    async fn upsert_envelope(&mut self, e: &EnvelopeUpsert) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO envelopes (envelope_id, account_id, status, subject, completed_at, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, now(), now())
+             ON CONFLICT (envelope_id) DO UPDATE SET
+                 status = excluded.status,
+                 subject = COALESCE(excluded.subject, envelopes.subject),
+                 completed_at = COALESCE(excluded.completed_at, envelopes.completed_at),
+                 updated_at = excluded.updated_at",
+        )
+        .bind(e.envelope_id.to_string())
+        .bind(e.account_id.to_string())
+        .bind(e.status.as_str())
+        .bind(&e.subject)
+        .bind(e.completed_at)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn upsert_document(&mut self, d: &DocumentRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO documents (envelope_id, document_id, name, file_name, content_type, size_bytes, sha256,
+                 storage_key, stored_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (envelope_id, document_id) DO UPDATE SET
+                 name = excluded.name, file_name = excluded.file_name, content_type = excluded.content_type,
+                 size_bytes = excluded.size_bytes, sha256 = excluded.sha256, storage_key = excluded.storage_key,
+                 stored_at = excluded.stored_at",
+        )
+        .bind(d.envelope_id.to_string())
+        .bind(&d.document_id)
+        .bind(&d.name)
+        .bind(&d.file_name)
+        .bind(&d.content_type)
+        .bind(i64::try_from(d.size_bytes).unwrap_or(i64::MAX))
+        .bind(&d.sha256)
+        .bind(&d.storage_key)
+        .bind(d.stored_at)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_event(&mut self, e: &EventRecord) -> StoreResult<Inserted<EventId>> {
+        let result = sqlx::query(
+            "INSERT INTO events (id, envelope_id, rule, event_type, body, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        )
+        .bind(e.id.0)
+        .bind(e.envelope_id.to_string())
+        .bind(&e.rule)
+        .bind(&e.event_type)
+        .bind(&e.body)
+        .bind(e.created_at)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(if result.rows_affected() == 1 { Inserted::Created(e.id) } else { Inserted::Duplicate })
+    }
+
+    async fn insert_delivery(&mut self, event: EventId, sink: &str) -> StoreResult<Inserted<()>> {
+        let result = sqlx::query(
+            "INSERT INTO deliveries (event_id, sink, state, attempts, created_at, updated_at)
+             VALUES ($1, $2, 'pending', 0, now(), now()) ON CONFLICT DO NOTHING",
+        )
+        .bind(event.0)
+        .bind(sink)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(if result.rows_affected() == 1 { Inserted::Created(()) } else { Inserted::Duplicate })
+    }
+
+    async fn commit(self: Box<Self>) -> StoreResult<()> {
+        self.tx.commit().await?;
+        // Local workers need not wait for the notification's round trip.
+        if self.enqueued {
+            self.signal.send_modify(|v| *v += 1);
+        }
+        Ok(())
+    }
+}

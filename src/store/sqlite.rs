@@ -1,0 +1,678 @@
+//! The default store: one SQLite file in WAL mode. SQLite has a single
+//! writer, so every write goes through one connection with `BEGIN
+//! IMMEDIATE` (which also makes the queue's claim a single claimer), while
+//! reads use their own small pool.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+use tokio::sync::watch;
+
+use super::*;
+use crate::ids::{AccountId, EnvelopeId, EventId, JobId, NotificationId};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+#[derive(Debug)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+    signal: Arc<watch::Sender<u64>>,
+}
+
+impl SqliteStore {
+    pub async fn open(url: &str) -> StoreResult<Self> {
+        let open_err = |reason: String| StoreError::Open { url: url.to_string(), reason };
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| open_err(e.to_string()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: an acknowledged notification must survive power loss, not only a crash.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        if let Some(dir) = options.get_filename().parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| open_err(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options.clone())
+            .await?;
+        MIGRATOR.run(&writer).await?;
+        let reader = SqlitePoolOptions::new().max_connections(4).connect_with(options.read_only(true)).await?;
+        let (signal, _) = watch::channel(0);
+        Ok(Self { writer, reader, signal: Arc::new(signal) })
+    }
+
+    async fn write_tx(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+fn to_time(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::UNIX_EPOCH)
+}
+
+fn opt_time(ms: Option<i64>) -> Option<DateTime<Utc>> {
+    ms.map(to_time)
+}
+
+fn kinds_json(kinds: &[&str]) -> String {
+    serde_json::to_string(kinds).unwrap_or_else(|_| "[]".into())
+}
+
+fn parse_uuid(what: &str, text: &str) -> StoreResult<uuid::Uuid> {
+    uuid::Uuid::try_parse(text).map_err(|_| corrupt(what, text))
+}
+
+fn json_column(row: &SqliteRow, column: &str) -> StoreResult<serde_json::Value> {
+    let text: String = row.try_get(column)?;
+    serde_json::from_str(&text).map_err(|_| corrupt(column, &text))
+}
+
+fn u32_column(row: &SqliteRow, column: &str) -> StoreResult<u32> {
+    let value: i64 = row.try_get(column)?;
+    u32::try_from(value).map_err(|_| corrupt(column, &value.to_string()))
+}
+
+fn job_from_row(row: &SqliteRow) -> StoreResult<Job> {
+    let state: String = row.try_get("state")?;
+    Ok(Job {
+        id: JobId(parse_uuid("jobs.id", &row.try_get::<String, _>("id")?)?),
+        kind: row.try_get("kind")?,
+        unique_key: row.try_get("unique_key")?,
+        payload: json_column(row, "payload")?,
+        state: JobState::parse(&state).ok_or_else(|| corrupt("jobs.state", &state))?,
+        attempts: u32_column(row, "attempts")?,
+        max_attempts: u32_column(row, "max_attempts")?,
+        run_at: to_time(row.try_get("run_at")?),
+        lease_expires_at: opt_time(row.try_get("lease_expires_at")?),
+        last_error: row.try_get("last_error")?,
+        created_at: to_time(row.try_get("created_at")?),
+        updated_at: to_time(row.try_get("updated_at")?),
+        finished_at: opt_time(row.try_get("finished_at")?),
+    })
+}
+
+fn envelope_id(row: &SqliteRow, column: &str) -> StoreResult<EnvelopeId> {
+    let text: String = row.try_get(column)?;
+    EnvelopeId::parse(&text).map_err(|_| corrupt(column, &text))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn begin(&self) -> StoreResult<Box<dyn StoreTx>> {
+        Ok(Box::new(SqliteTx { tx: self.write_tx().await?, signal: self.signal.clone(), enqueued: false }))
+    }
+
+    async fn check_ready(&self) -> StoreResult<()> {
+        let expected = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+        let found: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&self.reader)
+            .await?;
+        let found = found.unwrap_or(0);
+        if found < expected {
+            return Err(StoreError::NotMigrated { found, expected });
+        }
+        Ok(())
+    }
+
+    fn job_signal(&self) -> watch::Receiver<u64> {
+        self.signal.subscribe()
+    }
+
+    async fn claim_jobs(
+        &self,
+        kinds: &[&str],
+        worker: &str,
+        lease: Duration,
+        limit: u32,
+    ) -> StoreResult<Vec<ClaimedJob>> {
+        let now = now_ms();
+        let kinds = kinds_json(kinds);
+        let mut tx = self.write_tx().await?;
+        // Attempts whose worker vanished are closed first, then jobs that have
+        // no attempts left become dead letters rather than crash-looping.
+        sqlx::query(
+            "UPDATE job_attempts SET outcome = 'lease_expired', finished_at = ?1
+             WHERE finished_at IS NULL AND job_id IN (
+                 SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at <= ?1
+                 AND kind IN (SELECT value FROM json_each(?2)))",
+        )
+        .bind(now)
+        .bind(&kinds)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE jobs SET state = 'dead',
+                 last_error = 'lease expired during attempt ' || attempts || ' (the worker stopped or stalled)',
+                 lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL,
+                 finished_at = ?1, updated_at = ?1
+             WHERE state = 'running' AND lease_expires_at <= ?1 AND attempts >= max_attempts
+             AND kind IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(now)
+        .bind(&kinds)
+        .execute(&mut *tx)
+        .await?;
+        let rows = sqlx::query(
+            "UPDATE jobs SET state = 'running', attempts = attempts + 1,
+                 lease_token = lower(hex(randomblob(16))), lease_owner = ?3,
+                 lease_expires_at = ?1 + ?4, updated_at = ?1
+             WHERE id IN (
+                 SELECT id FROM jobs
+                 WHERE kind IN (SELECT value FROM json_each(?2))
+                 AND ((state = 'ready' AND run_at <= ?1) OR (state = 'running' AND lease_expires_at <= ?1))
+                 ORDER BY run_at, id LIMIT ?5)
+             RETURNING *",
+        )
+        .bind(now)
+        .bind(&kinds)
+        .bind(worker)
+        .bind(millis(lease))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let job = job_from_row(row)?;
+            let token: String = row.try_get("lease_token")?;
+            sqlx::query("INSERT INTO job_attempts (job_id, attempt, worker, started_at) VALUES (?1, ?2, ?3, ?4)")
+                .bind(job.id.to_string())
+                .bind(i64::from(job.attempts))
+                .bind(worker)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            let lease = Lease { job: job.id, token: parse_uuid("jobs.lease_token", &token)? };
+            claimed.push(ClaimedJob { job, lease });
+        }
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    async fn heartbeat(&self, lease: &Lease, extend: Duration) -> StoreResult<bool> {
+        let now = now_ms();
+        let result = sqlx::query(
+            "UPDATE jobs SET lease_expires_at = ?1, updated_at = ?2
+             WHERE id = ?3 AND lease_token = ?4 AND state = 'running'",
+        )
+        .bind(now + millis(extend))
+        .bind(now)
+        .bind(lease.job.to_string())
+        .bind(lease.token.simple().to_string())
+        .execute(&self.writer)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn fail_job(&self, lease: &Lease, error: &str, retry: Retry) -> StoreResult<FailOutcome> {
+        let now = now_ms();
+        let (retry_at, never) = match retry {
+            Retry::At(at) => (at.timestamp_millis(), false),
+            Retry::Never => (now, true),
+        };
+        let error = clip(error);
+        let mut tx = self.write_tx().await?;
+        let row = sqlx::query(
+            "UPDATE jobs SET
+                 state = CASE WHEN ?1 OR attempts >= max_attempts THEN 'dead' ELSE 'ready' END,
+                 run_at = CASE WHEN ?1 OR attempts >= max_attempts THEN run_at ELSE ?2 END,
+                 finished_at = CASE WHEN ?1 OR attempts >= max_attempts THEN ?3 ELSE NULL END,
+                 last_error = ?4, lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?3
+             WHERE id = ?5 AND lease_token = ?6 AND state = 'running'
+             RETURNING state, run_at",
+        )
+        .bind(never)
+        .bind(retry_at)
+        .bind(now)
+        .bind(&error)
+        .bind(lease.job.to_string())
+        .bind(lease.token.simple().to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else { return Ok(FailOutcome::LeaseLost) };
+        close_attempt(&mut tx, lease.job, AttemptOutcome::Failed, Some(&error), now).await?;
+        tx.commit().await?;
+        let state: String = row.try_get("state")?;
+        Ok(if state == "dead" {
+            FailOutcome::Dead
+        } else {
+            FailOutcome::WillRetry { at: to_time(row.try_get("run_at")?) }
+        })
+    }
+
+    async fn release_job(&self, lease: &Lease) -> StoreResult<bool> {
+        let now = now_ms();
+        let mut tx = self.write_tx().await?;
+        let result = sqlx::query(
+            "UPDATE jobs SET state = 'ready', attempts = attempts - 1, run_at = ?1, updated_at = ?1,
+                 lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL
+             WHERE id = ?2 AND lease_token = ?3 AND state = 'running'",
+        )
+        .bind(now)
+        .bind(lease.job.to_string())
+        .bind(lease.token.simple().to_string())
+        .execute(&mut *tx)
+        .await?;
+        if result.rows_affected() == 0 {
+            return Ok(false);
+        }
+        close_attempt(&mut tx, lease.job, AttemptOutcome::Released, None, now).await?;
+        tx.commit().await?;
+        self.signal.send_modify(|v| *v += 1);
+        Ok(true)
+    }
+
+    async fn next_due(&self, kinds: &[&str]) -> StoreResult<Option<DateTime<Utc>>> {
+        let due: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(t) FROM (
+                 SELECT MIN(run_at) AS t FROM jobs WHERE state = 'ready' AND kind IN (SELECT value FROM json_each(?1))
+                 UNION ALL
+                 SELECT MIN(lease_expires_at) FROM jobs WHERE state = 'running' AND kind IN (SELECT value FROM json_each(?1)))",
+        )
+        .bind(kinds_json(kinds))
+        .fetch_one(&self.reader)
+        .await?;
+        Ok(opt_time(due))
+    }
+
+    async fn job(&self, id: JobId) -> StoreResult<Option<Job>> {
+        let row =
+            sqlx::query("SELECT * FROM jobs WHERE id = ?1").bind(id.to_string()).fetch_optional(&self.reader).await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    async fn job_attempts(&self, id: JobId) -> StoreResult<Vec<JobAttempt>> {
+        let rows = sqlx::query("SELECT * FROM job_attempts WHERE job_id = ?1 ORDER BY id")
+            .bind(id.to_string())
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let outcome: Option<String> = row.try_get("outcome")?;
+                Ok(JobAttempt {
+                    attempt: u32_column(row, "attempt")?,
+                    worker: row.try_get("worker")?,
+                    started_at: to_time(row.try_get("started_at")?),
+                    finished_at: opt_time(row.try_get("finished_at")?),
+                    outcome: outcome
+                        .map(|o| AttemptOutcome::parse(&o).ok_or_else(|| corrupt("job_attempts.outcome", &o)))
+                        .transpose()?,
+                    error: row.try_get("error")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn dead_jobs(&self, limit: u32) -> StoreResult<Vec<Job>> {
+        let rows = sqlx::query("SELECT * FROM jobs WHERE state = 'dead' ORDER BY finished_at DESC, id LIMIT ?1")
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn replay_job(&self, id: JobId, attempts: u32) -> StoreResult<bool> {
+        let now = now_ms();
+        let result = sqlx::query(
+            "UPDATE jobs SET state = 'ready', max_attempts = attempts + ?1, run_at = ?2, finished_at = NULL, updated_at = ?2
+             WHERE id = ?3 AND state = 'dead'",
+        )
+        .bind(i64::from(attempts))
+        .bind(now)
+        .bind(id.to_string())
+        .execute(&self.writer)
+        .await?;
+        let replayed = result.rows_affected() == 1;
+        if replayed {
+            self.signal.send_modify(|v| *v += 1);
+        }
+        Ok(replayed)
+    }
+
+    async fn prune_jobs(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        let mut tx = self.write_tx().await?;
+        let before = before.timestamp_millis();
+        sqlx::query(
+            "DELETE FROM job_attempts WHERE job_id IN (SELECT id FROM jobs WHERE state = 'done' AND finished_at < ?1)",
+        )
+        .bind(before)
+        .execute(&mut *tx)
+        .await?;
+        let result = sqlx::query("DELETE FROM jobs WHERE state = 'done' AND finished_at < ?1")
+            .bind(before)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn queue_stats(&self) -> StoreResult<Vec<QueueStat>> {
+        let rows =
+            sqlx::query("SELECT kind, state, COUNT(*) AS n, MIN(run_at) AS oldest FROM jobs GROUP BY kind, state")
+                .fetch_all(&self.reader)
+                .await?;
+        rows.iter()
+            .map(|row| {
+                let state: String = row.try_get("state")?;
+                Ok(QueueStat {
+                    kind: row.try_get("kind")?,
+                    state: JobState::parse(&state).ok_or_else(|| corrupt("jobs.state", &state))?,
+                    count: u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0),
+                    oldest: opt_time(row.try_get("oldest")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn notifications_for(&self, envelope: EnvelopeId) -> StoreResult<Vec<Notification>> {
+        let rows = sqlx::query("SELECT * FROM notifications WHERE envelope_id = ?1 ORDER BY received_at, id")
+            .bind(envelope.to_string())
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let account: String = row.try_get("account_id")?;
+                let origin: String = row.try_get("origin")?;
+                let disposition: String = row.try_get("disposition")?;
+                Ok(Notification {
+                    new: NewNotification {
+                        id: NotificationId(parse_uuid("notifications.id", &row.try_get::<String, _>("id")?)?),
+                        account_id: AccountId::parse(&account).map_err(|_| corrupt("account_id", &account))?,
+                        envelope_id: envelope_id(row, "envelope_id")?,
+                        event: row.try_get("event")?,
+                        recipient_id: row.try_get("recipient_id")?,
+                        generated_at: to_time(row.try_get("generated_at")?),
+                        format: row.try_get("format")?,
+                        origin: NotificationOrigin::parse(&origin).ok_or_else(|| corrupt("origin", &origin))?,
+                        body_sha256: row.try_get("body_sha256")?,
+                        disposition: Disposition::parse(&disposition)
+                            .ok_or_else(|| corrupt("disposition", &disposition))?,
+                        summary: json_column(row, "summary")?,
+                    },
+                    received_at: to_time(row.try_get("received_at")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn envelope(&self, envelope: EnvelopeId) -> StoreResult<Option<EnvelopeRecord>> {
+        let row = sqlx::query("SELECT * FROM envelopes WHERE envelope_id = ?1")
+            .bind(envelope.to_string())
+            .fetch_optional(&self.reader)
+            .await?;
+        row.map(|row| {
+            let account: String = row.try_get("account_id")?;
+            let status: String = row.try_get("status")?;
+            Ok(EnvelopeRecord {
+                envelope_id: envelope_id(&row, "envelope_id")?,
+                account_id: AccountId::parse(&account).map_err(|_| corrupt("account_id", &account))?,
+                status: EnvelopeStatus::parse(&status).ok_or_else(|| corrupt("envelopes.status", &status))?,
+                subject: row.try_get("subject")?,
+                completed_at: opt_time(row.try_get("completed_at")?),
+                created_at: to_time(row.try_get("created_at")?),
+                updated_at: to_time(row.try_get("updated_at")?),
+            })
+        })
+        .transpose()
+    }
+
+    async fn documents(&self, envelope: EnvelopeId) -> StoreResult<Vec<DocumentRecord>> {
+        let rows = sqlx::query("SELECT * FROM documents WHERE envelope_id = ?1 ORDER BY document_id")
+            .bind(envelope.to_string())
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(DocumentRecord {
+                    envelope_id: envelope_id(row, "envelope_id")?,
+                    document_id: row.try_get("document_id")?,
+                    name: row.try_get("name")?,
+                    file_name: row.try_get("file_name")?,
+                    content_type: row.try_get("content_type")?,
+                    size_bytes: u64::try_from(row.try_get::<i64, _>("size_bytes")?).unwrap_or(0),
+                    sha256: row.try_get("sha256")?,
+                    storage_key: row.try_get("storage_key")?,
+                    stored_at: to_time(row.try_get("stored_at")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn events_for(&self, envelope: EnvelopeId) -> StoreResult<Vec<EventRecord>> {
+        let rows = sqlx::query("SELECT * FROM events WHERE envelope_id = ?1 ORDER BY created_at, id")
+            .bind(envelope.to_string())
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(EventRecord {
+                    id: EventId(parse_uuid("events.id", &row.try_get::<String, _>("id")?)?),
+                    envelope_id: envelope_id(row, "envelope_id")?,
+                    rule: row.try_get("rule")?,
+                    event_type: row.try_get("event_type")?,
+                    body: json_column(row, "body")?,
+                    created_at: to_time(row.try_get("created_at")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn deliveries_for(&self, event: EventId) -> StoreResult<Vec<DeliveryRecord>> {
+        let rows = sqlx::query("SELECT * FROM deliveries WHERE event_id = ?1 ORDER BY sink")
+            .bind(event.to_string())
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let state: String = row.try_get("state")?;
+                Ok(DeliveryRecord {
+                    event_id: EventId(parse_uuid("deliveries.event_id", &row.try_get::<String, _>("event_id")?)?),
+                    sink: row.try_get("sink")?,
+                    state: DeliveryState::parse(&state).ok_or_else(|| corrupt("deliveries.state", &state))?,
+                    attempts: u32_column(row, "attempts")?,
+                    last_error: row.try_get("last_error")?,
+                    created_at: to_time(row.try_get("created_at")?),
+                    updated_at: to_time(row.try_get("updated_at")?),
+                    delivered_at: opt_time(row.try_get("delivered_at")?),
+                })
+            })
+            .collect()
+    }
+}
+
+async fn close_attempt(
+    tx: &mut Transaction<'static, Sqlite>,
+    job: JobId,
+    outcome: AttemptOutcome,
+    error: Option<&str>,
+    now: i64,
+) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE job_attempts SET outcome = ?1, error = ?2, finished_at = ?3 WHERE job_id = ?4 AND finished_at IS NULL",
+    )
+    .bind(outcome.as_str())
+    .bind(error)
+    .bind(now)
+    .bind(job.to_string())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+struct SqliteTx {
+    tx: Transaction<'static, Sqlite>,
+    signal: Arc<watch::Sender<u64>>,
+    enqueued: bool,
+}
+
+#[async_trait]
+impl StoreTx for SqliteTx {
+    async fn enqueue(&mut self, job: &NewJob) -> StoreResult<Enqueued> {
+        let now = now_ms();
+        let id = JobId::new();
+        let result = sqlx::query(
+            "INSERT INTO jobs (id, kind, unique_key, payload, state, attempts, max_attempts, run_at, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, 'ready', 0, ?5, ?6, ?7, ?7)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(id.to_string())
+        .bind(&job.kind)
+        .bind(&job.unique_key)
+        .bind(job.payload.to_string())
+        .bind(i64::from(job.max_attempts.max(1)))
+        .bind(job.run_at.map_or(now, |t| t.timestamp_millis()))
+        .bind(now)
+        .execute(&mut *self.tx)
+        .await?;
+        if result.rows_affected() == 0 {
+            return Ok(Enqueued::Duplicate);
+        }
+        self.enqueued = true;
+        Ok(Enqueued::Created(id))
+    }
+
+    async fn complete_job(&mut self, lease: &Lease) -> StoreResult<bool> {
+        let now = now_ms();
+        let result = sqlx::query(
+            "UPDATE jobs SET state = 'done', finished_at = ?1, updated_at = ?1,
+                 lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL
+             WHERE id = ?2 AND lease_token = ?3 AND state = 'running'",
+        )
+        .bind(now)
+        .bind(lease.job.to_string())
+        .bind(lease.token.simple().to_string())
+        .execute(&mut *self.tx)
+        .await?;
+        if result.rows_affected() == 0 {
+            return Ok(false);
+        }
+        close_attempt(&mut self.tx, lease.job, AttemptOutcome::Succeeded, None, now).await?;
+        Ok(true)
+    }
+
+    async fn insert_notification(&mut self, n: &NewNotification) -> StoreResult<Inserted<NotificationId>> {
+        let result = sqlx::query(
+            "INSERT INTO notifications (id, account_id, envelope_id, event, recipient_id, generated_at, format, origin,
+                 dedupe_key, body_sha256, disposition, summary, received_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(n.id.to_string())
+        .bind(n.account_id.to_string())
+        .bind(n.envelope_id.to_string())
+        .bind(&n.event)
+        .bind(&n.recipient_id)
+        .bind(n.generated_at.timestamp_millis())
+        .bind(&n.format)
+        .bind(n.origin.as_str())
+        .bind(n.dedupe_key())
+        .bind(&n.body_sha256)
+        .bind(n.disposition.as_str())
+        .bind(n.summary.to_string())
+        .bind(now_ms())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(if result.rows_affected() == 1 { Inserted::Created(n.id) } else { Inserted::Duplicate })
+    }
+
+    async fn upsert_envelope(&mut self, e: &EnvelopeUpsert) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO envelopes (envelope_id, account_id, status, subject, completed_at, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+             ON CONFLICT (envelope_id) DO UPDATE SET
+                 status = excluded.status,
+                 subject = COALESCE(excluded.subject, envelopes.subject),
+                 completed_at = COALESCE(excluded.completed_at, envelopes.completed_at),
+                 updated_at = excluded.updated_at",
+        )
+        .bind(e.envelope_id.to_string())
+        .bind(e.account_id.to_string())
+        .bind(e.status.as_str())
+        .bind(&e.subject)
+        .bind(e.completed_at.map(|t| t.timestamp_millis()))
+        .bind(now_ms())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn upsert_document(&mut self, d: &DocumentRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO documents (envelope_id, document_id, name, file_name, content_type, size_bytes, sha256,
+                 storage_key, stored_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (envelope_id, document_id) DO UPDATE SET
+                 name = excluded.name, file_name = excluded.file_name, content_type = excluded.content_type,
+                 size_bytes = excluded.size_bytes, sha256 = excluded.sha256, storage_key = excluded.storage_key,
+                 stored_at = excluded.stored_at",
+        )
+        .bind(d.envelope_id.to_string())
+        .bind(&d.document_id)
+        .bind(&d.name)
+        .bind(&d.file_name)
+        .bind(&d.content_type)
+        .bind(i64::try_from(d.size_bytes).unwrap_or(i64::MAX))
+        .bind(&d.sha256)
+        .bind(&d.storage_key)
+        .bind(d.stored_at.timestamp_millis())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_event(&mut self, e: &EventRecord) -> StoreResult<Inserted<EventId>> {
+        let result = sqlx::query(
+            "INSERT INTO events (id, envelope_id, rule, event_type, body, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+        )
+        .bind(e.id.to_string())
+        .bind(e.envelope_id.to_string())
+        .bind(&e.rule)
+        .bind(&e.event_type)
+        .bind(e.body.to_string())
+        .bind(e.created_at.timestamp_millis())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(if result.rows_affected() == 1 { Inserted::Created(e.id) } else { Inserted::Duplicate })
+    }
+
+    async fn insert_delivery(&mut self, event: EventId, sink: &str) -> StoreResult<Inserted<()>> {
+        let now = now_ms();
+        let result = sqlx::query(
+            "INSERT INTO deliveries (event_id, sink, state, attempts, created_at, updated_at)
+             VALUES (?1, ?2, 'pending', 0, ?3, ?3) ON CONFLICT DO NOTHING",
+        )
+        .bind(event.to_string())
+        .bind(sink)
+        .bind(now)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(if result.rows_affected() == 1 { Inserted::Created(()) } else { Inserted::Duplicate })
+    }
+
+    async fn commit(self: Box<Self>) -> StoreResult<()> {
+        self.tx.commit().await?;
+        if self.enqueued {
+            self.signal.send_modify(|v| *v += 1);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,107 @@
+//! Shared test support: real stores on a fresh database each, and the
+//! running service on a random port.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use countersign::store::{self, Store};
+use sqlx::Connection;
+
+/// The PostgreSQL server tests create their databases on.
+pub fn postgres_admin_url() -> String {
+    std::env::var("POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A store on a database nobody else uses; the database goes away with it.
+pub struct TestStore {
+    pub store: Arc<dyn Store>,
+    pub url: String,
+    _cleanup: Cleanup,
+}
+
+enum Cleanup {
+    Dir(tempfile::TempDir),
+    Postgres { name: String },
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Cleanup::Postgres { name } = self {
+            let name = name.clone();
+            // Drop runs outside any runtime the test may still be inside.
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                runtime.block_on(async {
+                    if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                        )))
+                        .execute(&mut conn)
+                        .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+pub async fn sqlite() -> TestStore {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("countersign.db").display());
+    let store = store::open(&url, 4).await.unwrap();
+    TestStore { store, url, _cleanup: Cleanup::Dir(dir) }
+}
+
+/// Creates `countersign_test_<random>` on the local server and opens a store on it.
+pub async fn postgres() -> TestStore {
+    let name = fresh_postgres_database().await;
+    let url = postgres_url_for(&name);
+    let store = store::open(&url, 10).await.unwrap();
+    TestStore { store, url, _cleanup: Cleanup::Postgres { name } }
+}
+
+/// A second store handle on the same database, as another replica would hold.
+pub async fn reopen(test: &TestStore) -> Arc<dyn Store> {
+    store::open(&test.url, 10).await.unwrap()
+}
+
+pub async fn fresh_postgres_database() -> String {
+    let admin = postgres_admin_url();
+    let mut conn = match sqlx::PgConnection::connect(&admin).await {
+        Ok(conn) => conn,
+        Err(error) => panic!(
+            "PostgreSQL is not reachable at {admin} ({error}). Start it with \
+             `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` \
+             or point POSTGRES_URL at a server where the test user may create databases."
+        ),
+    };
+    let name = format!("countersign_test_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(&mut conn).await.unwrap();
+    name
+}
+
+pub fn postgres_url_for(database: &str) -> String {
+    let mut url = url::Url::parse(&postgres_admin_url()).unwrap();
+    url.set_path(database);
+    url.to_string()
+}
+
+/// Polls `check` until it returns `Some` or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}

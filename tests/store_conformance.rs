@@ -1,0 +1,434 @@
+//! One specification of the store, run against SQLite and PostgreSQL alike.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{TimeDelta, Utc};
+use countersign::config::QueueSettings;
+use countersign::ids::{AccountId, EnvelopeId, EventId, JobId, NotificationId};
+use countersign::pipeline::{JobContext, JobError, JobHandler, WorkerPool};
+use countersign::store::*;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+const LEASE: Duration = Duration::from_secs(30);
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let db = crate::common::sqlite().await;
+                    super::$name(&db).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let db = crate::common::postgres().await;
+                    super::$name(&db).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    four_workers_complete_a_thousand_jobs_exactly_once,
+    a_job_whose_lease_expired_is_claimed_again,
+    a_failed_job_waits_for_its_retry_time,
+    a_job_out_of_attempts_becomes_a_dead_letter_keeping_its_errors,
+    a_job_whose_worker_keeps_dying_becomes_a_dead_letter,
+    a_duplicate_unique_key_is_refused,
+    an_enqueue_rolled_back_with_its_transaction_leaves_no_job,
+    completion_after_losing_the_lease_keeps_nothing,
+    heartbeat_keeps_a_long_job_from_being_claimed,
+    a_released_job_is_claimable_at_once_without_spending_an_attempt,
+    pruning_deletes_only_old_finished_jobs,
+    an_enqueue_wakes_waiting_workers,
+    a_redelivered_notification_is_recorded_once,
+    envelope_documents_events_and_deliveries_round_trip,
+    readiness_reports_a_migrated_store,
+);
+
+fn job(kind: &str, n: u32) -> NewJob {
+    NewJob::new(kind, json!({ "n": n }), 5)
+}
+
+async fn claim_one(store: &dyn Store, kind: &str, worker: &str, lease: Duration) -> Option<ClaimedJob> {
+    store.claim_jobs(&[kind], worker, lease, 1).await.unwrap().into_iter().next()
+}
+
+/// Counts how often each job ran.
+struct Counting {
+    runs: Mutex<HashMap<JobId, u32>>,
+    done: tokio::sync::Notify,
+    expected: usize,
+}
+
+#[async_trait]
+impl JobHandler for Counting {
+    fn kind(&self) -> &'static str {
+        "count"
+    }
+    async fn run(&self, job: &Job, _ctx: &JobContext) -> Result<(), JobError> {
+        let finished = {
+            let mut runs = self.runs.lock().unwrap();
+            *runs.entry(job.id).or_default() += 1;
+            runs.len() == self.expected
+        };
+        if finished {
+            self.done.notify_one();
+        }
+        Ok(())
+    }
+}
+
+async fn four_workers_complete_a_thousand_jobs_exactly_once(db: &common::TestStore) {
+    let store = db.store.clone();
+    let mut ids = Vec::new();
+    for batch in 0..10 {
+        let mut tx = store.begin().await.unwrap();
+        for n in 0..100 {
+            match tx.enqueue(&job("count", batch * 100 + n)).await.unwrap() {
+                Enqueued::Created(id) => ids.push(id),
+                Enqueued::Duplicate => panic!("no unique key was given"),
+            }
+        }
+        tx.commit().await.unwrap();
+    }
+    let handler = Arc::new(Counting { runs: Mutex::default(), done: tokio::sync::Notify::new(), expected: ids.len() });
+    let settings = QueueSettings { workers: 4, ..QueueSettings::default() };
+    let pool = WorkerPool::new(store.clone(), settings, vec![handler.clone()]);
+    let (stop, abort) = (CancellationToken::new(), CancellationToken::new());
+    let workers = tokio::spawn(pool.run(stop.clone(), abort.clone()));
+    tokio::time::timeout(Duration::from_secs(120), handler.done.notified()).await.expect("all jobs should run");
+    stop.cancel();
+    workers.await.unwrap();
+
+    let runs = handler.runs.lock().unwrap().clone();
+    assert_eq!(runs.len(), 1000);
+    assert!(runs.values().all(|&n| n == 1), "some job ran more than once");
+    let stats = store.queue_stats().await.unwrap();
+    let done: u64 = stats.iter().filter(|s| s.state == JobState::Done).map(|s| s.count).sum();
+    assert_eq!(done, 1000, "every job is recorded as done: {stats:?}");
+    for id in ids.iter().take(20) {
+        let attempts = store.job_attempts(*id).await.unwrap();
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(attempts[0].outcome, Some(AttemptOutcome::Succeeded));
+    }
+}
+
+async fn a_job_whose_lease_expired_is_claimed_again(db: &common::TestStore) {
+    let store = &*db.store;
+    store.enqueue(&job("lease", 1)).await.unwrap();
+    let first = claim_one(store, "lease", "a", Duration::from_millis(300)).await.expect("claimable");
+    assert!(claim_one(store, "lease", "b", LEASE).await.is_none(), "a leased job is invisible to others");
+
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let second = claim_one(store, "lease", "b", LEASE).await.expect("claimable again once the lease expired");
+    assert_eq!(second.job.id, first.job.id);
+    assert_eq!(second.job.attempts, 2);
+    assert_ne!(second.lease.token, first.lease.token);
+
+    assert!(!store.complete_job(&first.lease).await.unwrap(), "the stale holder cannot complete it");
+    assert!(store.complete_job(&second.lease).await.unwrap());
+    let attempts = store.job_attempts(first.job.id).await.unwrap();
+    let outcomes: Vec<_> = attempts.iter().map(|a| (a.attempt, a.worker.as_str(), a.outcome)).collect();
+    assert_eq!(outcomes, [(1, "a", Some(AttemptOutcome::LeaseExpired)), (2, "b", Some(AttemptOutcome::Succeeded))]);
+}
+
+async fn a_failed_job_waits_for_its_retry_time(db: &common::TestStore) {
+    let store = &*db.store;
+    store.enqueue(&job("retry", 1)).await.unwrap();
+    let claimed = claim_one(store, "retry", "w", LEASE).await.unwrap();
+    let retry_at = Utc::now() + TimeDelta::milliseconds(600);
+    let outcome = store.fail_job(&claimed.lease, "upstream 503", Retry::At(retry_at)).await.unwrap();
+    let FailOutcome::WillRetry { at } = outcome else { panic!("expected a retry, got {outcome:?}") };
+    assert!((at - retry_at).num_milliseconds().abs() < 5);
+
+    assert!(claim_one(store, "retry", "w", LEASE).await.is_none(), "not before its retry time");
+    let due = store.next_due(&["retry"]).await.unwrap().expect("a job is waiting");
+    assert!((due - retry_at).num_milliseconds().abs() < 5, "next_due {due} vs {retry_at}");
+    let job = store.job(claimed.job.id).await.unwrap().unwrap();
+    assert_eq!((job.state, job.last_error.as_deref()), (JobState::Ready, Some("upstream 503")));
+
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let again = claim_one(store, "retry", "w", LEASE).await.expect("claimable after its retry time");
+    assert_eq!(again.job.attempts, 2);
+}
+
+async fn a_job_out_of_attempts_becomes_a_dead_letter_keeping_its_errors(db: &common::TestStore) {
+    let store = &*db.store;
+    store.enqueue(&NewJob::new("doomed", json!({}), 3)).await.unwrap();
+    let mut outcomes = Vec::new();
+    let mut id = None;
+    for n in 1..=3 {
+        let claimed = claim_one(store, "doomed", "w", LEASE).await.expect("claimable while attempts remain");
+        id = Some(claimed.job.id);
+        outcomes.push(store.fail_job(&claimed.lease, &format!("boom {n}"), Retry::At(Utc::now())).await.unwrap());
+    }
+    assert!(matches!(outcomes[..], [FailOutcome::WillRetry { .. }, FailOutcome::WillRetry { .. }, FailOutcome::Dead]));
+    assert!(claim_one(store, "doomed", "w", LEASE).await.is_none(), "a dead letter is not claimed");
+
+    let id = id.unwrap();
+    let dead = store.dead_jobs(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!((dead[0].id, dead[0].attempts, dead[0].last_error.as_deref()), (id, 3, Some("boom 3")));
+    let errors: Vec<_> = store.job_attempts(id).await.unwrap().into_iter().map(|a| a.error.unwrap()).collect();
+    assert_eq!(errors, ["boom 1", "boom 2", "boom 3"]);
+
+    assert!(store.replay_job(id, 2).await.unwrap());
+    assert!(!store.replay_job(id, 2).await.unwrap(), "only a dead letter can be replayed");
+    let again = claim_one(store, "doomed", "w", LEASE).await.expect("a replayed job runs again");
+    assert_eq!((again.job.attempts, again.job.max_attempts), (4, 5));
+    assert!(store.dead_jobs(10).await.unwrap().is_empty());
+}
+
+async fn a_job_whose_worker_keeps_dying_becomes_a_dead_letter(db: &common::TestStore) {
+    let store = &*db.store;
+    store.enqueue(&NewJob::new("poison", json!({}), 2)).await.unwrap();
+    for _ in 0..2 {
+        claim_one(store, "poison", "crashing", Duration::from_millis(100)).await.expect("claimable");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(claim_one(store, "poison", "w", LEASE).await.is_none());
+    let dead = store.dead_jobs(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].last_error.as_deref().unwrap().contains("lease expired during attempt 2"));
+    let outcomes: Vec<_> = store.job_attempts(dead[0].id).await.unwrap().into_iter().map(|a| a.outcome).collect();
+    assert_eq!(outcomes, [Some(AttemptOutcome::LeaseExpired), Some(AttemptOutcome::LeaseExpired)]);
+}
+
+async fn a_duplicate_unique_key_is_refused(db: &common::TestStore) {
+    let store = &*db.store;
+    let first = store.enqueue(&job("process", 1).unique("env-1")).await.unwrap();
+    assert!(matches!(first, Enqueued::Created(_)));
+    assert_eq!(store.enqueue(&job("process", 2).unique("env-1")).await.unwrap(), Enqueued::Duplicate);
+    // Within one transaction too, without spoiling the transaction.
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(tx.enqueue(&job("process", 3).unique("env-1")).await.unwrap(), Enqueued::Duplicate);
+    assert!(matches!(tx.enqueue(&job("process", 4).unique("env-2")).await.unwrap(), Enqueued::Created(_)));
+    tx.commit().await.unwrap();
+    // The key is per kind.
+    assert!(matches!(store.enqueue(&job("deliver", 5).unique("env-1")).await.unwrap(), Enqueued::Created(_)));
+
+    let claimed = store.claim_jobs(&["process"], "w", LEASE, 10).await.unwrap();
+    let payloads: Vec<_> = claimed.iter().map(|c| c.job.payload["n"].as_u64().unwrap()).collect();
+    assert_eq!(payloads, [1, 4]);
+}
+
+async fn an_enqueue_rolled_back_with_its_transaction_leaves_no_job(db: &common::TestStore) {
+    let store = &*db.store;
+    let envelope = EnvelopeId::parse("0b8c6c49-3e7f-4c4e-9a3e-6f0d7c1f2a11").unwrap();
+    {
+        let mut tx = store.begin().await.unwrap();
+        tx.insert_notification(&notification(envelope, "envelope-completed", "aa")).await.unwrap();
+        tx.enqueue(&job("process", 1)).await.unwrap();
+        // Dropped without commit.
+    }
+    assert!(store.claim_jobs(&["process"], "w", LEASE, 10).await.unwrap().is_empty());
+    assert!(store.queue_stats().await.unwrap().is_empty());
+    assert!(store.notifications_for(envelope).await.unwrap().is_empty());
+}
+
+async fn completion_after_losing_the_lease_keeps_nothing(db: &common::TestStore) {
+    let store = &*db.store;
+    store.enqueue(&job("outbox", 1)).await.unwrap();
+    let stale = claim_one(store, "outbox", "a", Duration::from_millis(100)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let current = claim_one(store, "outbox", "b", LEASE).await.unwrap();
+
+    let mut tx = store.begin().await.unwrap();
+    tx.enqueue(&job("deliver", 1)).await.unwrap();
+    assert!(!tx.complete_job(&stale.lease).await.unwrap(), "the stale worker learns it lost the lease");
+    drop(tx);
+    assert!(store.claim_jobs(&["deliver"], "w", LEASE, 10).await.unwrap().is_empty(), "its outputs were not kept");
+    assert!(store.complete_job(&current.lease).await.unwrap());
+}
+
+async fn heartbeat_keeps_a_long_job_from_being_claimed(db: &common::TestStore) {
+    let store = &*db.store;
+    store.enqueue(&job("long", 1)).await.unwrap();
+    let claimed = claim_one(store, "long", "a", Duration::from_millis(300)).await.unwrap();
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(store.heartbeat(&claimed.lease, Duration::from_millis(300)).await.unwrap());
+        assert!(claim_one(store, "long", "b", LEASE).await.is_none(), "a heartbeating job stays leased");
+    }
+    assert!(store.complete_job(&claimed.lease).await.unwrap());
+    assert!(!store.heartbeat(&claimed.lease, LEASE).await.unwrap(), "a finished job has no lease to extend");
+}
+
+async fn a_released_job_is_claimable_at_once_without_spending_an_attempt(db: &common::TestStore) {
+    let store = &*db.store;
+    store.enqueue(&job("slow", 1)).await.unwrap();
+    let claimed = claim_one(store, "slow", "a", LEASE).await.unwrap();
+    assert!(store.release_job(&claimed.lease).await.unwrap());
+    let again = claim_one(store, "slow", "b", LEASE).await.expect("released jobs are claimable at once");
+    assert_eq!(again.job.attempts, 1);
+    let outcomes: Vec<_> = store.job_attempts(again.job.id).await.unwrap().into_iter().map(|a| a.outcome).collect();
+    assert_eq!(outcomes, [Some(AttemptOutcome::Released), None]);
+}
+
+async fn pruning_deletes_only_old_finished_jobs(db: &common::TestStore) {
+    let store = &*db.store;
+    for n in 0..3 {
+        store.enqueue(&job("prune", n)).await.unwrap();
+    }
+    let mut claimed = store.claim_jobs(&["prune"], "w", LEASE, 3).await.unwrap();
+    let dead = claimed.pop().unwrap();
+    store.fail_job(&dead.lease, "bad", Retry::Never).await.unwrap();
+    let done = claimed.pop().unwrap();
+    store.complete_job(&done.lease).await.unwrap();
+    let running = claimed.pop().unwrap();
+
+    assert_eq!(store.prune_jobs(Utc::now() - TimeDelta::hours(1)).await.unwrap(), 0, "too recent");
+    assert_eq!(store.prune_jobs(Utc::now() + TimeDelta::seconds(1)).await.unwrap(), 1);
+    assert!(store.job(done.job.id).await.unwrap().is_none());
+    assert!(store.job_attempts(done.job.id).await.unwrap().is_empty());
+    assert_eq!(store.job(dead.job.id).await.unwrap().unwrap().state, JobState::Dead, "dead letters stay");
+    assert_eq!(store.job(running.job.id).await.unwrap().unwrap().state, JobState::Running);
+}
+
+async fn an_enqueue_wakes_waiting_workers(db: &common::TestStore) {
+    // A second handle on the same database stands for another replica (on
+    // PostgreSQL the wake-up crosses connections through LISTEN/NOTIFY).
+    let other = if db.store.backend() == "postgres" { common::reopen(db).await } else { db.store.clone() };
+    let mut signal = other.job_signal();
+    signal.borrow_and_update();
+    db.store.enqueue(&job("wake", 1)).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), signal.changed())
+        .await
+        .expect("the enqueue should wake waiting workers")
+        .unwrap();
+
+    // A rolled-back enqueue wakes nobody.
+    let mut signal = db.store.job_signal();
+    signal.borrow_and_update();
+    let mut tx = db.store.begin().await.unwrap();
+    tx.enqueue(&job("wake", 2)).await.unwrap();
+    drop(tx);
+    assert!(tokio::time::timeout(Duration::from_millis(300), signal.changed()).await.is_err());
+}
+
+fn notification(envelope: EnvelopeId, event: &str, body_hash: &str) -> NewNotification {
+    NewNotification {
+        id: NotificationId::new(),
+        account_id: AccountId::parse("f2a3b4c5-d6e7-4f80-9a1b-2c3d4e5f6a7b").unwrap(),
+        envelope_id: envelope,
+        event: event.into(),
+        recipient_id: None,
+        generated_at: "2022-09-22T15:22:53.458074Z".parse().unwrap(),
+        format: "json".into(),
+        origin: NotificationOrigin::Connect,
+        body_sha256: body_hash.into(),
+        disposition: Disposition::Enqueued,
+        summary: json!({ "status": "completed" }),
+    }
+}
+
+async fn a_redelivered_notification_is_recorded_once(db: &common::TestStore) {
+    let store = &*db.store;
+    let envelope = EnvelopeId::parse("93be49ab-afa0-4adf-933c-f752070d71ec").unwrap();
+    let first = notification(envelope, "envelope-completed", "hash-1");
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(tx.insert_notification(&first).await.unwrap(), Inserted::Created(first.id));
+    tx.commit().await.unwrap();
+
+    // Connect's retry: same message, different body (retryCount changed).
+    let retry = NewNotification { id: NotificationId::new(), body_sha256: "hash-2".into(), ..first.clone() };
+    // A byte-identical replay that also differs in what it claims.
+    let replay = NewNotification { id: NotificationId::new(), event: "recipient-completed".into(), ..first.clone() };
+    let later = notification(envelope, "envelope-voided", "hash-3");
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(tx.insert_notification(&retry).await.unwrap(), Inserted::Duplicate);
+    assert_eq!(tx.insert_notification(&replay).await.unwrap(), Inserted::Duplicate);
+    assert!(tx.insert_notification(&later).await.unwrap().created().is_some());
+    tx.commit().await.unwrap();
+
+    let stored = store.notifications_for(envelope).await.unwrap();
+    let events: Vec<_> = stored.iter().map(|n| n.new.event.as_str()).collect();
+    assert_eq!(events, ["envelope-completed", "envelope-voided"]);
+    // SQLite keeps milliseconds, PostgreSQL microseconds.
+    assert_eq!(stored[0].new.generated_at.timestamp_millis(), first.generated_at.timestamp_millis());
+    assert_eq!(stored[0].new.summary, json!({ "status": "completed" }));
+}
+
+async fn envelope_documents_events_and_deliveries_round_trip(db: &common::TestStore) {
+    let store = &*db.store;
+    let envelope = EnvelopeId::parse("5e1f4c1a-7d0b-4d8e-b0a4-1f2e3d4c5b6a").unwrap();
+    let account = AccountId::parse("f2a3b4c5-d6e7-4f80-9a1b-2c3d4e5f6a7b").unwrap();
+    let completed_at = chrono::DateTime::from_timestamp_millis(1_700_000_000_123).unwrap();
+    let document = DocumentRecord {
+        envelope_id: envelope,
+        document_id: "certificate".into(),
+        name: "Certificate of Completion".into(),
+        file_name: "certificate.pdf".into(),
+        content_type: "application/pdf".into(),
+        size_bytes: 12_345,
+        sha256: "ab".repeat(32),
+        storage_key: format!("{envelope}/certificate.pdf"),
+        stored_at: completed_at,
+    };
+    let event = EventRecord {
+        id: EventId::new(),
+        envelope_id: envelope,
+        rule: "onboarding".into(),
+        event_type: "employee.onboarding.signed".into(),
+        body: json!({ "specversion": "1.0", "data": { "n": 1 } }),
+        created_at: completed_at,
+    };
+    let mut tx = store.begin().await.unwrap();
+    tx.upsert_envelope(&EnvelopeUpsert {
+        envelope_id: envelope,
+        account_id: account,
+        status: EnvelopeStatus::Received,
+        subject: Some("Offer letter".into()),
+        completed_at: Some(completed_at),
+    })
+    .await
+    .unwrap();
+    tx.upsert_document(&document).await.unwrap();
+    assert_eq!(tx.insert_event(&event).await.unwrap(), Inserted::Created(event.id));
+    assert_eq!(tx.insert_delivery(event.id, "hr").await.unwrap(), Inserted::Created(()));
+    assert_eq!(tx.insert_delivery(event.id, "hr").await.unwrap(), Inserted::Duplicate);
+    tx.insert_delivery(event.id, "identity").await.unwrap();
+    // The same (envelope, rule) never yields a second event.
+    let again = EventRecord { id: EventId::new(), ..event.clone() };
+    assert_eq!(tx.insert_event(&again).await.unwrap(), Inserted::Duplicate);
+    tx.commit().await.unwrap();
+
+    let mut tx = store.begin().await.unwrap();
+    tx.upsert_envelope(&EnvelopeUpsert {
+        envelope_id: envelope,
+        account_id: account,
+        status: EnvelopeStatus::Processed,
+        subject: None,
+        completed_at: None,
+    })
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    let stored = store.envelope(envelope).await.unwrap().unwrap();
+    assert_eq!(stored.status, EnvelopeStatus::Processed);
+    assert_eq!(stored.subject.as_deref(), Some("Offer letter"), "a later update without a subject keeps it");
+    assert_eq!(stored.completed_at, Some(completed_at));
+    assert_eq!(store.documents(envelope).await.unwrap(), [document]);
+    assert_eq!(store.events_for(envelope).await.unwrap(), [event.clone()]);
+    let deliveries = store.deliveries_for(event.id).await.unwrap();
+    let sinks: Vec<_> = deliveries.iter().map(|d| (d.sink.as_str(), d.state)).collect();
+    assert_eq!(sinks, [("hr", DeliveryState::Pending), ("identity", DeliveryState::Pending)]);
+}
+
+async fn readiness_reports_a_migrated_store(db: &common::TestStore) {
+    db.store.check_ready().await.unwrap();
+}
