@@ -1,4 +1,5 @@
 //! One specification of the store, run against SQLite and PostgreSQL alike.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

@@ -1,6 +1,6 @@
 //! Shared test support: real stores on a fresh database each, and the
 //! running service on a random port.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
 use std::time::Duration;
