@@ -424,7 +424,7 @@ async fn envelope_documents_events_and_deliveries_round_trip(db: &common::TestSt
     assert_eq!(stored.subject.as_deref(), Some("Offer letter"), "a later update without a subject keeps it");
     assert_eq!(stored.completed_at, Some(completed_at));
     assert_eq!(store.documents(envelope).await.unwrap(), [document]);
-    assert_eq!(store.events_for(envelope).await.unwrap(), [event.clone()]);
+    assert_eq!(store.events_for(envelope).await.unwrap(), std::slice::from_ref(&event));
     let deliveries = store.deliveries_for(event.id).await.unwrap();
     let sinks: Vec<_> = deliveries.iter().map(|d| (d.sink.as_str(), d.state)).collect();
     assert_eq!(sinks, [("hr", DeliveryState::Pending), ("identity", DeliveryState::Pending)]);
