@@ -22,8 +22,9 @@ pub const ENV_PREFIX: &str = "COUNTERSIGN_";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("configuration: {0}")]
-    Load(Box<figment::Error>),
+    /// A value that does not parse, or a key that does not exist.
+    #[error("configuration key `{key}`{origin}: {reason}")]
+    Parse { key: String, origin: String, reason: String },
     #[error("configuration key `{key}`: {reason}")]
     Invalid { key: String, reason: String },
 }
@@ -33,12 +34,37 @@ impl ConfigError {
         Self::Invalid { key: key.into(), reason: reason.into() }
     }
 
-    /// The configuration key that is wrong, when the error names one.
-    pub fn key(&self) -> Option<String> {
+    /// The configuration key that is wrong.
+    pub fn key(&self) -> &str {
         match self {
-            Self::Invalid { key, .. } => Some(key.clone()),
-            Self::Load(err) => (!err.path.is_empty()).then(|| err.path.join(".")),
+            Self::Parse { key, .. } | Self::Invalid { key, .. } => key,
         }
+    }
+}
+
+impl From<figment::Error> for ConfigError {
+    /// Restates figment's error as the key an operator writes, and where the
+    /// value came from (the environment variable's exact name, or the file).
+    fn from(error: figment::Error) -> Self {
+        use figment::error::Kind;
+        // For an unknown key the path already ends with it.
+        let path: Vec<String> = error.path.iter().map(|p| p.to_lowercase()).collect();
+        let reason = match &error.kind {
+            Kind::UnknownField(_, expected) => format!("unknown key; expected one of {}", expected.join(", ")),
+            kind => kind.to_string(),
+        };
+        let origin = match &error.metadata {
+            Some(meta) if meta.name.contains("environment") => {
+                let var: Vec<String> = path.iter().map(|p| p.to_uppercase()).collect();
+                format!(" (environment variable {ENV_PREFIX}{})", var.join("__"))
+            }
+            Some(meta) => match &meta.source {
+                Some(figment::Source::File(file)) => format!(" (in {})", file.display()),
+                _ => String::new(),
+            },
+            None => String::new(),
+        };
+        Self::Parse { key: path.join("."), origin, reason }
     }
 }
 
@@ -232,7 +258,7 @@ impl Settings {
             figment = figment.merge(Toml::file_exact(path));
         }
         figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
-        let mut settings: Settings = figment.extract().map_err(|e| ConfigError::Load(Box::new(e)))?;
+        let mut settings: Settings = figment.extract()?;
         settings.read_secret_files()?;
         settings.validate()?;
         Ok(settings)
@@ -241,8 +267,7 @@ impl Settings {
     /// Settings parsed from TOML text alone (no environment), validated; for
     /// tests and tools that build a configuration in code.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let mut settings: Settings =
-            Figment::from(Toml::string(text)).extract().map_err(|e| ConfigError::Load(Box::new(e)))?;
+        let mut settings: Settings = Figment::from(Toml::string(text)).extract()?;
         settings.read_secret_files()?;
         settings.validate()?;
         Ok(settings)

@@ -1,0 +1,142 @@
+//! The `countersign` binary, driven as an operator would.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use countersign::store::{NewJob, Retry};
+use serde_json::json;
+
+fn countersign(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_countersign")).args(args).current_dir(dir).output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn help_lists_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = countersign(&["--help"], dir.path());
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for command in ["serve", "demo", "sandbox", "consent-url", "check", "dead-letters", "replay", "reconcile"] {
+        assert!(help.contains(command), "--help should list {command}:\n{help}");
+    }
+    let out = countersign(&["replay", "--help"], dir.path());
+    assert!(text(&out.stdout).contains("--all"));
+}
+
+#[test]
+fn consent_url_is_the_one_docusign_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("c.toml"),
+        "[docusign]\nauth_server = \"account-d.docusign.com\"\n\
+         integration_key = \"7d3e2f5a-0b1c-4d6e-8f9a-1b2c3d4e5f60\"\nredirect_uri = \"https://www.docusign.com\"\n",
+    )
+    .unwrap();
+    let out = countersign(&["consent-url", "--config", "c.toml"], dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "https://account-d.docusign.com/oauth/auth?response_type=code&scope=signature%20impersonation\
+         &client_id=7d3e2f5a-0b1c-4d6e-8f9a-1b2c3d4e5f60&redirect_uri=https%3A%2F%2Fwww.docusign.com"
+    );
+
+    std::fs::write(dir.path().join("empty.toml"), "").unwrap();
+    let out = countersign(&["consent-url", "--config", "empty.toml"], dir.path());
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("docusign.integration_key is not set"));
+}
+
+#[test]
+fn check_accepts_a_good_configuration_and_names_the_wrong_key_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("good.toml"), "[store]\nurl = \"sqlite://state/cs.db\"\n").unwrap();
+    let out = countersign(&["check", "--config", "good.toml"], dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("store: ok (sqlite"));
+    assert!(dir.path().join("state/cs.db").exists(), "the store's directory is created");
+
+    std::fs::write(dir.path().join("bad.toml"), "[queue]\nlease = \"soon\"\n").unwrap();
+    let out = countersign(&["check", "--config", "bad.toml"], dir.path());
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("configuration key `queue.lease` (in "), "{}", text(&out.stderr));
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_and_replayed() {
+    let db = common::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.toml"), format!("[store]\nurl = \"{}\"\n", db.url)).unwrap();
+    db.store.enqueue(&NewJob::new("process_envelope", json!({}), 1)).await.unwrap();
+    let claimed = db.store.claim_jobs(&["process_envelope"], "w", Duration::from_secs(30), 1).await.unwrap();
+    db.store.fail_job(&claimed[0].lease, "DocuSign said 400: no such envelope", Retry::Never).await.unwrap();
+    let id = claimed[0].job.id.to_string();
+
+    let out = countersign(&["dead-letters", "--config", "c.toml"], dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listing = text(&out.stdout);
+    assert!(listing.contains(&id) && listing.contains("no such envelope"), "{listing}");
+
+    let out = countersign(&["dead-letters", "--config", "c.toml", "--json"], dir.path());
+    let row: serde_json::Value = serde_json::from_str(text(&out.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!((row["id"].as_str(), row["state"].as_str()), (Some(id.as_str()), Some("dead")));
+
+    let out = countersign(&["replay", "--config", "c.toml", &id], dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), format!("replayed {id}"));
+    let claimed = db.store.claim_jobs(&["process_envelope"], "w", Duration::from_secs(30), 1).await.unwrap();
+    assert_eq!(claimed.len(), 1, "the replayed job runs again");
+
+    let out = countersign(&["replay", "--config", "c.toml", "not-a-job"], dir.path());
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("\"not-a-job\" is not a job id"));
+}
+
+#[tokio::test]
+async fn serve_answers_its_probes_and_exits_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("COUNTERSIGN_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let health = common::eventually(Duration::from_secs(20), "serve to answer /healthz", || async {
+        client.get(format!("{base}/healthz")).send().await.ok()
+    })
+    .await;
+    assert_eq!(health.status(), 200);
+    let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["store"], "sqlite");
+    assert!(dir.path().join("data/countersign.db").exists(), "embedded default: ./data/countersign.db");
+
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(std::time::Instant::now() < deadline, "serve did not exit within 15s of SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(exit.success(), "exit status {exit:?}; logs:\n{stderr}");
+    let last: serde_json::Value = serde_json::from_str(stderr.lines().last().unwrap()).expect("JSON log lines");
+    assert_eq!(last["message"], "stopped");
+}

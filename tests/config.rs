@@ -1,0 +1,211 @@
+//! Settings: defaults < file < environment, secrets from files, errors that
+//! name the key, and secrets that never print.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::result_large_err)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use countersign::config::{LogFormat, Settings, SinkKind};
+use figment::Jail;
+
+fn load_err(file: Option<&str>) -> String {
+    Settings::load(file.map(Path::new)).expect_err("the configuration should be refused").to_string()
+}
+
+#[test]
+fn embedded_defaults_need_no_file_and_no_environment() {
+    Jail::expect_with(|_| {
+        let settings = Settings::load(None).unwrap();
+        assert_eq!(settings.server.listen, "0.0.0.0:8080".parse::<SocketAddr>().unwrap());
+        assert_eq!(settings.store.url, "sqlite://data/countersign.db");
+        assert_eq!(settings.documents.url, "file://data/documents");
+        assert_eq!(settings.connect.max_body_bytes, 104_857_600);
+        assert_eq!(settings.docusign.auth_server, "account-d.docusign.com");
+        assert!(settings.admin.token.is_none(), "no token: the admin API is off");
+        Ok(())
+    });
+}
+
+#[test]
+fn the_environment_overrides_the_file_which_overrides_the_defaults() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "countersign.toml",
+            r#"
+            [server]
+            listen = "127.0.0.1:9000"
+            shutdown_grace = "45s"
+
+            [store]
+            url = "sqlite://from-file.db"
+
+            [queue]
+            workers = 2
+            backoff_cap = "10m"
+
+            [[sinks]]
+            name = "hr"
+            kind = "webhook"
+            url = "https://hr.example.com/hooks"
+            secret = "whsec_ZmlsZQ=="
+            "#,
+        )?;
+        jail.set_env("COUNTERSIGN_STORE__URL", "postgres://countersign@db/countersign");
+        jail.set_env("COUNTERSIGN_CONNECT__HMAC_KEYS", r#"["k1","k2"]"#);
+        jail.set_env("COUNTERSIGN_QUEUE__WORKERS", "8");
+        jail.set_env("COUNTERSIGN_LOG__FORMAT", "human");
+
+        let settings = Settings::load(Some(Path::new("countersign.toml"))).unwrap();
+        assert_eq!(settings.store.url, "postgres://countersign@db/countersign", "environment beats file");
+        assert_eq!(settings.queue.workers, 8, "environment beats file");
+        assert_eq!(settings.server.listen, "127.0.0.1:9000".parse::<SocketAddr>().unwrap(), "file beats default");
+        assert_eq!(settings.server.shutdown_grace, Duration::from_secs(45));
+        assert_eq!(settings.queue.backoff_cap, Duration::from_secs(600));
+        assert_eq!(settings.queue.lease, Duration::from_secs(60), "default kept where nobody set it");
+        assert_eq!(settings.log.format, LogFormat::Human);
+        let keys: Vec<_> = settings.connect.hmac_keys.iter().map(|k| k.expose().to_string()).collect();
+        assert_eq!(keys, ["k1", "k2"]);
+        assert_eq!(settings.sinks[0].kind, SinkKind::Webhook);
+        assert_eq!(settings.sinks[0].secret.as_ref().unwrap().expose(), "whsec_ZmlsZQ==");
+        Ok(())
+    });
+}
+
+#[test]
+fn secrets_can_come_from_files() {
+    Jail::expect_with(|jail| {
+        jail.create_file("admin-token", "s3cr3t-admin-token\n")?;
+        jail.create_file("hmac-keys", "first-key\n\nsecond-key\n")?;
+        jail.create_file("key.pem", "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n")?;
+        jail.create_file("sink-secret", "whsec_c2luaw==")?;
+        jail.create_file(
+            "countersign.toml",
+            r#"
+            [admin]
+            token_file = "admin-token"
+            [connect]
+            hmac_keys_file = "hmac-keys"
+            [docusign]
+            private_key_file = "key.pem"
+            [[sinks]]
+            name = "identity"
+            kind = "nats"
+            url = "nats://127.0.0.1:4222"
+            secret_file = "sink-secret"
+            "#,
+        )?;
+        let settings = Settings::load(Some(Path::new("countersign.toml"))).unwrap();
+        assert_eq!(settings.admin.token.unwrap().expose(), "s3cr3t-admin-token", "trailing newline dropped");
+        let keys: Vec<_> = settings.connect.hmac_keys.iter().map(|k| k.expose().to_string()).collect();
+        assert_eq!(keys, ["first-key", "second-key"]);
+        assert_eq!(
+            settings.docusign.private_key.unwrap().expose(),
+            "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----"
+        );
+        assert_eq!(settings.sinks[0].secret.as_ref().unwrap().expose(), "whsec_c2luaw==");
+        Ok(())
+    });
+}
+
+#[test]
+fn a_secret_file_from_the_environment_works_like_one_from_the_file() {
+    Jail::expect_with(|jail| {
+        jail.create_file("token", "from-env-file")?;
+        jail.set_env("COUNTERSIGN_ADMIN__TOKEN_FILE", "token");
+        let settings = Settings::load(None).unwrap();
+        assert_eq!(settings.admin.token.unwrap().expose(), "from-env-file");
+        Ok(())
+    });
+}
+
+#[test]
+fn errors_name_the_key_that_is_wrong() {
+    Jail::expect_with(|jail| {
+        jail.create_file("typo.toml", "[server]\nlissten = \"127.0.0.1:1\"\n")?;
+        let error = load_err(Some("typo.toml"));
+        assert!(error.starts_with("configuration key `server.lissten` (in "), "{error}");
+        assert!(error.contains("unknown key; expected one of"), "{error}");
+
+        jail.create_file("bad-type.toml", "[queue]\nworkers = \"many\"\n")?;
+        let error = load_err(Some("bad-type.toml"));
+        assert!(error.contains("queue.workers"), "{error}");
+
+        jail.create_file("zero.toml", "[queue]\nworkers = 0\n")?;
+        assert_eq!(load_err(Some("zero.toml")), "configuration key `queue.workers`: must be at least 1");
+
+        jail.create_file("scheme.toml", "[docusign]\nauth_server = \"https://account-d.docusign.com\"\n")?;
+        assert!(
+            load_err(Some("scheme.toml")).starts_with("configuration key `docusign.auth_server`: must be a bare host")
+        );
+
+        jail.create_file("store.toml", "[store]\nurl = \"mysql://db\"\n")?;
+        assert!(load_err(Some("store.toml")).starts_with("configuration key `store.url`"));
+
+        jail.create_file("both.toml", "[admin]\ntoken = \"a\"\ntoken_file = \"b\"\n")?;
+        assert!(load_err(Some("both.toml")).contains("both `admin.token` and `admin.token_file` are set"));
+
+        jail.create_file("missing.toml", "[admin]\ntoken_file = \"/nonexistent/token\"\n")?;
+        let error = load_err(Some("missing.toml"));
+        assert!(error.starts_with("configuration key `admin.token_file`: cannot read /nonexistent/token"), "{error}");
+
+        jail.create_file("dup.toml", "[[sinks]]\nname=\"a\"\nkind=\"amqp\"\nurl=\"amqp://x\"\n[[sinks]]\nname=\"a\"\nkind=\"nats\"\nurl=\"nats://x\"\n")?;
+        assert!(load_err(Some("dup.toml")).starts_with("configuration key `sinks[1].name`: `a` is used twice"));
+
+        assert!(load_err(Some("absent.toml")).contains("absent.toml is not a readable file"));
+        Ok(())
+    });
+}
+
+#[test]
+fn an_environment_error_names_the_key_too() {
+    Jail::expect_with(|jail| {
+        jail.set_env("COUNTERSIGN_SERVER__LISTEN", "not-an-address");
+        let error = load_err(None);
+        assert!(
+            error.starts_with("configuration key `server.listen` (environment variable COUNTERSIGN_SERVER__LISTEN)"),
+            "{error}"
+        );
+
+        jail.clear_env();
+        jail.set_env("COUNTERSIGN_STORE__URLL", "sqlite://x.db");
+        let error = load_err(None);
+        assert!(
+            error.starts_with(
+                "configuration key `store.urll` (environment variable COUNTERSIGN_STORE__URLL): unknown key"
+            ),
+            "{error}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn secrets_never_appear_in_debug_output() {
+    Jail::expect_with(|jail| {
+        jail.create_file("key.pem", "-----BEGIN RSA PRIVATE KEY-----\nPEM-BODY-SECRET\n-----END RSA PRIVATE KEY-----")?;
+        jail.create_file(
+            "countersign.toml",
+            r#"
+            [connect]
+            hmac_keys = ["HMAC-SECRET-ONE", "HMAC-SECRET-TWO"]
+            [docusign]
+            private_key_file = "key.pem"
+            [admin]
+            token = "ADMIN-SECRET"
+            [[sinks]]
+            name = "hr"
+            kind = "webhook"
+            url = "https://hr.example.com"
+            secret = "whsec_SINK-SECRET"
+            "#,
+        )?;
+        let settings = Settings::load(Some(Path::new("countersign.toml"))).unwrap();
+        let printed = format!("{settings:?} {settings:#?}");
+        for secret in ["HMAC-SECRET-ONE", "HMAC-SECRET-TWO", "PEM-BODY-SECRET", "ADMIN-SECRET", "SINK-SECRET"] {
+            assert!(!printed.contains(secret), "{secret} leaked into Debug output");
+        }
+        assert!(printed.contains("[redacted]"));
+        Ok(())
+    });
+}
