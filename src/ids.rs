@@ -30,6 +30,10 @@ macro_rules! docusign_guid {
                     .map_err(|_| InvalidGuid { what: $what, value: value.chars().take(64).collect() })
             }
 
+            pub fn from_uuid(uuid: Uuid) -> Self {
+                Self(uuid)
+            }
+
             pub fn as_uuid(&self) -> Uuid {
                 self.0
             }
