@@ -134,10 +134,7 @@ async fn main() {
             if let Some(name) = pg_name {
                 drop_postgres(&name).await;
             }
-            println!(
-                "| {backend} | {workers} | {raw:.0} | {enqueued:.0} | {completed:.0} | {:.2} |",
-                completed / raw
-            );
+            println!("| {backend} | {workers} | {raw:.0} | {enqueued:.0} | {completed:.0} | {:.2} |", completed / raw);
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod http;
 pub mod ids;
 pub mod pipeline;
+pub mod sandbox;
 pub mod service;
 pub mod store;
 pub mod telemetry;

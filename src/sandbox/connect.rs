@@ -1,0 +1,2 @@
+//! The Connect sender: posts signed notifications for sandbox envelopes.
+//! (Being written.)

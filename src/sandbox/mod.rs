@@ -1,0 +1,381 @@
+//! A faithful DocuSign simulator for tests, the demo, benchmarks and
+//! `countersign sandbox`: the OAuth JWT Grant with consent, userinfo, the
+//! eSignature REST endpoints countersign reads (with DocuSign's rate-limit
+//! headers), fault knobs, and a Connect sender. It follows
+//! `shared/docusign-facts.md`; where DocuSign's behaviour is unconfirmed the
+//! choice is written next to the code.
+
+pub mod connect;
+mod control;
+pub mod envelopes;
+mod faults;
+pub mod identity;
+pub mod json;
+mod oauth;
+pub mod pdf;
+mod rest;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::net::TcpListener;
+
+pub use envelopes::{Envelope, EnvelopeGenerator, GeneratorOptions};
+pub use faults::Fault;
+pub use identity::Identity;
+
+use crate::ids::{EnvelopeId, UserId};
+
+/// How the sandbox behaves; every field can be changed for a test.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// The auth host the JWT `aud` must name (bare, no scheme).
+    pub auth_host: String,
+    /// `expires_in` of issued access tokens.
+    pub token_lifetime: Duration,
+    /// Requests per account per clock hour (DocuSign's default is 3,000).
+    pub hourly_limit: u32,
+    /// Requests per account per 30-second window (200 on demo accounts).
+    pub burst_limit: u32,
+    /// Seed of the envelope generator.
+    pub seed: u64,
+    /// Size of each generated document.
+    pub document_bytes: usize,
+    pub max_documents: usize,
+    /// The redirect URI registered on the integration key.
+    pub redirect_uri: String,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            auth_host: "account-d.docusign.com".into(),
+            token_lifetime: Duration::from_secs(3600),
+            hourly_limit: 3000,
+            burst_limit: 200,
+            seed: 1,
+            document_bytes: 40_000,
+            max_documents: 3,
+            redirect_uri: "https://www.docusign.com".into(),
+        }
+    }
+}
+
+/// An access token the sandbox issued.
+#[derive(Debug, Clone)]
+struct IssuedToken {
+    user: UserId,
+    expires_at: DateTime<Utc>,
+}
+
+/// Requests counted per route and per user, for tests to assert on.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Counters {
+    pub routes: BTreeMap<String, u64>,
+    pub users: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+/// A rate-limit window: requests counted since `started`.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    started: DateTime<Utc>,
+    used: u32,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// (integration key, user) → consented scopes.
+    consents: HashMap<(uuid::Uuid, UserId), HashSet<String>>,
+    tokens: HashMap<String, IssuedToken>,
+    envelopes: BTreeMap<EnvelopeId, Envelope>,
+    generator: EnvelopeGenerator,
+    counters: Counters,
+    hourly: Window,
+    burst: Window,
+    hourly_limit: u32,
+    burst_limit: u32,
+    token_lifetime: Duration,
+    faults: HashMap<String, Fault>,
+    base_url: String,
+}
+
+#[derive(Debug)]
+struct Shared {
+    config: SandboxConfig,
+    identity: Identity,
+    inner: Mutex<Inner>,
+}
+
+/// The simulator; cheap to clone, all clones share state.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error(transparent)]
+    Key(#[from] identity::KeyGenerationFailed),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+}
+
+impl Sandbox {
+    pub fn new(config: SandboxConfig) -> Result<Self, SandboxError> {
+        let identity = Identity::generate(&config.redirect_uri)?;
+        let generator = EnvelopeGenerator::new(
+            config.seed,
+            GeneratorOptions {
+                account_id: identity.account_id,
+                sender: identity.user.clone(),
+                document_bytes: config.document_bytes,
+                max_documents: config.max_documents,
+            },
+        );
+        let now = Utc::now();
+        let inner = Inner {
+            consents: HashMap::new(),
+            tokens: HashMap::new(),
+            envelopes: BTreeMap::new(),
+            generator,
+            counters: Counters::default(),
+            hourly: Window { started: now, used: 0 },
+            burst: Window { started: now, used: 0 },
+            hourly_limit: config.hourly_limit,
+            burst_limit: config.burst_limit,
+            token_lifetime: config.token_lifetime,
+            faults: HashMap::new(),
+            base_url: String::new(),
+        };
+        Ok(Self { shared: Arc::new(Shared { config, identity, inner: Mutex::new(inner) }) })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the maps half-written
+        // in a way that matters to a simulator; keep serving.
+        self.shared.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.shared.identity
+    }
+
+    pub fn config(&self) -> &SandboxConfig {
+        &self.shared.config
+    }
+
+    /// Where the sandbox answers, e.g. `http://127.0.0.1:8081` (set by [`Sandbox::serve`]).
+    pub fn base_url(&self) -> String {
+        self.lock().base_url.clone()
+    }
+
+    /// The whole simulator as one router.
+    pub fn router(&self) -> Router {
+        Router::new().merge(oauth::router()).merge(rest::router()).merge(control::router()).with_state(self.clone())
+    }
+
+    /// Listens on `addr` and serves until the returned handle is dropped or aborted.
+    pub async fn serve(&self, addr: &str) -> Result<RunningSandbox, SandboxError> {
+        let listener =
+            TcpListener::bind(addr).await.map_err(|source| SandboxError::Bind { addr: addr.to_string(), source })?;
+        let local = listener.local_addr().map_err(|source| SandboxError::Bind { addr: addr.to_string(), source })?;
+        self.lock().base_url = format!("http://{local}");
+        let app = self.router();
+        let task = tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, app).await {
+                tracing::error!(%error, "sandbox server stopped");
+            }
+        });
+        Ok(RunningSandbox { addr: local, sandbox: self.clone(), task })
+    }
+
+    /// Generates `count` envelopes, completes them now, and returns them.
+    pub fn complete_envelopes(&self, count: usize) -> Vec<Envelope> {
+        let mut inner = self.lock();
+        let now = Utc::now();
+        let mut created = Vec::with_capacity(count);
+        for _ in 0..count {
+            let mut envelope = inner.generator.next_envelope();
+            envelope.shift_completion_to(now);
+            inner.envelopes.insert(envelope.envelope_id, envelope.clone());
+            created.push(envelope);
+        }
+        created
+    }
+
+    /// Every envelope, oldest completion first.
+    pub fn all_envelopes(&self) -> Vec<Envelope> {
+        let mut all: Vec<Envelope> = self.lock().envelopes.values().cloned().collect();
+        all.sort_by_key(|e| (e.completed_at, e.envelope_id));
+        all
+    }
+
+    pub fn envelope(&self, id: EnvelopeId) -> Option<Envelope> {
+        self.lock().envelopes.get(&id).cloned()
+    }
+
+    /// Grants the configured integration key consent for `user` and `scopes`.
+    pub fn grant_consent(&self, user: UserId, scopes: &[&str]) {
+        let ik = self.shared.identity.integration_key;
+        let mut inner = self.lock();
+        let entry = inner.consents.entry((ik, user)).or_default();
+        entry.extend(scopes.iter().map(|s| (*s).to_string()));
+    }
+
+    /// Revokes all consent for `user`; issued tokens stay valid until they expire, as at DocuSign.
+    pub fn revoke_consent(&self, user: UserId) {
+        let ik = self.shared.identity.integration_key;
+        self.lock().consents.remove(&(ik, user));
+    }
+
+    fn has_consent(&self, user: UserId) -> bool {
+        let ik = self.shared.identity.integration_key;
+        self.lock()
+            .consents
+            .get(&(ik, user))
+            .is_some_and(|scopes| scopes.contains("signature") && scopes.contains("impersonation"))
+    }
+
+    /// Expires every issued access token now (DocuSign may end a token early).
+    pub fn expire_tokens(&self) {
+        let past = Utc::now() - chrono::Duration::seconds(1);
+        for token in self.lock().tokens.values_mut() {
+            token.expires_at = past;
+        }
+    }
+
+    pub fn set_token_lifetime(&self, lifetime: Duration) {
+        self.lock().token_lifetime = lifetime;
+    }
+
+    pub fn set_rate_limits(&self, hourly: u32, burst: u32) {
+        let mut inner = self.lock();
+        inner.hourly_limit = hourly;
+        inner.burst_limit = burst;
+    }
+
+    /// Sets the fault knobs of one route (see [`faults::ROUTES`]); a default `Fault` clears them.
+    pub fn set_fault(&self, route: &str, fault: Fault) {
+        self.lock().faults.insert(route.to_string(), fault);
+    }
+
+    fn fault(&self, route: &str) -> Fault {
+        self.lock().faults.get(route).cloned().unwrap_or_default()
+    }
+
+    /// Counts one REST call against the account's hourly and burst windows.
+    fn take_rate_limit(&self) -> RateLimit {
+        let now = Utc::now();
+        let hour_start = now.duration_trunc_hour();
+        let burst_start = DateTime::from_timestamp(now.timestamp() - now.timestamp().rem_euclid(30), 0).unwrap_or(now);
+        let mut inner = self.lock();
+        if inner.hourly.started != hour_start {
+            inner.hourly = Window { started: hour_start, used: 0 };
+        }
+        if inner.burst.started != burst_start {
+            inner.burst = Window { started: burst_start, used: 0 };
+        }
+        let exceeded = if inner.hourly.used >= inner.hourly_limit {
+            Some(LimitKind::Hourly)
+        } else if inner.burst.used >= inner.burst_limit {
+            Some(LimitKind::Burst)
+        } else {
+            inner.hourly.used += 1;
+            inner.burst.used += 1;
+            None
+        };
+        RateLimit {
+            hourly_limit: inner.hourly_limit,
+            hourly_remaining: inner.hourly_limit.saturating_sub(inner.hourly.used),
+            reset: (hour_start + chrono::Duration::hours(1)).timestamp(),
+            burst_limit: inner.burst_limit,
+            burst_remaining: inner.burst_limit.saturating_sub(inner.burst.used),
+            exceeded,
+        }
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.lock().counters.clone()
+    }
+
+    fn count(&self, route: &str, user: Option<UserId>) {
+        let mut inner = self.lock();
+        *inner.counters.routes.entry(route.to_string()).or_default() += 1;
+        if let Some(user) = user {
+            *inner.counters.users.entry(user.to_string()).or_default().entry(route.to_string()).or_default() += 1;
+        }
+    }
+
+    /// The user behind a bearer token, if it is known and not expired.
+    fn token_user(&self, token: &str) -> Option<UserId> {
+        let inner = self.lock();
+        let issued = inner.tokens.get(token)?;
+        (issued.expires_at > Utc::now()).then_some(issued.user)
+    }
+
+    fn issue_token(&self, user: UserId) -> (String, u64) {
+        use base64::Engine;
+        use rand::RngExt;
+        let bytes: [u8; 48] = rand::rng().random();
+        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        let mut inner = self.lock();
+        let lifetime = inner.token_lifetime;
+        let expires_at = Utc::now() + chrono::Duration::from_std(lifetime).unwrap_or(chrono::Duration::hours(1));
+        inner.tokens.insert(token.clone(), IssuedToken { user, expires_at });
+        (token, lifetime.as_secs())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LimitKind {
+    Hourly,
+    Burst,
+}
+
+/// The state of the rate-limit windows after one call, for the response headers.
+#[derive(Debug, Clone, Copy)]
+struct RateLimit {
+    hourly_limit: u32,
+    hourly_remaining: u32,
+    /// Epoch seconds when the hourly window resets (the next clock hour).
+    reset: i64,
+    burst_limit: u32,
+    burst_remaining: u32,
+    exceeded: Option<LimitKind>,
+}
+
+trait TruncHour {
+    fn duration_trunc_hour(self) -> Self;
+}
+
+impl TruncHour for DateTime<Utc> {
+    fn duration_trunc_hour(self) -> Self {
+        let secs = self.timestamp();
+        DateTime::from_timestamp(secs - secs.rem_euclid(3600), 0).unwrap_or(self)
+    }
+}
+
+/// A sandbox serving on a socket; the server stops when this is dropped.
+#[derive(Debug)]
+pub struct RunningSandbox {
+    pub addr: SocketAddr,
+    pub sandbox: Sandbox,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningSandbox {
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for RunningSandbox {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
