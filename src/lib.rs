@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod docusign;
 pub mod http;
 pub mod ids;
 pub mod pipeline;

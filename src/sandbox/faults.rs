@@ -84,7 +84,14 @@ pub fn broken(body: Option<(Bytes, Response)>) -> Response {
             let half = bytes.slice(..full / 2);
             let (mut parts, _) = template.into_parts();
             parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(full));
-            let stream = futures_util::stream::iter([Ok(half), failure()]);
+            // A pause after the first half lets it reach the client before
+            // the connection breaks, as a real truncation would.
+            let cut = async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                failure()
+            };
+            let stream =
+                futures_util::StreamExt::chain(futures_util::stream::iter([Ok(half)]), futures_util::stream::once(cut));
             Response::from_parts(parts, Body::from_stream(stream))
         }
     }
