@@ -46,6 +46,9 @@ pub enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8081", value_name = "ADDR")]
         listen: String,
+        /// Where to write the integration key's private key.
+        #[arg(long, default_value = "sandbox", value_name = "DIR")]
+        data: PathBuf,
     },
     /// Print the URL a DocuSign user opens to grant countersign consent (impersonation).
     ConsentUrl(ConfigArg),
@@ -125,7 +128,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::DeadLetters { config, limit, json } => dead_letters(&config, limit, json).await,
         Command::Replay { config, jobs, all } => replay(&config, &jobs, all).await,
         Command::Demo { .. } => not_yet("demo", "the DocuSign sandbox"),
-        Command::Sandbox { .. } => not_yet("sandbox", "the DocuSign sandbox"),
+        Command::Sandbox { listen, data } => sandbox(&listen, &data).await,
         Command::Reconcile { .. } => not_yet("reconcile", "reconciliation"),
     }
 }
@@ -140,7 +143,7 @@ pub fn consent_url(settings: &Settings) -> anyhow::Result<String> {
     let ds = &settings.docusign;
     let client_id = ds.integration_key.as_deref().context("docusign.integration_key is not set")?;
     let redirect = ds.redirect_uri.as_deref().context("docusign.redirect_uri is not set")?;
-    let mut url = url::Url::parse(&format!("https://{}/oauth/auth", ds.auth_server))
+    let mut url = url::Url::parse(&format!("{}/oauth/auth", ds.auth_base_url()))
         .context("docusign.auth_server is not a valid host name")?;
     url.query_pairs_mut()
         .append_pair("response_type", "code")
@@ -149,6 +152,32 @@ pub fn consent_url(settings: &Settings) -> anyhow::Result<String> {
         .append_pair("redirect_uri", redirect);
     // DocuSign's documentation writes the space in the scope as %20.
     Ok(url.as_str().replace("scope=signature+impersonation", "scope=signature%20impersonation"))
+}
+
+async fn sandbox(listen: &str, data: &std::path::Path) -> anyhow::Result<ExitCode> {
+    telemetry::init(&crate::config::LogSettings { format: crate::config::LogFormat::Human, filter: "warn".into() });
+    let sandbox = crate::sandbox::Sandbox::new(crate::sandbox::SandboxConfig::default())?;
+    let running = sandbox.serve(listen).await?;
+    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    let key_path = std::path::absolute(data.join("private-key.pem"))?;
+    write_private(&key_path, sandbox.identity().private_key_pem.as_bytes())?;
+    print!("{}", crate::sandbox::describe(&sandbox, &running.base_url(), &key_path));
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    service::shutdown_signal().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes a secret readable by its owner only.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(bytes)?;
+    Ok(())
 }
 
 async fn check(arg: &ConfigArg) -> anyhow::Result<ExitCode> {

@@ -140,3 +140,50 @@ async fn serve_answers_its_probes_and_exits_cleanly_on_sigterm() {
     let last: serde_json::Value = serde_json::from_str(stderr.lines().last().unwrap()).expect("JSON log lines");
     assert_eq!(last["message"], "stopped");
 }
+
+#[tokio::test]
+async fn the_sandbox_command_prints_a_configuration_that_serve_can_use() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .args(["sandbox", "--listen", "127.0.0.1:0", "--data", "sbx"])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut toml = String::new();
+    let mut in_toml = false;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        in_toml |= line.starts_with("[connect]");
+        if in_toml {
+            toml.push_str(&line);
+            toml.push('\n');
+        }
+        if line.starts_with("private_key_file") {
+            break;
+        }
+    }
+    std::fs::write(dir.path().join("countersign.toml"), &toml).unwrap();
+    let key = std::fs::read_to_string(dir.path().join("sbx/private-key.pem")).unwrap();
+    assert!(key.starts_with("-----BEGIN PRIVATE KEY-----"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("sbx/private-key.pem")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the private key is readable by its owner only");
+    }
+
+    let out = countersign(&["consent-url", "--config", "countersign.toml"], dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let consent = text(&out.stdout).trim().to_string();
+    assert!(consent.starts_with("http://127.0.0.1:"), "{consent}");
+    let page = reqwest::get(&consent).await.unwrap();
+    assert_eq!(page.status(), 200, "the sandbox shows its consent page for countersign's consent URL");
+    assert!(page.text().await.unwrap().contains("signature impersonation"));
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

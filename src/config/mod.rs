@@ -145,7 +145,11 @@ impl Default for ConnectSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct DocusignSettings {
     /// Host name only: `account-d.docusign.com` (demo) or `account.docusign.com`.
+    /// It is also the JWT `aud`.
     pub auth_server: String,
+    /// Where the auth server's endpoints are reached, when not at
+    /// `https://{auth_server}` (the sandbox, a proxy).
+    pub auth_url: Option<String>,
     pub integration_key: Option<String>,
     pub user_id: Option<String>,
     pub redirect_uri: Option<String>,
@@ -157,6 +161,7 @@ impl Default for DocusignSettings {
     fn default() -> Self {
         Self {
             auth_server: "account-d.docusign.com".into(),
+            auth_url: None,
             integration_key: None,
             user_id: None,
             redirect_uri: None,
@@ -247,6 +252,16 @@ pub struct SinkSettings {
     pub secret_file: Option<PathBuf>,
 }
 
+impl DocusignSettings {
+    /// The base URL of the auth server's endpoints, without a trailing slash.
+    pub fn auth_base_url(&self) -> String {
+        match &self.auth_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("https://{}", self.auth_server),
+        }
+    }
+}
+
 impl Settings {
     /// Loads defaults < `file` < environment, reads secret files and validates.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
@@ -312,6 +327,12 @@ impl Settings {
                 "docusign.auth_server",
                 "must be a bare host name such as account-d.docusign.com (no scheme, no path)",
             ));
+        }
+        if let Some(auth_url) = &self.docusign.auth_url {
+            let ok = url::Url::parse(auth_url).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
+            if !ok {
+                return Err(ConfigError::invalid("docusign.auth_url", "must be an http:// or https:// URL"));
+            }
         }
         if let Some(ik) = &self.docusign.integration_key {
             uuid::Uuid::try_parse(ik)

@@ -360,6 +360,33 @@ impl TruncHour for DateTime<Utc> {
     }
 }
 
+/// What `countersign sandbox` prints: the identity, and the configuration
+/// that points `countersign serve` at this sandbox.
+pub fn describe(sandbox: &Sandbox, base_url: &str, key_path: &std::path::Path) -> String {
+    let id = sandbox.identity();
+    let hmac_keys: Vec<String> = id.hmac_keys.iter().map(|k| format!("{k:?}")).collect();
+    format!(
+        "DocuSign sandbox listening on {base_url}\n\
+         \n  integration key  {ik}\n  user id          {user}\n  account id       {account}\n\
+         \x20 HMAC key         {hmac}\n  private key      {key}\n\
+         \n  consent: open `countersign consent-url` with the configuration below and allow access,\n\
+         \x20 or POST {base_url}/control/consent\n\
+         \nConfiguration for `countersign serve` (TOML):\n\n\
+         [connect]\nhmac_keys = [{keys}]\n\n\
+         [docusign]\nauth_server = \"{aud}\"\nauth_url = \"{base_url}\"\n\
+         integration_key = \"{ik}\"\nuser_id = \"{user}\"\nredirect_uri = \"{redirect}\"\n\
+         private_key_file = \"{key}\"\n",
+        ik = id.integration_key,
+        user = id.user.user_id,
+        account = id.account_id,
+        hmac = id.hmac_keys.first().map(String::as_str).unwrap_or(""),
+        key = key_path.display(),
+        keys = hmac_keys.join(", "),
+        aud = sandbox.config().auth_host,
+        redirect = id.redirect_uri,
+    )
+}
+
 /// A sandbox serving on a socket; the server stops when this is dropped.
 #[derive(Debug)]
 pub struct RunningSandbox {
