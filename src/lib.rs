@@ -10,6 +10,7 @@ pub mod config;
 pub mod docusign;
 pub mod http;
 pub mod ids;
+pub mod ingest;
 pub mod pipeline;
 pub mod sandbox;
 pub mod service;

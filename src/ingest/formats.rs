@@ -1,0 +1,1 @@
+//! Parsing Connect bodies (JSON SIM and legacy XML). Being written.
