@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod config;
 pub mod docusign;
+pub mod documents;
 pub mod http;
 pub mod ids;
 pub mod ingest;

@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 pub use secret::Secret;
 
-use crate::ids::UserId;
+use crate::ids::{AccountId, UserId};
 
 /// The environment prefix for overrides, e.g. `COUNTERSIGN_STORE__URL`.
 pub const ENV_PREFIX: &str = "COUNTERSIGN_";
@@ -129,16 +129,51 @@ impl Default for DocumentsSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConnectSettings {
+    /// Keys accepted for every account.
     pub hmac_keys: Vec<Secret>,
     /// One key per line; reread when keys are reloaded.
     pub hmac_keys_file: Option<PathBuf>,
+    /// Keys for one DocuSign account each (picked by `X-DocuSign-AccountId`).
+    pub accounts: Vec<ConnectAccountSettings>,
+    /// Only an explicit `false` accepts unsigned notifications (start-up warns).
+    pub verify_hmac: bool,
+    /// Optional HTTP Basic credentials Connect must send as well.
+    pub basic_auth_user: Option<String>,
+    pub basic_auth_password: Option<Secret>,
+    pub basic_auth_password_file: Option<PathBuf>,
     pub max_body_bytes: u64,
+    /// A body must arrive completely within this time (a slow sender is cut off).
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// Events that start processing; others are recorded and answered 200.
+    pub process_events: Vec<String>,
 }
 
 impl Default for ConnectSettings {
     fn default() -> Self {
-        Self { hmac_keys: Vec::new(), hmac_keys_file: None, max_body_bytes: 100 * 1024 * 1024 }
+        Self {
+            hmac_keys: Vec::new(),
+            hmac_keys_file: None,
+            accounts: Vec::new(),
+            verify_hmac: true,
+            basic_auth_user: None,
+            basic_auth_password: None,
+            basic_auth_password_file: None,
+            max_body_bytes: 100 * 1024 * 1024,
+            body_timeout: Duration::from_secs(60),
+            process_events: vec!["envelope-completed".into()],
+        }
     }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectAccountSettings {
+    pub account_id: String,
+    #[serde(default)]
+    pub hmac_keys: Vec<Secret>,
+    #[serde(default)]
+    pub hmac_keys_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -295,6 +330,19 @@ impl Settings {
             }
             self.connect.hmac_keys = read_secret_lines(path, "connect.hmac_keys_file")?;
         }
+        for (i, account) in self.connect.accounts.iter_mut().enumerate() {
+            if let Some(path) = &account.hmac_keys_file {
+                if !account.hmac_keys.is_empty() {
+                    return Err(both_given(&format!("connect.accounts[{i}].hmac_keys")));
+                }
+                account.hmac_keys = read_secret_lines(path, &format!("connect.accounts[{i}].hmac_keys_file"))?;
+            }
+        }
+        resolve_secret(
+            &mut self.connect.basic_auth_password,
+            &self.connect.basic_auth_password_file,
+            "connect.basic_auth_password",
+        )?;
         resolve_secret(&mut self.docusign.private_key, &self.docusign.private_key_file, "docusign.private_key")?;
         resolve_secret(&mut self.admin.token, &self.admin.token_file, "admin.token")?;
         for (i, sink) in self.sinks.iter_mut().enumerate() {
@@ -320,6 +368,19 @@ impl Settings {
         }
         if self.connect.hmac_keys.iter().any(|k| k.expose().trim().is_empty()) {
             return Err(ConfigError::invalid("connect.hmac_keys", "contains an empty key"));
+        }
+        for (i, account) in self.connect.accounts.iter().enumerate() {
+            AccountId::parse(&account.account_id)
+                .map_err(|_| ConfigError::invalid(format!("connect.accounts[{i}].account_id"), "must be a GUID"))?;
+            if account.hmac_keys.is_empty() {
+                return Err(ConfigError::invalid(format!("connect.accounts[{i}].hmac_keys"), "no key given"));
+            }
+        }
+        if self.connect.basic_auth_user.is_some() != self.connect.basic_auth_password.is_some() {
+            return Err(ConfigError::invalid(
+                "connect.basic_auth_user",
+                "basic_auth_user and basic_auth_password go together",
+            ));
         }
         let auth = &self.docusign.auth_server;
         if auth.is_empty() || auth.contains("://") || auth.contains('/') {

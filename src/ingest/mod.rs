@@ -1,4 +1,309 @@
-//! The Connect listener: verified, durable, deduplicated, streaming.
+//! The Connect listener, `POST /docusign/connect`: verified (Basic auth,
+//! HMAC over the exact bytes), streamed (bounded memory, spooled to disk
+//! when large), parsed by content, deduplicated, and acknowledged with 200
+//! only after the notification and its `process_envelope` job are committed.
 
+pub mod auth;
+mod committer;
 pub mod formats;
 pub mod notification;
+mod spool;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use chrono::Utc;
+use serde_json::json;
+
+pub use auth::{ConnectAuth, KeyRing};
+pub use committer::{Committer, Outcome, Record};
+
+use crate::config::Settings;
+use crate::documents::DocumentStore;
+use crate::ids::{AccountId, NotificationId};
+use crate::store::{
+    Disposition, DocumentRecord, EnvelopeStatus, EnvelopeUpsert, NewJob, NewNotification, NotificationOrigin, Store,
+};
+use auth::KeyScope;
+use notification::{ConnectNotification, Format};
+use spool::SpoolError;
+
+/// The job that takes a completed envelope through the pipeline.
+pub const PROCESS_ENVELOPE: &str = "process_envelope";
+
+/// Everything the listener needs; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    keys: KeyRing,
+    committer: Committer,
+    documents: DocumentStore,
+    max_body_bytes: u64,
+    body_timeout: Duration,
+    process_events: Arc<HashSet<String>>,
+    max_attempts: u32,
+    spill_dir: PathBuf,
+}
+
+impl Ingest {
+    pub fn new(settings: &Settings, store: Arc<dyn Store>, documents: DocumentStore, keys: KeyRing) -> Self {
+        Self {
+            keys,
+            committer: Committer::spawn(store),
+            documents,
+            max_body_bytes: settings.connect.max_body_bytes,
+            body_timeout: settings.connect.body_timeout,
+            process_events: Arc::new(settings.connect.process_events.iter().cloned().collect()),
+            max_attempts: settings.queue.max_attempts,
+            spill_dir: std::env::temp_dir(),
+        }
+    }
+}
+
+pub fn router(ingest: Ingest) -> Router {
+    Router::new().route("/docusign/connect", post(receive)).with_state(ingest)
+}
+
+fn reject(status: StatusCode, error: &str, message: impl Into<String>) -> Response {
+    let message = message.into();
+    tracing::warn!(status = status.as_u16(), error, %message, "notification refused");
+    (status, Json(json!({ "error": error, "message": message }))).into_response()
+}
+
+fn header_account(headers: &HeaderMap) -> Option<AccountId> {
+    headers.get("x-docusign-accountid").and_then(|v| v.to_str().ok()).and_then(|v| AccountId::parse(v).ok())
+}
+
+async fn receive(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) -> Response {
+    let auth = ingest.keys.current();
+    if !auth.basic_ok(&headers) {
+        return reject(StatusCode::UNAUTHORIZED, "unauthorized", "HTTP Basic credentials are missing or wrong");
+    }
+    let signatures = auth::signatures(&headers);
+    if auth.verifies_hmac() && signatures.is_empty() {
+        return reject(StatusCode::UNAUTHORIZED, "unauthorized", "no X-DocuSign-Signature-N header");
+    }
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > ingest.max_body_bytes) {
+        return too_large(ingest.max_body_bytes);
+    }
+    let account_hint = header_account(&headers);
+    let mut verifier = auth.verifier(account_hint);
+    let spooled = match tokio::time::timeout(
+        ingest.body_timeout,
+        spool::spool(body, ingest.max_body_bytes, &mut verifier, &ingest.spill_dir),
+    )
+    .await
+    {
+        Err(_) => return reject(StatusCode::REQUEST_TIMEOUT, "timeout", "the body did not arrive in time"),
+        Ok(Err(SpoolError::TooLarge(max))) => return too_large(max),
+        Ok(Err(SpoolError::Read(error))) => {
+            return reject(StatusCode::BAD_REQUEST, "bad_request", format!("the body could not be read: {error}"));
+        }
+        Ok(Err(SpoolError::Io(error))) => {
+            tracing::error!(%error, "cannot spool a notification body");
+            return reject(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the body could not be stored; try again");
+        }
+        Ok(Ok(spooled)) => spooled,
+    };
+    let scope = if auth.verifies_hmac() {
+        match verifier.matching_scope(&signatures) {
+            Some(scope) => Some(scope),
+            None => return reject(StatusCode::UNAUTHORIZED, "unauthorized", "no signature matches a configured key"),
+        }
+    } else {
+        None
+    };
+    let Some(format) = formats::detect(&spooled.prefix) else {
+        return reject(StatusCode::BAD_REQUEST, "bad_request", "unknown format: the body is neither JSON nor XML");
+    };
+    let body_sha256 = spooled.sha256.clone();
+    let body_len = spooled.len;
+    let worker = ingest.clone();
+    let parsed = tokio::task::spawn_blocking(move || worker.parse_and_stage(spooled, format, account_hint, scope)).await;
+    let (notification, documents) = match parsed {
+        Ok(Ok(parsed)) => parsed,
+        Ok(Err(refusal)) => return refusal.into_response(),
+        Err(error) => {
+            tracing::error!(%error, "the parser task failed");
+            return reject(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the notification could not be processed");
+        }
+    };
+    let span = tracing::info_span!("notification", envelope_id = %notification.envelope_id, event = %notification.event);
+    let _entered = span.enter();
+    let process = ingest.process_events.contains(&notification.event);
+    let record = ingest.record(&notification, documents, body_sha256, process);
+    drop(_entered);
+    match ingest.committer.commit(record).await {
+        Ok(Outcome::Duplicate) => {
+            tracing::info!(envelope_id = %notification.envelope_id, event = %notification.event, "duplicate notification; nothing new");
+            (StatusCode::OK, Json(json!({ "status": "duplicate" }))).into_response()
+        }
+        Ok(Outcome::Recorded) => {
+            let status = if process { "accepted" } else { "ignored" };
+            tracing::info!(
+                envelope_id = %notification.envelope_id,
+                event = %notification.event,
+                format = notification.format.as_str(),
+                bytes = body_len,
+                embedded = notification.embedded.len(),
+                status,
+                "notification recorded"
+            );
+            (StatusCode::OK, Json(json!({ "status": status }))).into_response()
+        }
+        Err(error) => {
+            tracing::error!(%error, envelope_id = %notification.envelope_id, "notification not stored; answering 503 so Connect retries");
+            reject(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the notification could not be stored; try again")
+        }
+    }
+}
+
+fn too_large(max: u64) -> Response {
+    reject(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("the body exceeds {max} bytes"))
+}
+
+/// A refusal decided while parsing.
+struct Refusal(StatusCode, &'static str, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        reject(self.0, self.1, self.2)
+    }
+}
+
+impl Ingest {
+    /// Parses the body (blocking), stages embedded documents, checks that a
+    /// per-account key vouched for the right account, and publishes the
+    /// documents of an event that will be processed.
+    fn parse_and_stage(
+        &self,
+        spooled: spool::Spooled,
+        format: Format,
+        account_hint: Option<AccountId>,
+        scope: Option<KeyScope>,
+    ) -> Result<(ConnectNotification, Vec<DocumentRecord>), Refusal> {
+        let mut sink = self.documents.staging_sink();
+        let reader = spooled.into_reader();
+        let parsed = match format {
+            Format::Json => formats::parse_json(reader, &mut sink),
+            Format::Xml => formats::parse_xml(reader, account_hint, &mut sink),
+        };
+        let discard = |sink: &crate::documents::StagingSink| {
+            for key in sink.staged_keys() {
+                self.documents.discard(key);
+            }
+        };
+        let notification = match parsed {
+            Ok(notification) => notification,
+            Err(formats::FormatError::Sink(error)) => {
+                discard(&sink);
+                tracing::error!(%error, "cannot stage an embedded document");
+                return Err(Refusal(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "documents could not be stored".into()));
+            }
+            Err(error) => {
+                discard(&sink);
+                return Err(Refusal(StatusCode::BAD_REQUEST, "bad_request", error.to_string()));
+            }
+        };
+        if let Some(KeyScope::Account(account)) = scope {
+            if account != notification.account_id {
+                discard(&sink);
+                return Err(Refusal(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "the signing key belongs to another account".into(),
+                ));
+            }
+        }
+        if !self.process_events.contains(&notification.event) {
+            discard(&sink);
+            return Ok((notification, Vec::new()));
+        }
+        let mut records = Vec::with_capacity(notification.embedded.len());
+        for document in &notification.embedded {
+            let file_name = document_file_name(document);
+            let key = self
+                .documents
+                .publish(&document.storage_key, notification.account_id, notification.envelope_id, &file_name)
+                .map_err(|error| {
+                    tracing::error!(%error, "cannot publish an embedded document");
+                    Refusal(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "documents could not be stored".into())
+                })?;
+            records.push(DocumentRecord {
+                envelope_id: notification.envelope_id,
+                document_id: document.document_id.clone(),
+                name: document.name.clone(),
+                file_name: crate::documents::sanitise_file_name(&file_name),
+                content_type: "application/pdf".into(),
+                size_bytes: document.size_bytes,
+                sha256: document.sha256.clone(),
+                storage_key: key,
+                stored_at: Utc::now(),
+            });
+        }
+        Ok((notification, records))
+    }
+
+    fn record(
+        &self,
+        notification: &ConnectNotification,
+        documents: Vec<DocumentRecord>,
+        body_sha256: String,
+        process: bool,
+    ) -> Record {
+        let id = NotificationId::new();
+        let mut summary = serde_json::to_value(notification).unwrap_or_default();
+        if let Some(object) = summary.as_object_mut() {
+            object.remove("embedded");
+        }
+        let new = NewNotification {
+            id,
+            account_id: notification.account_id,
+            envelope_id: notification.envelope_id,
+            event: notification.event.clone(),
+            recipient_id: notification.recipient_id.clone(),
+            generated_at: notification.generated_at,
+            format: notification.format.as_str().into(),
+            origin: NotificationOrigin::Connect,
+            body_sha256,
+            disposition: if process { Disposition::Enqueued } else { Disposition::Ignored },
+            summary,
+        };
+        let (envelope, job) = if process {
+            let envelope = EnvelopeUpsert {
+                envelope_id: notification.envelope_id,
+                account_id: notification.account_id,
+                status: EnvelopeStatus::Received,
+                subject: notification.subject.clone(),
+                completed_at: notification.completed_at,
+            };
+            let payload = json!({
+                "notification_id": id,
+                "account_id": notification.account_id,
+                "envelope_id": notification.envelope_id,
+            });
+            let job = NewJob::new(PROCESS_ENVELOPE, payload, self.max_attempts).unique(notification.envelope_id.to_string());
+            (Some(envelope), Some(job))
+        } else {
+            (None, None)
+        };
+        Record { notification: new, envelope, documents, job }
+    }
+}
+
+/// Content documents keep their name; a certificate without one is named as DocuSign names it.
+fn document_file_name(document: &notification::EmbeddedDocument) -> String {
+    if document.name.trim().is_empty() {
+        format!("document-{}.pdf", document.document_id)
+    } else {
+        document.name.clone()
+    }
+}

@@ -1,0 +1,115 @@
+//! Group commit: notifications that arrive together are written in one
+//! transaction, and each is acknowledged only after that transaction
+//! commits. One fsync then covers many notifications, which is what lets
+//! ingest outrun the disk's commit rate without acknowledging anything early.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::{DocumentRecord, EnvelopeUpsert, Inserted, NewJob, NewNotification, Store, StoreError};
+
+/// Most notifications written in one transaction.
+const MAX_BATCH: usize = 256;
+
+/// Everything one notification writes.
+#[derive(Debug)]
+pub struct Record {
+    pub notification: NewNotification,
+    pub envelope: Option<EnvelopeUpsert>,
+    pub documents: Vec<DocumentRecord>,
+    pub job: Option<NewJob>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Recorded,
+    /// The same notification was recorded before; nothing was written.
+    Duplicate,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// The whole batch failed; the message is the store's error.
+    #[error("the store could not commit: {0}")]
+    Failed(Arc<str>),
+    #[error("the committer has stopped")]
+    Stopped,
+}
+
+type Pending = (Record, oneshot::Sender<Result<Outcome, Arc<str>>>);
+
+#[derive(Debug, Clone)]
+pub struct Committer {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl Committer {
+    pub fn spawn(store: Arc<dyn Store>) -> Self {
+        let (queue, receiver) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(run(store, receiver));
+        Self { queue }
+    }
+
+    /// Writes `record` durably; returns once its transaction has committed.
+    pub async fn commit(&self, record: Record) -> Result<Outcome, CommitError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue.send((record, reply)).await.map_err(|_| CommitError::Stopped)?;
+        match answer.await {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(error)) => Err(CommitError::Failed(error)),
+            Err(_) => Err(CommitError::Stopped),
+        }
+    }
+}
+
+async fn run(store: Arc<dyn Store>, mut receiver: mpsc::Receiver<Pending>) {
+    let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = receiver.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let records: Vec<&Record> = batch.iter().map(|(record, _)| record).collect();
+        match write(&*store, &records).await {
+            Ok(outcomes) => {
+                for ((_, reply), outcome) in batch.drain(..).zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, notifications = batch.len(), "could not commit notifications; answering 503");
+                let error: Arc<str> = Arc::from(error.to_string());
+                for (_, reply) in batch.drain(..) {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+async fn write(store: &dyn Store, records: &[&Record]) -> Result<Vec<Outcome>, StoreError> {
+    let mut tx = store.begin().await?;
+    let mut outcomes = Vec::with_capacity(records.len());
+    for record in records {
+        if tx.insert_notification(&record.notification).await? == Inserted::Duplicate {
+            outcomes.push(Outcome::Duplicate);
+            continue;
+        }
+        if let Some(envelope) = &record.envelope {
+            tx.upsert_envelope(envelope).await?;
+        }
+        for document in &record.documents {
+            tx.upsert_document(document).await?;
+        }
+        if let Some(job) = &record.job {
+            tx.enqueue(job).await?;
+        }
+        outcomes.push(Outcome::Recorded);
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
