@@ -17,8 +17,12 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(state)
+pub fn router(state: AppState, ingest: crate::ingest::Ingest) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+        .merge(crate::ingest::router(ingest))
 }
 
 /// Alive: the process answers. Says nothing about dependencies on purpose, so

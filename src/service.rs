@@ -11,6 +11,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
+use crate::documents::DocumentStore;
+use crate::ingest::{ConnectAuth, Ingest, KeyRing};
 use crate::http::{self, AppState};
 use crate::pipeline::{JobHandler, WorkerPool};
 use crate::store::{self, Store};
@@ -22,6 +24,9 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 pub struct Service {
     pub settings: Settings,
     pub store: Arc<dyn Store>,
+    pub documents: DocumentStore,
+    /// The Connect keys in force; replaced on SIGHUP.
+    pub keys: KeyRing,
     pub handlers: Vec<Arc<dyn JobHandler>>,
 }
 
@@ -37,7 +42,10 @@ impl Service {
         let store = store::open(&settings.store.url, settings.store.max_connections)
             .await
             .with_context(|| format!("opening the store {}", store::redact_url(&settings.store.url)))?;
-        Ok(Self { settings, store, handlers: Vec::new() })
+        let documents = DocumentStore::open(&settings.documents.url)?;
+        let keys = KeyRing::new(ConnectAuth::from_settings(&settings.connect));
+        warn_about_connect_security(&settings);
+        Ok(Self { settings, store, documents, keys, handlers: Vec::new() })
     }
 
     /// Serves on `listener` until `shutdown` resolves, then drains: stops
@@ -52,7 +60,9 @@ impl Service {
         let workers = tokio::spawn(workers.run(stop.clone(), abort.clone()));
         let pruner = tokio::spawn(prune_loop(self.store.clone(), self.settings.queue.retention, stop.clone()));
 
-        let app = http::router(AppState { store: self.store.clone() });
+        let ingest = Ingest::new(&self.settings, self.store.clone(), self.documents.clone(), self.keys.clone());
+        let app = http::router(AppState { store: self.store.clone() }, ingest);
+        let reloader = tokio::spawn(reload_keys_on_sighup(self.settings.source.clone(), self.keys.clone(), stop.clone()));
         let server_stop = stop.clone();
         let server = tokio::spawn(async move {
             axum::serve(listener, app).with_graceful_shutdown(server_stop.cancelled_owned()).await
@@ -64,6 +74,7 @@ impl Service {
         let deadline = tokio::time::sleep(grace);
         tokio::pin!(deadline);
         let drained = async {
+            let _ = reloader.await;
             let _ = pruner.await;
             let _ = workers.await;
         };
@@ -123,6 +134,52 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send {
     #[cfg(not(unix))]
     async {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn warn_about_connect_security(settings: &Settings) {
+    let connect = &settings.connect;
+    if !connect.verify_hmac {
+        tracing::warn!(
+            "connect.verify_hmac = false: Connect notifications are accepted WITHOUT signature checks; \
+             anyone who can reach /docusign/connect can inject envelopes"
+        );
+    } else if connect.hmac_keys.is_empty() && connect.accounts.is_empty() {
+        tracing::warn!(
+            "no Connect HMAC keys configured (connect.hmac_keys): every notification will be refused with 401"
+        );
+    }
+}
+
+/// Rereads the configuration on SIGHUP and swaps in its Connect keys; a
+/// configuration that no longer loads keeps the keys in force.
+async fn reload_keys_on_sighup(source: Option<std::path::PathBuf>, keys: KeyRing, stop: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; Connect keys reload only on restart");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                received = hangups.recv() => if received.is_none() { return },
+            }
+            match Settings::load(source.as_deref()) {
+                Ok(settings) => {
+                    let auth = ConnectAuth::from_settings(&settings.connect);
+                    tracing::info!(keys = auth.key_count(), "SIGHUP: Connect keys reloaded");
+                    keys.replace(auth);
+                }
+                Err(error) => tracing::error!(%error, "SIGHUP: configuration does not load; keeping the current keys"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (source, keys);
+        stop.cancelled().await;
     }
 }
 

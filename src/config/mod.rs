@@ -80,6 +80,9 @@ pub struct Settings {
     pub queue: QueueSettings,
     pub log: LogSettings,
     pub sinks: Vec<SinkSettings>,
+    /// The file these settings were read from, to read it again on reload.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -309,6 +312,7 @@ impl Settings {
         }
         figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
         let mut settings: Settings = figment.extract()?;
+        settings.source = file.map(Path::to_path_buf);
         settings.read_secret_files()?;
         settings.validate()?;
         Ok(settings)

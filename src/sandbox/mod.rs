@@ -259,7 +259,7 @@ impl Sandbox {
         inner.burst_limit = burst;
     }
 
-    /// Sets the fault knobs of one route (see [`faults::ROUTES`]); a default `Fault` clears them.
+    /// Sets the fault knobs of one route (the names in `faults::ROUTES`); a default `Fault` clears them.
     pub fn set_fault(&self, route: &str, fault: Fault) {
         self.lock().faults.insert(route.to_string(), fault);
     }
