@@ -127,7 +127,14 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Check(arg) => check(&arg).await,
         Command::DeadLetters { config, limit, json } => dead_letters(&config, limit, json).await,
         Command::Replay { config, jobs, all } => replay(&config, &jobs, all).await,
-        Command::Demo { .. } => not_yet("demo", "the DocuSign sandbox"),
+        Command::Demo { data } => {
+            telemetry::init(&crate::config::LogSettings {
+                format: crate::config::LogFormat::Human,
+                filter: "warn".into(),
+            });
+            crate::demo::run(data).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Sandbox { listen, data } => sandbox(&listen, &data).await,
         Command::Reconcile { .. } => not_yet("reconcile", "reconciliation"),
     }

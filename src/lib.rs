@@ -7,8 +7,9 @@
 
 pub mod cli;
 pub mod config;
-pub mod docusign;
+pub mod demo;
 pub mod documents;
+pub mod docusign;
 pub mod http;
 pub mod ids;
 pub mod ingest;

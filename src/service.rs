@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::documents::DocumentStore;
-use crate::ingest::{ConnectAuth, Ingest, KeyRing};
 use crate::http::{self, AppState};
+use crate::ingest::{ConnectAuth, Ingest, KeyRing};
 use crate::pipeline::{JobHandler, WorkerPool};
 use crate::store::{self, Store};
 
@@ -62,7 +62,8 @@ impl Service {
 
         let ingest = Ingest::new(&self.settings, self.store.clone(), self.documents.clone(), self.keys.clone());
         let app = http::router(AppState { store: self.store.clone() }, ingest);
-        let reloader = tokio::spawn(reload_keys_on_sighup(self.settings.source.clone(), self.keys.clone(), stop.clone()));
+        let reloader =
+            tokio::spawn(reload_keys_on_sighup(self.settings.source.clone(), self.keys.clone(), stop.clone()));
         let server_stop = stop.clone();
         let server = tokio::spawn(async move {
             axum::serve(listener, app).with_graceful_shutdown(server_stop.cancelled_owned()).await

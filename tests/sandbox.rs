@@ -439,3 +439,79 @@ async fn requests_are_counted_per_route_and_user() {
     assert_eq!(counters["routes"]["envelope"], 2);
     assert_eq!(counters["users"][&user]["envelope"], 2);
 }
+
+async fn download(running: &RunningSandbox, token: &str, path: &str) -> reqwest::Response {
+    let response = client().get(api(running, path)).bearer_auth(token).send().await.unwrap();
+    assert_eq!(response.status(), 200, "{path}");
+    response
+}
+
+fn pages(bytes: &[u8]) -> usize {
+    lopdf::Document::load_mem(bytes).expect("a valid PDF").get_pages().len()
+}
+
+#[tokio::test]
+async fn documents_are_real_pdfs_with_docusign_headers() {
+    let running = start().await;
+    let envelope = running.sandbox.complete_envelopes(1).remove(0);
+    let token = token(&running).await;
+    let id = envelope.envelope_id;
+
+    let mut content_pages = 0;
+    for document in &envelope.documents {
+        let response = download(&running, &token, &format!("/envelopes/{id}/documents/{}", document.document_id)).await;
+        assert_eq!(response.headers()["content-type"], "application/pdf");
+        let disposition = response.headers()["content-disposition"].to_str().unwrap().to_string();
+        assert_eq!(
+            disposition,
+            format!("file; filename=\"{}\"; documentid=\"{}\"", document.name, document.document_id)
+        );
+        let bytes = response.bytes().await.unwrap();
+        assert_eq!(pages(&bytes), document.pages as usize);
+        content_pages += document.pages as usize;
+    }
+
+    let certificate = download(&running, &token, &format!("/envelopes/{id}/documents/certificate")).await;
+    let certificate = certificate.bytes().await.unwrap();
+    let certificate_pages = pages(&certificate);
+    let text = lopdf::Document::load_mem(&certificate).unwrap().extract_text(&[1]).unwrap();
+    for signer in &envelope.signers {
+        assert!(text.contains(&signer.person.name), "the certificate lists {}", signer.person.name);
+    }
+
+    let with = download(&running, &token, &format!("/envelopes/{id}/documents/combined")).await.bytes().await.unwrap();
+    assert_eq!(pages(&with), content_pages + certificate_pages, "combined includes the certificate by default");
+    let without = download(&running, &token, &format!("/envelopes/{id}/documents/combined?certificate=false"))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(pages(&without), content_pages);
+
+    let archive = download(&running, &token, &format!("/envelopes/{id}/documents/archive")).await;
+    assert_eq!(archive.headers()["content-type"], "application/zip");
+    let archive = archive.bytes().await.unwrap();
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(archive.to_vec())).unwrap();
+    assert_eq!(zip.len(), envelope.documents.len() + 1);
+    for i in 0..zip.len() {
+        let mut entry = zip.by_index(i).unwrap();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+        assert!(pages(&bytes) >= 1, "{:?} is a PDF", entry.name());
+    }
+
+    let listed: Value = download(&running, &token, &format!("/envelopes/{id}/documents")).await.json().await.unwrap();
+    assert_eq!(listed["envelopeDocuments"].as_array().unwrap().len(), envelope.documents.len() + 1);
+
+    let checksums: Value = client()
+        .get(format!("{}/control/envelopes/{id}/checksums", running.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sha = |bytes: &[u8]| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes));
+    assert_eq!(checksums["certificate"], sha(&certificate));
+    assert_eq!(checksums["combined"], sha(&with));
+}

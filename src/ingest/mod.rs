@@ -90,7 +90,8 @@ async fn receive(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) -
     if auth.verifies_hmac() && signatures.is_empty() {
         return reject(StatusCode::UNAUTHORIZED, "unauthorized", "no X-DocuSign-Signature-N header");
     }
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > ingest.max_body_bytes) {
         return too_large(ingest.max_body_bytes);
     }
@@ -127,7 +128,8 @@ async fn receive(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) -
     let body_sha256 = spooled.sha256.clone();
     let body_len = spooled.len;
     let worker = ingest.clone();
-    let parsed = tokio::task::spawn_blocking(move || worker.parse_and_stage(spooled, format, account_hint, scope)).await;
+    let parsed =
+        tokio::task::spawn_blocking(move || worker.parse_and_stage(spooled, format, account_hint, scope)).await;
     let (notification, documents) = match parsed {
         Ok(Ok(parsed)) => parsed,
         Ok(Err(refusal)) => return refusal.into_response(),
@@ -136,7 +138,8 @@ async fn receive(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) -
             return reject(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the notification could not be processed");
         }
     };
-    let span = tracing::info_span!("notification", envelope_id = %notification.envelope_id, event = %notification.event);
+    let span =
+        tracing::info_span!("notification", envelope_id = %notification.envelope_id, event = %notification.event);
     let _entered = span.enter();
     let process = ingest.process_events.contains(&notification.event);
     let record = ingest.record(&notification, documents, body_sha256, process);
@@ -206,22 +209,26 @@ impl Ingest {
             Err(formats::FormatError::Sink(error)) => {
                 discard(&sink);
                 tracing::error!(%error, "cannot stage an embedded document");
-                return Err(Refusal(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "documents could not be stored".into()));
+                return Err(Refusal(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "documents could not be stored".into(),
+                ));
             }
             Err(error) => {
                 discard(&sink);
                 return Err(Refusal(StatusCode::BAD_REQUEST, "bad_request", error.to_string()));
             }
         };
-        if let Some(KeyScope::Account(account)) = scope {
-            if account != notification.account_id {
-                discard(&sink);
-                return Err(Refusal(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "the signing key belongs to another account".into(),
-                ));
-            }
+        if let Some(KeyScope::Account(account)) = scope
+            && account != notification.account_id
+        {
+            discard(&sink);
+            return Err(Refusal(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the signing key belongs to another account".into(),
+            ));
         }
         if !self.process_events.contains(&notification.event) {
             discard(&sink);
@@ -290,7 +297,8 @@ impl Ingest {
                 "account_id": notification.account_id,
                 "envelope_id": notification.envelope_id,
             });
-            let job = NewJob::new(PROCESS_ENVELOPE, payload, self.max_attempts).unique(notification.envelope_id.to_string());
+            let job =
+                NewJob::new(PROCESS_ENVELOPE, payload, self.max_attempts).unique(notification.envelope_id.to_string());
             (Some(envelope), Some(job))
         } else {
             (None, None)

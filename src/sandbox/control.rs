@@ -27,6 +27,7 @@ pub(super) fn router() -> Router<Sandbox> {
         .route("/control/tokens/lifetime", put(token_lifetime))
         .route("/control/rate-limits", put(rate_limits))
         .route("/control/counters", get(counters))
+        .route("/control/connect", post(send_connect))
 }
 
 async fn identity(State(sandbox): State<Sandbox>) -> Json<Value> {
@@ -161,4 +162,68 @@ async fn rate_limits(State(sandbox): State<Sandbox>, Json(limits): Json<Limits>)
 
 async fn counters(State(sandbox): State<Sandbox>) -> Json<super::Counters> {
     Json(sandbox.counters())
+}
+
+#[derive(Debug, Deserialize)]
+struct ConnectRequest {
+    /// The listener, e.g. `http://127.0.0.1:8080/docusign/connect`.
+    url: String,
+    /// Envelopes to notify about; `count` new completed envelopes when empty.
+    #[serde(default)]
+    envelope_ids: Vec<String>,
+    #[serde(default)]
+    count: usize,
+    /// "json" (default) or "xml".
+    #[serde(default)]
+    format: Option<String>,
+    #[serde(default)]
+    event: Option<String>,
+    #[serde(default)]
+    include_documents: bool,
+    #[serde(default = "yes")]
+    include_summary: bool,
+    #[serde(default)]
+    retries: Option<u32>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Plays Connect: posts signed notifications to `url` and reports each delivery.
+async fn send_connect(State(sandbox): State<Sandbox>, Json(request): Json<ConnectRequest>) -> Response {
+    use super::connect::{ConnectFormat, ConnectSender, NotificationOptions, RetryPolicy};
+    let format = match request.format.as_deref() {
+        None | Some("json") => ConnectFormat::Json,
+        Some("xml") => ConnectFormat::Xml,
+        Some(other) => return (StatusCode::BAD_REQUEST, format!("unknown format {other:?}")).into_response(),
+    };
+    let mut envelopes = Vec::new();
+    for id in &request.envelope_ids {
+        match EnvelopeId::parse(id).ok().and_then(|id| sandbox.envelope(id)) {
+            Some(envelope) => envelopes.push(envelope),
+            None => return (StatusCode::NOT_FOUND, format!("no envelope {id}")).into_response(),
+        }
+    }
+    if envelopes.is_empty() {
+        envelopes = sandbox.complete_envelopes(request.count.clamp(1, 10_000));
+    }
+    let options = NotificationOptions {
+        event: request.event.unwrap_or_else(|| "envelope-completed".into()),
+        include_summary: request.include_summary,
+        include_documents: request.include_documents,
+        ..NotificationOptions::default()
+    };
+    let policy = RetryPolicy {
+        max_retries: request.retries.unwrap_or(3),
+        interval: Duration::from_secs(1),
+        ..RetryPolicy::default()
+    };
+    let sender = ConnectSender::new(request.url, sandbox.identity().hmac_keys.clone(), policy);
+    let mut reports = Vec::with_capacity(envelopes.len());
+    for envelope in &envelopes {
+        let report = sender.send(envelope, format, &options).await;
+        reports.push(json!({ "envelope_id": envelope.envelope_id.to_string(), "report": report }));
+    }
+    Json(json!({ "deliveries": reports })).into_response()
 }
