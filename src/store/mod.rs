@@ -89,6 +89,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     // ---- envelopes and what hangs off them ----
 
     async fn notifications_for(&self, envelope: EnvelopeId) -> StoreResult<Vec<Notification>>;
+    /// How many notifications are recorded, in all.
+    async fn count_notifications(&self) -> StoreResult<u64>;
     async fn envelope(&self, envelope: EnvelopeId) -> StoreResult<Option<EnvelopeRecord>>;
     async fn documents(&self, envelope: EnvelopeId) -> StoreResult<Vec<DocumentRecord>>;
     async fn events_for(&self, envelope: EnvelopeId) -> StoreResult<Vec<EventRecord>>;

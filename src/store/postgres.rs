@@ -380,6 +380,11 @@ impl Store for PostgresStore {
             .collect()
     }
 
+    async fn count_notifications(&self) -> StoreResult<u64> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM notifications").fetch_one(&self.pool).await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
     async fn envelope(&self, envelope: EnvelopeId) -> StoreResult<Option<EnvelopeRecord>> {
         let row = sqlx::query("SELECT * FROM envelopes WHERE envelope_id = $1")
             .bind(envelope.to_string())

@@ -105,3 +105,59 @@ where
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// countersign serving on a random port, stopped when dropped.
+pub struct TestApp {
+    pub base_url: String,
+    pub store: Arc<dyn Store>,
+    pub keys: countersign::ingest::KeyRing,
+    pub db: TestStore,
+    pub documents_dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    /// Starts the service on `db` with `extra` TOML appended to a minimal configuration.
+    pub async fn spawn(db: TestStore, extra: &str) -> Self {
+        let documents_dir = tempfile::tempdir().unwrap();
+        let toml = format!(
+            "[store]\nurl = \"{}\"\n[documents]\nurl = \"file://{}\"\n{extra}",
+            db.url,
+            documents_dir.path().display()
+        );
+        let settings = countersign::config::Settings::from_toml(&toml).unwrap();
+        let service = countersign::service::Service::build(settings).await.unwrap();
+        let store = service.store.clone();
+        let keys = service.keys.clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(service.run(listener, async {
+            let _ = stopped.await;
+        }));
+        Self { base_url, store, keys, db, documents_dir, stop: Some(stop), task: Some(task) }
+    }
+
+    pub fn connect_url(&self) -> String {
+        format!("{}/docusign/connect", self.base_url)
+    }
+
+    /// Stops the service and waits for it.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
