@@ -1,1 +1,0 @@
-//! Parsing Connect bodies (JSON SIM and legacy XML). Being written.
