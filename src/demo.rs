@@ -215,7 +215,7 @@ async fn report_envelope(store: &dyn crate::store::Store, envelope: &Envelope, e
         };
         let same = hex::encode(Sha256::digest(&expected)) == document.sha256;
         println!(
-            "      {:<40} {:>9} bytes  sha256 {}…  {}",
+            "      {:<66} {:>9} bytes  sha256 {}…  {}",
             document.file_name,
             document.size_bytes,
             &document.sha256[..16],

@@ -65,9 +65,7 @@ impl Service {
         let reloader =
             tokio::spawn(reload_keys_on_sighup(self.settings.source.clone(), self.keys.clone(), stop.clone()));
         let server_stop = stop.clone();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).with_graceful_shutdown(server_stop.cancelled_owned()).await
-        });
+        let server = tokio::spawn(http::serve(listener, app, server_stop.cancelled_owned()));
 
         shutdown.await;
         tracing::info!(grace_secs = grace.as_secs_f64(), "shutting down: no new requests or jobs");
@@ -90,10 +88,8 @@ impl Service {
             }
         }
         // Requests still open after the jobs are settled are cut off.
-        match tokio::time::timeout(Duration::from_secs(1), server).await {
-            Ok(Ok(Err(error))) => tracing::warn!(%error, "HTTP server ended with an error"),
-            Err(_) => tracing::warn!("HTTP requests still open at exit were cut off"),
-            _ => {}
+        if tokio::time::timeout(Duration::from_secs(1), server).await.is_err() {
+            tracing::warn!("HTTP requests still open at exit were cut off");
         }
         tracing::info!("stopped");
         Ok(())

@@ -236,7 +236,7 @@ impl Ingest {
         }
         let mut records = Vec::with_capacity(notification.embedded.len());
         for document in &notification.embedded {
-            let file_name = document_file_name(document);
+            let file_name = document_file_name(document, &notification);
             let key = self
                 .documents
                 .publish(&document.storage_key, notification.account_id, notification.envelope_id, &file_name)
@@ -307,11 +307,15 @@ impl Ingest {
     }
 }
 
-/// Content documents keep their name; a certificate without one is named as DocuSign names it.
-fn document_file_name(document: &notification::EmbeddedDocument) -> String {
-    if document.name.trim().is_empty() {
-        format!("document-{}.pdf", document.document_id)
-    } else {
-        document.name.clone()
-    }
+/// The stored file name: the certificate is named as DocuSign names it in
+/// legacy XML (JSON SIM calls it "Summary"); every name ends in `.pdf`.
+fn document_file_name(document: &notification::EmbeddedDocument, notification: &ConnectNotification) -> String {
+    let name = match document.kind {
+        notification::DocumentKind::Summary => format!("CertificateOfCompletion_{}.pdf", notification.envelope_id),
+        notification::DocumentKind::Content if document.name.trim().is_empty() => {
+            format!("document-{}.pdf", document.document_id)
+        }
+        notification::DocumentKind::Content => document.name.clone(),
+    };
+    if name.to_ascii_lowercase().ends_with(".pdf") { name } else { format!("{name}.pdf") }
 }

@@ -1,0 +1,378 @@
+//! `POST /docusign/connect`: verified, durable, deduplicated, streaming.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use common::TestApp;
+use countersign::config::Settings;
+use countersign::ingest::ConnectAuth;
+use countersign::sandbox::connect::{
+    ConnectFormat, ConnectSender, NotificationOptions, RetryPolicy, json_sim_body, signature_headers, xml_body,
+};
+use countersign::sandbox::{Envelope, Sandbox, SandboxConfig, pdf};
+use countersign::store::{Disposition, EnvelopeStatus, JobState};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+fn sandbox(document_bytes: usize) -> Sandbox {
+    Sandbox::new(SandboxConfig { document_bytes, ..SandboxConfig::default() }).unwrap()
+}
+
+fn keys_toml(sandbox: &Sandbox) -> String {
+    let keys: Vec<String> = sandbox.identity().hmac_keys.iter().map(|k| format!("{k:?}")).collect();
+    format!("[connect]\nhmac_keys = [{}]\n", keys.join(", "))
+}
+
+async fn app(sandbox: &Sandbox) -> TestApp {
+    TestApp::spawn(common::sqlite().await, &keys_toml(sandbox)).await
+}
+
+/// Posts `body` with the given headers; returns the status and the JSON answer.
+async fn post(app: &TestApp, body: Vec<u8>, content_type: &str, headers: &[(String, String)]) -> (u16, Value) {
+    let mut request = reqwest::Client::new().post(app.connect_url()).header("content-type", content_type).body(body);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn json_body(envelope: &Envelope, options: &NotificationOptions, retry: u32) -> Vec<u8> {
+    let generated = envelope.completed_at + chrono::Duration::seconds(3);
+    json_sim_body(envelope, options, retry, generated)
+}
+
+async fn post_signed(app: &TestApp, sandbox: &Sandbox, body: Vec<u8>, content_type: &str) -> (u16, Value) {
+    let headers = signature_headers(&body, &sandbox.identity().hmac_keys);
+    post(app, body, content_type, &headers).await
+}
+
+async fn jobs(app: &TestApp, state: JobState) -> u64 {
+    let stats = app.store.queue_stats().await.unwrap();
+    stats.iter().filter(|s| s.kind == "process_envelope" && s.state == state).map(|s| s.count).sum()
+}
+
+#[tokio::test]
+async fn json_and_xml_notifications_are_stored_with_a_job_before_the_200() {
+    let sandbox = sandbox(5_000);
+    let app = app(&sandbox).await;
+    let envelopes = sandbox.complete_envelopes(2);
+
+    let (status, answer) =
+        post_signed(&app, &sandbox, json_body(&envelopes[0], &NotificationOptions::default(), 0), "application/json")
+            .await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")), "{answer}");
+    let body = xml_body(&envelopes[1], &NotificationOptions::default(), -7);
+    // Recognised by content: a wrong Content-Type does not matter.
+    let (status, answer) = post_signed(&app, &sandbox, body, "application/octet-stream").await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")), "{answer}");
+
+    for (envelope, format) in envelopes.iter().zip(["json", "xml"]) {
+        let notifications = app.store.notifications_for(envelope.envelope_id).await.unwrap();
+        assert_eq!(notifications.len(), 1);
+        let n = &notifications[0].new;
+        assert_eq!((n.format.as_str(), n.event.as_str()), (format, "envelope-completed"));
+        assert_eq!(n.account_id, sandbox.identity().account_id);
+        assert_eq!(n.disposition, Disposition::Enqueued);
+        let record = app.store.envelope(envelope.envelope_id).await.unwrap().unwrap();
+        assert_eq!(record.status, EnvelopeStatus::Received);
+        assert_eq!(record.subject.as_deref(), Some(envelope.subject.as_str()));
+    }
+    assert_eq!(jobs(&app, JobState::Ready).await, 2, "one process_envelope job per envelope");
+}
+
+#[tokio::test]
+async fn embedded_documents_are_stored_byte_identical() {
+    let sandbox = sandbox(30_000);
+    let app = app(&sandbox).await;
+    let envelopes = sandbox.complete_envelopes(2);
+    let options = NotificationOptions { include_documents: true, ..NotificationOptions::default() };
+    let json = json_body(&envelopes[0], &options, 0);
+    assert_eq!(post_signed(&app, &sandbox, json, "application/json").await.0, 200);
+    let xml = xml_body(&envelopes[1], &options, -8);
+    assert_eq!(post_signed(&app, &sandbox, xml, "text/xml").await.0, 200);
+
+    for envelope in &envelopes {
+        let stored = app.store.documents(envelope.envelope_id).await.unwrap();
+        assert_eq!(stored.len(), envelope.documents.len() + 1, "every document and the certificate");
+        for record in &stored {
+            let expected = if record.document_id == "certificate" {
+                pdf::certificate_pdf(envelope)
+            } else {
+                let doc = envelope.documents.iter().find(|d| d.document_id == record.document_id).unwrap();
+                pdf::document_pdf(envelope, doc)
+            };
+            assert_eq!(record.sha256, hex::encode(Sha256::digest(&expected)));
+            assert_eq!(record.size_bytes, expected.len() as u64);
+            let on_disk = std::fs::read(app.documents_dir.path().join(&record.storage_key)).unwrap();
+            assert!(on_disk == expected, "{} is byte-identical", record.storage_key);
+            assert!(record.storage_key.starts_with(&format!("{}/{}/", envelope.account_id, envelope.envelope_id)));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_redelivery_is_answered_200_and_enqueues_nothing_new() {
+    let sandbox = sandbox(5_000);
+    let app = app(&sandbox).await;
+    let envelope = sandbox.complete_envelopes(1).remove(0);
+    let options = NotificationOptions::default();
+    assert_eq!(
+        post_signed(&app, &sandbox, json_body(&envelope, &options, 0), "application/json").await.1["status"],
+        "accepted"
+    );
+    // Connect's retry: same message, retryCount 1, so a different body.
+    let (status, answer) = post_signed(&app, &sandbox, json_body(&envelope, &options, 1), "application/json").await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("duplicate")));
+    // A byte-identical replay.
+    let (status, answer) = post_signed(&app, &sandbox, json_body(&envelope, &options, 0), "application/json").await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("duplicate")));
+
+    assert_eq!(app.store.notifications_for(envelope.envelope_id).await.unwrap().len(), 1);
+    assert_eq!(jobs(&app, JobState::Ready).await, 1);
+}
+
+#[tokio::test]
+async fn an_event_not_processed_is_recorded_and_answered_200() {
+    let sandbox = sandbox(5_000);
+    let app = app(&sandbox).await;
+    let envelope = sandbox.complete_envelopes(1).remove(0);
+    let options = NotificationOptions { event: "recipient-completed".into(), ..NotificationOptions::default() };
+    let (status, answer) = post_signed(&app, &sandbox, json_body(&envelope, &options, 0), "application/json").await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("ignored")));
+    let recorded = app.store.notifications_for(envelope.envelope_id).await.unwrap();
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0].new.disposition, Disposition::Ignored);
+    assert_eq!(recorded[0].new.recipient_id.as_deref(), Some(envelope.signers.last().unwrap().recipient_id.as_str()));
+    assert_eq!(jobs(&app, JobState::Ready).await, 0);
+    assert!(app.store.envelope(envelope.envelope_id).await.unwrap().is_none());
+}
+
+fn signature(key: &str, body: &[u8]) -> String {
+    signature_headers(body, &[key.to_string()]).remove(0).1
+}
+
+#[tokio::test]
+async fn any_signature_header_matching_any_key_passes() {
+    let sandbox = sandbox(5_000);
+    let key = sandbox.identity().hmac_keys[0].clone();
+    // Two keys during a rotation: the old one (the sandbox's) and a new one.
+    let app = TestApp::spawn(common::sqlite().await, &format!("[connect]\nhmac_keys = [\"new-key\", {key:?}]\n")).await;
+    let envelopes = sandbox.complete_envelopes(4);
+    let body = |n: usize| json_body(&envelopes[n], &NotificationOptions::default(), 0);
+
+    let one = vec![("X-DocuSign-Signature-1".to_string(), signature(&key, &body(0)))];
+    assert_eq!(post(&app, body(0), "application/json", &one).await.0, 200, "one header");
+
+    let two = vec![
+        ("X-DocuSign-Signature-1".to_string(), signature("new-key", &body(1))),
+        ("X-DocuSign-Signature-2".to_string(), signature("retired-key", &body(1))),
+    ];
+    assert_eq!(post(&app, body(1), "application/json", &two).await.0, 200, "two headers, one matching");
+
+    let mut hundred: Vec<(String, String)> =
+        (1..100).map(|n| (format!("X-DocuSign-Signature-{n}"), signature(&format!("junk-{n}"), &body(2)))).collect();
+    hundred.push(("x-docusign-signature-100".into(), signature(&key, &body(2))));
+    assert_eq!(post(&app, body(2), "application/json", &hundred).await.0, 200, "the 100th header matches");
+
+    let wrong = vec![("X-DocuSign-Signature-1".to_string(), signature("not-a-key", &body(3)))];
+    assert_eq!(post(&app, body(3), "application/json", &wrong).await.0, 401);
+    assert_eq!(app.store.count_notifications().await.unwrap(), 3);
+}
+
+#[tokio::test]
+async fn a_reloaded_key_ring_takes_effect_without_a_restart() {
+    let sandbox = sandbox(5_000);
+    let app = app(&sandbox).await;
+    let envelopes = sandbox.complete_envelopes(2);
+    let body = json_body(&envelopes[0], &NotificationOptions::default(), 0);
+
+    let rotated = Settings::from_toml("[connect]\nhmac_keys = [\"rotated-key\"]\n").unwrap();
+    app.keys.replace(ConnectAuth::from_settings(&rotated.connect));
+    assert_eq!(post_signed(&app, &sandbox, body.clone(), "application/json").await.0, 401, "the old key is gone");
+    let headers = vec![("X-DocuSign-Signature-1".to_string(), signature("rotated-key", &body))];
+    assert_eq!(post(&app, body, "application/json", &headers).await.0, 200, "the new key works");
+}
+
+#[tokio::test]
+async fn per_account_keys_vouch_only_for_their_account() {
+    let sandbox = sandbox(5_000);
+    let account = sandbox.identity().account_id;
+    let other = uuid::Uuid::new_v4().to_string();
+    let toml = format!(
+        "[[connect.accounts]]\naccount_id = \"{account}\"\nhmac_keys = [\"account-key\"]\n\
+         [[connect.accounts]]\naccount_id = \"{other}\"\nhmac_keys = [\"other-key\"]\n"
+    );
+    let app = TestApp::spawn(common::sqlite().await, &toml).await;
+    let envelopes = sandbox.complete_envelopes(2);
+    let body = json_body(&envelopes[0], &NotificationOptions::default(), 0);
+    let headers = vec![
+        ("X-DocuSign-Signature-1".to_string(), signature("account-key", &body)),
+        ("X-DocuSign-AccountId".to_string(), account.to_string()),
+    ];
+    assert_eq!(post(&app, body, "application/json", &headers).await.0, 200);
+
+    // Another account's key cannot vouch for this account's envelope, whatever the header claims.
+    let body = json_body(&envelopes[1], &NotificationOptions::default(), 0);
+    let headers = vec![
+        ("X-DocuSign-Signature-1".to_string(), signature("other-key", &body)),
+        ("X-DocuSign-AccountId".to_string(), other),
+    ];
+    assert_eq!(post(&app, body, "application/json", &headers).await.0, 401);
+    assert_eq!(app.store.count_notifications().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn basic_auth_is_checked_on_top_of_the_signature() {
+    let sandbox = sandbox(5_000);
+    let toml = format!("{}basic_auth_user = \"docusign\"\nbasic_auth_password = \"s3cret\"\n", keys_toml(&sandbox));
+    let app = TestApp::spawn(common::sqlite().await, &toml).await;
+    let envelopes = sandbox.complete_envelopes(2);
+    let keys = sandbox.identity().hmac_keys.clone();
+    let policy = RetryPolicy { max_retries: 0, interval: Duration::from_millis(10), timeout: Duration::from_secs(10) };
+
+    let without = ConnectSender::new(app.connect_url(), keys.clone(), policy);
+    let report = without.send(&envelopes[0], ConnectFormat::Json, &NotificationOptions::default()).await;
+    assert_eq!(report.last_status, Some(401));
+    let with = ConnectSender::new(app.connect_url(), keys, policy).with_basic_auth("docusign", "s3cret");
+    let report = with.send(&envelopes[1], ConnectFormat::Json, &NotificationOptions::default()).await;
+    assert!(report.delivered, "{report:?}");
+}
+
+#[tokio::test]
+async fn refused_requests_store_nothing() {
+    let sandbox = sandbox(5_000);
+    let toml = format!("{}max_body_bytes = 20000\n", keys_toml(&sandbox));
+    let app = TestApp::spawn(common::sqlite().await, &toml).await;
+    let envelope = sandbox.complete_envelopes(1).remove(0);
+    let key = sandbox.identity().hmac_keys[0].clone();
+    let signed = |body: &[u8]| vec![("X-DocuSign-Signature-1".to_string(), signature(&key, body))];
+    let good = json_body(&envelope, &NotificationOptions::default(), 0);
+    let big =
+        json_body(&envelope, &NotificationOptions { include_documents: true, ..NotificationOptions::default() }, 0);
+    let no_envelope = br#"{"event":"envelope-completed","apiVersion":"v2.1","generatedDateTime":"2022-09-22T15:22:53.4580747Z","data":{"accountId":"f2a3b4c5-d6e7-4f80-9a1b-2c3d4e5f6a7b"}}"#.to_vec();
+    let doctype = br#"<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><DocuSignEnvelopeInformation xmlns="http://www.docusign.net/API/3.0">&e;</DocuSignEnvelopeInformation>"#.to_vec();
+
+    type Headers = Vec<(String, String)>;
+    let cases: Vec<(&str, Vec<u8>, Headers, u16)> = vec![
+        ("no signature", good.clone(), vec![], 401),
+        ("wrong signature", good.clone(), vec![("X-DocuSign-Signature-1".into(), signature("nope", &good))], 401),
+        ("signature of other bytes", good.clone(), signed(b"other bytes"), 401),
+        ("malformed JSON", b"{\"event\": ".to_vec(), signed(b"{\"event\": "), 400),
+        ("missing envelope id", no_envelope.clone(), signed(&no_envelope), 400),
+        ("unknown format", b"hello".to_vec(), signed(b"hello"), 400),
+        ("XML with a DOCTYPE", doctype.clone(), signed(&doctype), 400),
+        ("oversized", big.clone(), signed(&big), 413),
+    ];
+    for (name, body, headers, expected) in cases {
+        let (status, answer) = post(&app, body, "application/json", &headers).await;
+        assert_eq!(status, expected, "{name}: {answer}");
+        assert!(answer["message"].is_string(), "{name}: a JSON error names the problem: {answer}");
+    }
+    let wrong_method = reqwest::get(app.connect_url()).await.unwrap();
+    assert_eq!(wrong_method.status(), 405);
+
+    assert_eq!(app.store.count_notifications().await.unwrap(), 0, "nothing stored");
+    assert!(app.store.queue_stats().await.unwrap().is_empty(), "nothing enqueued");
+    let staged: Vec<_> = std::fs::read_dir(app.documents_dir.path().join(".incoming")).unwrap().collect();
+    assert!(staged.is_empty(), "no staged document left behind");
+}
+
+#[tokio::test]
+async fn a_fifty_megabyte_xml_notification_is_accepted_and_its_documents_stored_whole() {
+    let sandbox = Sandbox::new(SandboxConfig {
+        document_bytes: 13_000_000,
+        max_documents: 3,
+        seed: 7,
+        ..SandboxConfig::default()
+    })
+    .unwrap();
+    let app = app(&sandbox).await;
+    let envelope = loop {
+        let envelope = sandbox.complete_envelopes(1).remove(0);
+        if envelope.documents.len() == 3 {
+            break envelope;
+        }
+    };
+    let options = NotificationOptions { include_documents: true, ..NotificationOptions::default() };
+    let body = xml_body(&envelope, &options, -5);
+    assert!(body.len() > 50_000_000, "the body is {} bytes", body.len());
+    let (status, answer) = post_signed(&app, &sandbox, body, "text/xml").await;
+    assert_eq!(status, 200, "{answer}");
+    let stored = app.store.documents(envelope.envelope_id).await.unwrap();
+    assert_eq!(stored.len(), 4);
+    for document in &envelope.documents {
+        let record = stored.iter().find(|r| r.document_id == document.document_id).unwrap();
+        let expected = pdf::document_pdf(&envelope, document);
+        assert_eq!(record.sha256, hex::encode(Sha256::digest(&expected)));
+    }
+}
+
+async fn many_notifications_over_many_connections(db: common::TestStore) {
+    let sandbox = sandbox(5_000);
+    let app = TestApp::spawn(db, &keys_toml(&sandbox)).await;
+    let envelopes = sandbox.complete_envelopes(2000);
+    let keys = sandbox.identity().hmac_keys.clone();
+    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+    let queue = std::sync::Arc::new(tokio::sync::Mutex::new(envelopes.clone()));
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let (queue, client, keys, url) = (queue.clone(), client.clone(), keys.clone(), app.connect_url());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let Some(envelope) = queue.lock().await.pop() else { return };
+                let options = NotificationOptions { include_summary: false, ..NotificationOptions::default() };
+                let body = json_sim_body(&envelope, &options, 0, Utc::now());
+                let mut request = client.post(&url).header("content-type", "application/json").body(body.clone());
+                for (name, value) in signature_headers(&body, &keys) {
+                    request = request.header(name, value);
+                }
+                let response = request.send().await.unwrap();
+                assert_eq!(response.status(), 200);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(app.store.count_notifications().await.unwrap(), 2000);
+    assert_eq!(jobs(&app, JobState::Ready).await, 2000);
+    for envelope in envelopes.iter().step_by(97) {
+        assert_eq!(app.store.notifications_for(envelope.envelope_id).await.unwrap().len(), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_thousand_notifications_over_64_connections_are_stored_once_on_sqlite() {
+    many_notifications_over_many_connections(common::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_thousand_notifications_over_64_connections_are_stored_once_on_postgres() {
+    many_notifications_over_many_connections(common::postgres().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_cannot_commit_gets_503_never_200() {
+    let sandbox = sandbox(5_000);
+    let db = common::postgres().await;
+    let database = db.url.rsplit('/').next().unwrap().to_string();
+    let app = TestApp::spawn(db, &keys_toml(&sandbox)).await;
+    let envelopes = sandbox.complete_envelopes(2);
+    let body = json_body(&envelopes[0], &NotificationOptions::default(), 0);
+    assert_eq!(post_signed(&app, &sandbox, body, "application/json").await.0, 200);
+
+    // The database disappears under the running service.
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&common::postgres_admin_url()).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE \"{database}\" WITH (FORCE)")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let body = json_body(&envelopes[1], &NotificationOptions::default(), 0);
+    let (status, answer) = post_signed(&app, &sandbox, body, "application/json").await;
+    assert_eq!(status, 503, "{answer}");
+}
