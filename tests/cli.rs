@@ -187,3 +187,44 @@ async fn the_sandbox_command_prints_a_configuration_that_serve_can_use() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[tokio::test]
+async fn sighup_rereads_the_connect_keys_without_a_restart() {
+    use countersign::sandbox::connect::{NotificationOptions, json_sim_body, signature_headers};
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = |key: &str| format!("[server]\nlisten = \"127.0.0.1:{port}\"\n[connect]\nhmac_keys = [\"{key}\"]\n");
+    std::fs::write(dir.path().join("c.toml"), config("first-key")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .args(["serve", "--config", "c.toml"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    common::eventually(Duration::from_secs(20), "serve to start", || async {
+        client.get(format!("{base}/healthz")).send().await.ok()
+    })
+    .await;
+    let sandbox = countersign::sandbox::Sandbox::new(Default::default()).unwrap();
+    let envelopes = sandbox.complete_envelopes(3);
+    let send = |n: usize, key: &str| {
+        let body = json_sim_body(&envelopes[n], &NotificationOptions::default(), 0, chrono::Utc::now());
+        let (name, value) = signature_headers(&body, &[key.to_string()]).remove(0);
+        client.post(format!("{base}/docusign/connect")).header(name, value).body(body).send()
+    };
+    assert_eq!(send(0, "first-key").await.unwrap().status(), 200);
+
+    std::fs::write(dir.path().join("c.toml"), config("second-key")).unwrap();
+    assert!(Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap().success());
+    common::eventually(Duration::from_secs(10), "the new key to take effect", || async {
+        (send(1, "second-key").await.ok()?.status() == 200).then_some(())
+    })
+    .await;
+    assert_eq!(send(2, "first-key").await.unwrap().status(), 401, "the old key is no longer accepted");
+
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert!(child.wait().unwrap().success());
+}

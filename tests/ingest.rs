@@ -376,3 +376,15 @@ async fn a_store_that_cannot_commit_gets_503_never_200() {
     let (status, answer) = post_signed(&app, &sandbox, body, "application/json").await;
     assert_eq!(status, 503, "{answer}");
 }
+
+#[tokio::test]
+async fn unsigned_notifications_pass_only_when_hmac_is_switched_off_explicitly() {
+    let sandbox = sandbox(5_000);
+    let envelopes = sandbox.complete_envelopes(2);
+    let signed_only = app(&sandbox).await;
+    let body = json_body(&envelopes[0], &NotificationOptions::default(), 0);
+    assert_eq!(post(&signed_only, body.clone(), "application/json", &[]).await.0, 401);
+
+    let open = TestApp::spawn(common::sqlite().await, "[connect]\nverify_hmac = false\n").await;
+    assert_eq!(post(&open, body, "application/json", &[]).await.0, 200);
+}

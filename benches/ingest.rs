@@ -1,0 +1,244 @@
+//! Connect ingest: acknowledged notifications per second (2 KB JSON, 64
+//! connections) on SQLite and PostgreSQL next to a bare axum handler that
+//! reads the body and answers 200, all in the same run; p99 latency at half
+//! the peak rate; and the peak RSS of a separate `countersign serve` process
+//! ingesting 10 MB and 200 MB XML notifications with embedded documents.
+//!
+//! Run by hand: `cargo bench --bench ingest` (PostgreSQL at POSTGRES_URL).
+//! `SECONDS=10` sets the length of each throughput run; `SKIP_RSS=1` skips
+//! the large-body part.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::routing::post;
+use countersign::config::Settings;
+use countersign::sandbox::connect::{NotificationOptions, json_sim_body, signature_headers, xml_body};
+use countersign::sandbox::{Sandbox, SandboxConfig};
+use countersign::service::Service;
+use sqlx::{Connection, Executor};
+
+const CONNECTIONS: usize = 64;
+const BODY_BYTES: usize = 2048;
+
+struct Body {
+    bytes: bytes::Bytes,
+    signature: String,
+}
+
+/// Distinct, signed ~2 KB JSON SIM notifications (distinct, so none is a duplicate).
+fn bodies(sandbox: &Sandbox, n: usize) -> Vec<Body> {
+    let key = &sandbox.identity().hmac_keys;
+    sandbox
+        .complete_envelopes(n)
+        .iter()
+        .map(|envelope| {
+            let options = NotificationOptions { include_summary: false, ..NotificationOptions::default() };
+            let body = json_sim_body(envelope, &options, 0, chrono::Utc::now());
+            let mut value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let pad = BODY_BYTES.saturating_sub(body.len() + 20);
+            value["configurationName"] = serde_json::Value::String("x".repeat(pad));
+            let bytes = serde_json::to_vec(&value).unwrap();
+            let signature = signature_headers(&bytes, key).remove(0).1;
+            Body { bytes: bytes.into(), signature }
+        })
+        .collect()
+}
+
+struct Run {
+    per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// Sends bodies over `CONNECTIONS` connections for `seconds`; `rate` (per
+/// second, all connections together) paces an open-loop run.
+async fn load(url: &str, bodies: Arc<Vec<Body>>, seconds: u64, rate: Option<f64>, wrap: bool) -> Run {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(CONNECTIONS).build().unwrap();
+    let next = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..CONNECTIONS {
+        let (client, bodies, next, url) = (client.clone(), bodies.clone(), next.clone(), url.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let interval = rate.map(|r| Duration::from_secs_f64(CONNECTIONS as f64 / r));
+            let mut due =
+                Instant::now() + interval.map_or(Duration::ZERO, |i| i.mul_f64(worker as f64 / CONNECTIONS as f64));
+            while Instant::now() < deadline {
+                if let Some(interval) = interval {
+                    tokio::time::sleep_until(due.into()).await;
+                    due += interval;
+                }
+                let mut i = next.fetch_add(1, Ordering::Relaxed);
+                if wrap {
+                    i %= bodies.len();
+                }
+                let Some(body) = bodies.get(i) else { break };
+                let sent = Instant::now();
+                let response = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("X-DocuSign-Signature-1", &body.signature)
+                    .body(body.bytes.clone())
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200);
+                latencies.push(sent.elapsed());
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.unwrap());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort();
+    let pick = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)].as_secs_f64() * 1e3;
+    Run { per_second: latencies.len() as f64 / elapsed, p50_ms: pick(0.5), p99_ms: pick(0.99) }
+}
+
+async fn bare_handler() -> String {
+    let app = axum::Router::new().route("/", post(|body: bytes::Bytes| async move { drop(body) }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+async fn countersign(store_url: &str, docs: &std::path::Path, sandbox: &Sandbox) -> String {
+    let keys: Vec<String> = sandbox.identity().hmac_keys.iter().map(|k| format!("{k:?}")).collect();
+    let toml = format!(
+        "[store]\nurl = \"{store_url}\"\n[documents]\nurl = \"file://{}\"\n[connect]\nhmac_keys = [{}]\n\
+         [log]\nfilter = \"error\"\n",
+        docs.display(),
+        keys.join(", ")
+    );
+    let service = Service::build(Settings::from_toml(&toml).unwrap()).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/docusign/connect", listener.local_addr().unwrap());
+    tokio::spawn(service.run(listener, std::future::pending()));
+    url
+}
+
+async fn fresh_postgres() -> String {
+    let admin = std::env::var("POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let mut conn = sqlx::PgConnection::connect(&admin).await.expect("PostgreSQL at POSTGRES_URL");
+    let name = format!("countersign_bench_{}", uuid::Uuid::new_v4().simple());
+    conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).await.unwrap();
+    let mut url = url::Url::parse(&admin).unwrap();
+    url.set_path(&name);
+    url.to_string()
+}
+
+fn report(name: &str, run: &Run, baseline: f64) {
+    println!(
+        "| {name} | {:.0} | {:.2} | {:.1} | {:.1} |",
+        run.per_second,
+        run.per_second / baseline,
+        run.p50_ms,
+        run.p99_ms
+    );
+}
+
+/// Peak RSS (VmHWM) of a `countersign serve` process after it ingests one
+/// XML notification whose documents add up to about `document_bytes` × n.
+async fn peak_rss(document_bytes: usize) -> (f64, f64, f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = Sandbox::new(SandboxConfig { document_bytes, max_documents: 3, ..SandboxConfig::default() }).unwrap();
+    let envelope = loop {
+        let envelope = sandbox.complete_envelopes(1).remove(0);
+        if envelope.documents.len() == 3 {
+            break envelope;
+        }
+    };
+    let body =
+        xml_body(&envelope, &NotificationOptions { include_documents: true, ..NotificationOptions::default() }, 0);
+    let signature = signature_headers(&body, &sandbox.identity().hmac_keys).remove(0).1;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("COUNTERSIGN_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("COUNTERSIGN_CONNECT__HMAC_KEYS", format!("[{:?}]", sandbox.identity().hmac_keys[0]))
+        .env("COUNTERSIGN_CONNECT__MAX_BODY_BYTES", "400000000")
+        .env("COUNTERSIGN_LOG__FILTER", "error")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        if client.get(format!("http://127.0.0.1:{port}/healthz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let started = Instant::now();
+    let response = client
+        .post(format!("http://127.0.0.1:{port}/docusign/connect"))
+        .header("content-type", "text/xml")
+        .header("X-DocuSign-Signature-1", signature)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap_or_default());
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let hwm_kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    (body.len() as f64 / 1e6, hwm_kb / 1024.0, body.len() as f64 / 1e6 / elapsed)
+}
+
+#[tokio::main]
+async fn main() {
+    let seconds: u64 = std::env::var("SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let sandbox = Sandbox::new(SandboxConfig::default()).unwrap();
+    println!("generating notifications…");
+    let mut chunks = bodies(&sandbox, 100_000).into_iter();
+    let mut take = |n: usize| Arc::new(chunks.by_ref().take(n).collect::<Vec<_>>());
+
+    println!("\n| target | acknowledged/s | × bare handler | p50 ms | p99 ms |\n|---|---|---|---|---|");
+    let bare_url = bare_handler().await;
+    let bare = load(&bare_url, take(5_000), seconds, None, true).await;
+    report("bare axum handler (reads the body, answers 200)", &bare, bare.per_second);
+
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite_url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let sqlite = countersign(&sqlite_url, &dir.path().join("docs-sqlite"), &sandbox).await;
+    let on_sqlite = load(&sqlite, take(35_000), seconds, None, false).await;
+    report("countersign, SQLite", &on_sqlite, bare.per_second);
+
+    let pg_url = fresh_postgres().await;
+    let pg = countersign(&pg_url, &dir.path().join("docs-pg"), &sandbox).await;
+    let on_pg = load(&pg, take(30_000), seconds, None, false).await;
+    report("countersign, PostgreSQL", &on_pg, bare.per_second);
+
+    println!("\nAt half the peak rate (open loop):\n\n| target | rate/s | p50 ms | p99 ms |\n|---|---|---|---|");
+    let half = on_sqlite.per_second / 2.0;
+    let paced = load(&sqlite, take(15_000), seconds, Some(half), false).await;
+    println!("| countersign, SQLite | {:.0} | {:.1} | {:.1} |", paced.per_second, paced.p50_ms, paced.p99_ms);
+    let half = on_pg.per_second / 2.0;
+    let paced = load(&pg, take(15_000), seconds, Some(half), false).await;
+    println!("| countersign, PostgreSQL | {:.0} | {:.1} | {:.1} |", paced.per_second, paced.p50_ms, paced.p99_ms);
+
+    if std::env::var("SKIP_RSS").is_err() {
+        println!("\nPeak RSS of `countersign serve` ingesting one XML notification with embedded documents:\n");
+        println!("| body MB | peak RSS MB | MB/s |\n|---|---|---|");
+        for document_bytes in [2_500_000, 50_000_000] {
+            let (mb, rss, rate) = peak_rss(document_bytes).await;
+            println!("| {mb:.0} | {rss:.1} | {rate:.0} |");
+        }
+    }
+}
