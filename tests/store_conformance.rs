@@ -57,6 +57,7 @@ conformance!(
     a_redelivered_notification_is_recorded_once,
     envelope_documents_events_and_deliveries_round_trip,
     readiness_reports_a_migrated_store,
+    batch_writes_match_single_writes,
 );
 
 fn job(kind: &str, n: u32) -> NewJob {
@@ -432,4 +433,48 @@ async fn envelope_documents_events_and_deliveries_round_trip(db: &common::TestSt
 
 async fn readiness_reports_a_migrated_store(db: &common::TestStore) {
     db.store.check_ready().await.unwrap();
+}
+
+async fn batch_writes_match_single_writes(db: &common::TestStore) {
+    let store = &*db.store;
+    let first = EnvelopeId::parse("11111111-2222-4333-8444-555555555555").unwrap();
+    let second = EnvelopeId::parse("66666666-7777-4888-9999-aaaaaaaaaaaa").unwrap();
+    let earlier = notification(first, "envelope-completed", "batch-0");
+    let mut tx = store.begin().await.unwrap();
+    tx.insert_notification(&earlier).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let retry = NewNotification { id: NotificationId::new(), body_sha256: "batch-1".into(), ..earlier.clone() };
+    let fresh = notification(second, "envelope-completed", "batch-2");
+    let twin = NewNotification { id: NotificationId::new(), ..fresh.clone() };
+    let account = fresh.account_id;
+    let upsert = |envelope, subject: &str| EnvelopeUpsert {
+        envelope_id: envelope,
+        account_id: account,
+        status: EnvelopeStatus::Received,
+        subject: Some(subject.into()),
+        completed_at: None,
+    };
+    let later = Utc::now() + TimeDelta::hours(1);
+    let mut tx = store.begin().await.unwrap();
+    let written = tx.insert_notifications(&[retry, fresh.clone(), twin]).await.unwrap();
+    assert_eq!(written, [false, true, false], "a known message and a twin inside the batch are duplicates");
+    tx.upsert_envelopes(&[upsert(first, "one"), upsert(second, "two")]).await.unwrap();
+    tx.enqueue_all(&[
+        job("process", 1).unique(first.to_string()),
+        job("process", 2).unique(first.to_string()),
+        job("process", 3).unique(second.to_string()).at(later),
+    ])
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    assert_eq!(store.count_notifications().await.unwrap(), 2);
+    assert_eq!(store.envelope(second).await.unwrap().unwrap().subject.as_deref(), Some("two"));
+    let due = store.claim_jobs(&["process"], "w", LEASE, 10).await.unwrap();
+    let payloads: Vec<_> = due.iter().map(|c| c.job.payload["n"].as_u64().unwrap()).collect();
+    assert_eq!(payloads, [1], "one job per unique key; the scheduled one is not due yet");
+    store.complete_job(&due[0].lease).await.unwrap();
+    let next = store.next_due(&["process"]).await.unwrap().unwrap();
+    assert!((next - later).num_milliseconds().abs() < 5, "run_at kept: {next} vs {later}");
 }

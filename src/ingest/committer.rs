@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::{DocumentRecord, EnvelopeUpsert, Inserted, NewJob, NewNotification, Store, StoreError};
+use crate::store::{DocumentRecord, EnvelopeUpsert, NewJob, NewNotification, Store, StoreError};
 
 /// Most notifications written in one transaction.
 const MAX_BATCH: usize = 256;
@@ -93,23 +93,31 @@ async fn run(store: Arc<dyn Store>, mut receiver: mpsc::Receiver<Pending>) {
 
 async fn write(store: &dyn Store, records: &[&Record]) -> Result<Vec<Outcome>, StoreError> {
     let mut tx = store.begin().await?;
-    let mut outcomes = Vec::with_capacity(records.len());
-    for record in records {
-        if tx.insert_notification(&record.notification).await? == Inserted::Duplicate {
-            outcomes.push(Outcome::Duplicate);
+    let notifications: Vec<NewNotification> = records.iter().map(|r| r.notification.clone()).collect();
+    let written = tx.insert_notifications(&notifications).await?;
+    // One statement per kind of row for the whole batch; an envelope named
+    // twice in a batch is upserted once, with its latest values.
+    let mut envelopes: Vec<EnvelopeUpsert> = Vec::new();
+    let mut jobs: Vec<NewJob> = Vec::new();
+    for (record, written) in records.iter().zip(&written) {
+        if !written {
             continue;
         }
         if let Some(envelope) = &record.envelope {
-            tx.upsert_envelope(envelope).await?;
+            envelopes.retain(|e| e.envelope_id != envelope.envelope_id);
+            envelopes.push(envelope.clone());
         }
-        for document in &record.documents {
-            tx.upsert_document(document).await?;
-        }
-        if let Some(job) = &record.job {
-            tx.enqueue(job).await?;
-        }
-        outcomes.push(Outcome::Recorded);
+        jobs.extend(record.job.iter().cloned());
     }
+    tx.upsert_envelopes(&envelopes).await?;
+    for (record, written) in records.iter().zip(&written) {
+        if *written {
+            for document in &record.documents {
+                tx.upsert_document(document).await?;
+            }
+        }
+    }
+    tx.enqueue_all(&jobs).await?;
     tx.commit().await?;
-    Ok(outcomes)
+    Ok(written.into_iter().map(|w| if w { Outcome::Recorded } else { Outcome::Duplicate }).collect())
 }

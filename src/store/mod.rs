@@ -126,6 +126,32 @@ pub trait StoreTx: Send {
         notification: &NewNotification,
     ) -> StoreResult<Inserted<crate::ids::NotificationId>>;
     async fn upsert_envelope(&mut self, envelope: &EnvelopeUpsert) -> StoreResult<()>;
+
+    /// Inserts many notifications in one statement; `true` where a row was
+    /// written, `false` for a duplicate. The ingest path's group commit uses it.
+    async fn insert_notifications(&mut self, batch: &[NewNotification]) -> StoreResult<Vec<bool>> {
+        let mut written = Vec::with_capacity(batch.len());
+        for notification in batch {
+            written.push(self.insert_notification(notification).await? != Inserted::Duplicate);
+        }
+        Ok(written)
+    }
+
+    /// Upserts many envelopes; each envelope id must appear at most once.
+    async fn upsert_envelopes(&mut self, batch: &[EnvelopeUpsert]) -> StoreResult<()> {
+        for envelope in batch {
+            self.upsert_envelope(envelope).await?;
+        }
+        Ok(())
+    }
+
+    /// Enqueues many jobs in one statement.
+    async fn enqueue_all(&mut self, jobs: &[NewJob]) -> StoreResult<()> {
+        for job in jobs {
+            self.enqueue(job).await?;
+        }
+        Ok(())
+    }
     async fn upsert_document(&mut self, document: &DocumentRecord) -> StoreResult<()>;
     async fn insert_event(&mut self, event: &EventRecord) -> StoreResult<Inserted<EventId>>;
     async fn insert_delivery(&mut self, event: EventId, sink: &str) -> StoreResult<Inserted<()>>;

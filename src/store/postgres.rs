@@ -571,6 +571,89 @@ impl StoreTx for PgTx {
         Ok(if result.rows_affected() == 1 { Inserted::Created(n.id) } else { Inserted::Duplicate })
     }
 
+    async fn insert_notifications(&mut self, batch: &[NewNotification]) -> StoreResult<Vec<bool>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut query = sqlx::QueryBuilder::<Postgres>::new(
+            "INSERT INTO notifications (id, account_id, envelope_id, event, recipient_id, generated_at, format, origin, \
+             dedupe_key, body_sha256, disposition, summary, received_at) ",
+        );
+        query.push_values(batch, |mut row, n| {
+            row.push_bind(n.id.0)
+                .push_bind(n.account_id.to_string())
+                .push_bind(n.envelope_id.to_string())
+                .push_bind(n.event.clone())
+                .push_bind(n.recipient_id.clone())
+                .push_bind(n.generated_at)
+                .push_bind(n.format.clone())
+                .push_bind(n.origin.as_str())
+                .push_bind(n.dedupe_key())
+                .push_bind(n.body_sha256.clone())
+                .push_bind(n.disposition.as_str())
+                .push_bind(n.summary.clone())
+                .push_unseparated(", now()");
+        });
+        query.push(" ON CONFLICT DO NOTHING RETURNING id");
+        let written: std::collections::HashSet<uuid::Uuid> =
+            query.build_query_scalar::<uuid::Uuid>().fetch_all(&mut *self.tx).await?.into_iter().collect();
+        Ok(batch.iter().map(|n| written.contains(&n.id.0)).collect())
+    }
+
+    async fn upsert_envelopes(&mut self, batch: &[EnvelopeUpsert]) -> StoreResult<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut query = sqlx::QueryBuilder::<Postgres>::new(
+            "INSERT INTO envelopes (envelope_id, account_id, status, subject, completed_at, created_at, updated_at) ",
+        );
+        query.push_values(batch, |mut row, e| {
+            row.push_bind(e.envelope_id.to_string())
+                .push_bind(e.account_id.to_string())
+                .push_bind(e.status.as_str())
+                .push_bind(e.subject.clone())
+                .push_bind(e.completed_at)
+                .push_unseparated(", now(), now()");
+        });
+        query.push(
+            " ON CONFLICT (envelope_id) DO UPDATE SET status = excluded.status, \
+             subject = COALESCE(excluded.subject, envelopes.subject), \
+             completed_at = COALESCE(excluded.completed_at, envelopes.completed_at), updated_at = excluded.updated_at",
+        );
+        query.build().execute(&mut *self.tx).await?;
+        Ok(())
+    }
+
+    async fn enqueue_all(&mut self, jobs: &[NewJob]) -> StoreResult<()> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let mut query = sqlx::QueryBuilder::<Postgres>::new(
+            "INSERT INTO jobs (id, kind, unique_key, payload, state, attempts, max_attempts, run_at, created_at, updated_at) ",
+        );
+        query.push_values(jobs, |mut row, job| {
+            row.push_bind(JobId::new().0)
+                .push_bind(job.kind.clone())
+                .push_bind(job.unique_key.clone())
+                .push_bind(job.payload.clone())
+                .push_bind("ready")
+                .push_bind(0_i32)
+                .push_bind(i32_of(job.max_attempts.max(1)))
+                .push("COALESCE(")
+                .push_bind_unseparated(job.run_at)
+                .push_unseparated("::timestamptz, now()), now(), now()");
+        });
+        query.push(" ON CONFLICT DO NOTHING");
+        let inserted = query.build().execute(&mut *self.tx).await?.rows_affected();
+        if inserted > 0 {
+            if !self.enqueued {
+                notify(&mut self.tx, "batch").await?;
+                self.enqueued = true;
+            }
+        }
+        Ok(())
+    }
+
     async fn upsert_envelope(&mut self, e: &EnvelopeUpsert) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO envelopes (envelope_id, account_id, status, subject, completed_at, created_at, updated_at)
