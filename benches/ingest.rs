@@ -14,11 +14,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::routing::post;
-use countersign::config::Settings;
 use countersign::sandbox::connect::{NotificationOptions, json_sim_body, signature_headers, xml_body};
 use countersign::sandbox::{Sandbox, SandboxConfig};
-use countersign::service::Service;
 use sqlx::{Connection, Executor};
+// `cargo bench` passes --bench; the re-run as a bare server gets --bare-server PORT.
 
 const CONNECTIONS: usize = 64;
 const BODY_BYTES: usize = 2048;
@@ -103,34 +102,79 @@ async fn load(url: &str, bodies: Arc<Vec<Body>>, seconds: u64, rate: Option<f64>
     Run { per_second: latencies.len() as f64 / elapsed, p50_ms: pick(0.5), p99_ms: pick(0.99) }
 }
 
-async fn bare_handler() -> String {
-    let app = axum::Router::new().route("/", post(|body: bytes::Bytes| async move { drop(body) }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
+/// A child process serving on `port`, killed when dropped.
+struct Server {
+    child: std::process::Child,
 }
 
-async fn countersign(store_url: &str, docs: &std::path::Path, sandbox: &Sandbox) -> String {
-    let keys: Vec<String> = sandbox.identity().hmac_keys.iter().map(|k| format!("{k:?}")).collect();
-    let toml = format!(
-        "[store]\nurl = \"{store_url}\"\n[documents]\nurl = \"file://{}\"\n[connect]\nhmac_keys = [{}]\n\
-         [log]\nfilter = \"error\"\n",
-        docs.display(),
-        keys.join(", ")
-    );
-    let service = Service::build(Settings::from_toml(&toml).unwrap()).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/docusign/connect", listener.local_addr().unwrap());
-    tokio::spawn(service.run(listener, std::future::pending()));
-    url
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn wait_for(url: &str) {
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        if client.get(url).send().await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{url} did not come up");
+}
+
+/// The baseline: this benchmark binary re-run as a bare axum server in its
+/// own process, so that it and countersign are measured alike.
+async fn bare_handler() -> (String, Server) {
+    let port = free_port();
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--bare-server", &port.to_string()])
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/");
+    wait_for(&format!("http://127.0.0.1:{port}/healthz")).await;
+    (url, Server { child })
+}
+
+fn serve_bare(port: u16) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async move {
+        let app = axum::Router::new()
+            .route("/", post(|body: bytes::Bytes| async move { drop(body) }))
+            .route("/healthz", axum::routing::get(|| async { "ok" }));
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        axum::serve(listener, app).await.unwrap();
+    });
+}
+
+/// `countersign serve` in its own process, as it runs in production.
+async fn countersign(store_url: &str, dir: &std::path::Path, sandbox: &Sandbox) -> (String, Server) {
+    let port = free_port();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .arg("serve")
+        .current_dir(dir)
+        .env("COUNTERSIGN_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("COUNTERSIGN_STORE__URL", store_url)
+        .env("COUNTERSIGN_CONNECT__HMAC_KEYS", format!("[{:?}]", sandbox.identity().hmac_keys[0]))
+        .env("COUNTERSIGN_LOG__FILTER", std::env::var("SERVE_LOG").unwrap_or_else(|_| "error".into()))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&format!("http://127.0.0.1:{port}/healthz")).await;
+    (format!("http://127.0.0.1:{port}/docusign/connect"), Server { child })
 }
 
 async fn fresh_postgres() -> String {
     let admin = std::env::var("POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let mut conn = sqlx::PgConnection::connect(&admin).await.expect("PostgreSQL at POSTGRES_URL");
     let name = format!("countersign_bench_{}", uuid::Uuid::new_v4().simple());
-    conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).await.unwrap();
+    conn.execute(format!("CREATE DATABASE \"{name}\"").as_str()).await.unwrap();
     let mut url = url::Url::parse(&admin).unwrap();
     url.set_path(&name);
     url.to_string()
@@ -201,8 +245,16 @@ async fn peak_rss(document_bytes: usize) -> (f64, f64, f64) {
     (body.len() as f64 / 1e6, hwm_kb / 1024.0, body.len() as f64 / 1e6 / elapsed)
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--bare-server") {
+        serve_bare(args[i + 1].parse().unwrap());
+        return;
+    }
+    tokio::runtime::Runtime::new().unwrap().block_on(run());
+}
+
+async fn run() {
     let seconds: u64 = std::env::var("SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
     let sandbox = Sandbox::new(SandboxConfig::default()).unwrap();
     println!("generating notifications…");
@@ -210,18 +262,19 @@ async fn main() {
     let mut take = |n: usize| Arc::new(chunks.by_ref().take(n).collect::<Vec<_>>());
 
     println!("\n| target | acknowledged/s | × bare handler | p50 ms | p99 ms |\n|---|---|---|---|---|");
-    let bare_url = bare_handler().await;
+    let (bare_url, _bare) = bare_handler().await;
     let bare = load(&bare_url, take(5_000), seconds, None, true).await;
     report("bare axum handler (reads the body, answers 200)", &bare, bare.per_second);
 
     let dir = tempfile::tempdir().unwrap();
     let sqlite_url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let sqlite = countersign(&sqlite_url, &dir.path().join("docs-sqlite"), &sandbox).await;
+    let (sqlite, _sqlite_server) = countersign(&sqlite_url, dir.path(), &sandbox).await;
     let on_sqlite = load(&sqlite, take(35_000), seconds, None, false).await;
     report("countersign, SQLite", &on_sqlite, bare.per_second);
 
     let pg_url = fresh_postgres().await;
-    let pg = countersign(&pg_url, &dir.path().join("docs-pg"), &sandbox).await;
+    let pg_dir = tempfile::tempdir().unwrap();
+    let (pg, _pg_server) = countersign(&pg_url, pg_dir.path(), &sandbox).await;
     let on_pg = load(&pg, take(30_000), seconds, None, false).await;
     report("countersign, PostgreSQL", &on_pg, bare.per_second);
 

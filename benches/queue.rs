@@ -100,7 +100,7 @@ async fn fresh_postgres() -> (String, String) {
     let admin = std::env::var("POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let mut conn = sqlx::PgConnection::connect(&admin).await.expect("PostgreSQL at POSTGRES_URL");
     let name = format!("countersign_bench_{}", uuid::Uuid::new_v4().simple());
-    conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).await.unwrap();
+    conn.execute(format!("CREATE DATABASE \"{name}\"").as_str()).await.unwrap();
     let mut url = url::Url::parse(&admin).unwrap();
     url.set_path(&name);
     (url.to_string(), name)
@@ -109,7 +109,7 @@ async fn fresh_postgres() -> (String, String) {
 async fn drop_postgres(name: &str) {
     let admin = std::env::var("POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-    conn.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))).await.unwrap();
+    conn.execute(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)").as_str()).await.unwrap();
 }
 
 #[tokio::main]

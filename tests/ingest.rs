@@ -368,10 +368,7 @@ async fn a_store_that_cannot_commit_gets_503_never_200() {
 
     // The database disappears under the running service.
     let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&common::postgres_admin_url()).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE \"{database}\" WITH (FORCE)")))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    sqlx::query(&format!("DROP DATABASE \"{database}\" WITH (FORCE)")).execute(&mut admin).await.unwrap();
     let body = json_body(&envelopes[1], &NotificationOptions::default(), 0);
     let (status, answer) = post_signed(&app, &sandbox, body, "application/json").await;
     assert_eq!(status, 503, "{answer}");

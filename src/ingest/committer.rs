@@ -74,7 +74,14 @@ async fn run(store: Arc<dyn Store>, mut receiver: mpsc::Receiver<Pending>) {
             }
         }
         let records: Vec<&Record> = batch.iter().map(|(record, _)| record).collect();
-        match write(&*store, &records).await {
+        let started = std::time::Instant::now();
+        let written = write(&*store, &records).await;
+        tracing::debug!(
+            notifications = records.len(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "group commit"
+        );
+        match written {
             Ok(outcomes) => {
                 for ((_, reply), outcome) in batch.drain(..).zip(outcomes) {
                     let _ = reply.send(Ok(outcome));

@@ -571,32 +571,43 @@ impl StoreTx for PgTx {
         Ok(if result.rows_affected() == 1 { Inserted::Created(n.id) } else { Inserted::Duplicate })
     }
 
+    // The batch statements take one array per column (UNNEST), so their SQL
+    // text is the same whatever the batch size: each connection prepares it
+    // once. A VALUES list would be a new statement, prepared anew, for every size.
+
     async fn insert_notifications(&mut self, batch: &[NewNotification]) -> StoreResult<Vec<bool>> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let mut query = sqlx::QueryBuilder::<Postgres>::new(
-            "INSERT INTO notifications (id, account_id, envelope_id, event, recipient_id, generated_at, format, origin, \
-             dedupe_key, body_sha256, disposition, summary, received_at) ",
-        );
-        query.push_values(batch, |mut row, n| {
-            row.push_bind(n.id.0)
-                .push_bind(n.account_id.to_string())
-                .push_bind(n.envelope_id.to_string())
-                .push_bind(n.event.clone())
-                .push_bind(n.recipient_id.clone())
-                .push_bind(n.generated_at)
-                .push_bind(n.format.clone())
-                .push_bind(n.origin.as_str())
-                .push_bind(n.dedupe_key())
-                .push_bind(n.body_sha256.clone())
-                .push_bind(n.disposition.as_str())
-                .push_bind(n.summary.clone())
-                .push_unseparated(", now()");
-        });
-        query.push(" ON CONFLICT DO NOTHING RETURNING id");
-        let written: std::collections::HashSet<uuid::Uuid> =
-            query.build_query_scalar::<uuid::Uuid>().fetch_all(&mut *self.tx).await?.into_iter().collect();
+        let column = |f: &dyn Fn(&NewNotification) -> String| batch.iter().map(f).collect::<Vec<String>>();
+        let written: std::collections::HashSet<uuid::Uuid> = sqlx::query_scalar(
+            "INSERT INTO notifications (id, account_id, envelope_id, event, recipient_id, generated_at, format, origin,
+                 dedupe_key, body_sha256, disposition, summary, received_at)
+             SELECT id, account_id, envelope_id, event, recipient_id, generated_at, format, origin,
+                 dedupe_key, body_sha256, disposition, summary, now()
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::text[],
+                 $8::text[], $9::text[], $10::text[], $11::text[], $12::jsonb[])
+                 AS t(id, account_id, envelope_id, event, recipient_id, generated_at, format, origin,
+                      dedupe_key, body_sha256, disposition, summary)
+             ON CONFLICT DO NOTHING
+             RETURNING id",
+        )
+        .bind(batch.iter().map(|n| n.id.0).collect::<Vec<_>>())
+        .bind(column(&|n| n.account_id.to_string()))
+        .bind(column(&|n| n.envelope_id.to_string()))
+        .bind(column(&|n| n.event.clone()))
+        .bind(batch.iter().map(|n| n.recipient_id.clone()).collect::<Vec<_>>())
+        .bind(batch.iter().map(|n| n.generated_at).collect::<Vec<_>>())
+        .bind(column(&|n| n.format.clone()))
+        .bind(column(&|n| n.origin.as_str().to_string()))
+        .bind(column(&|n| n.dedupe_key()))
+        .bind(column(&|n| n.body_sha256.clone()))
+        .bind(column(&|n| n.disposition.as_str().to_string()))
+        .bind(batch.iter().map(|n| n.summary.clone()).collect::<Vec<_>>())
+        .fetch_all(&mut *self.tx)
+        .await?
+        .into_iter()
+        .collect();
         Ok(batch.iter().map(|n| written.contains(&n.id.0)).collect())
     }
 
@@ -604,23 +615,24 @@ impl StoreTx for PgTx {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut query = sqlx::QueryBuilder::<Postgres>::new(
-            "INSERT INTO envelopes (envelope_id, account_id, status, subject, completed_at, created_at, updated_at) ",
-        );
-        query.push_values(batch, |mut row, e| {
-            row.push_bind(e.envelope_id.to_string())
-                .push_bind(e.account_id.to_string())
-                .push_bind(e.status.as_str())
-                .push_bind(e.subject.clone())
-                .push_bind(e.completed_at)
-                .push_unseparated(", now(), now()");
-        });
-        query.push(
-            " ON CONFLICT (envelope_id) DO UPDATE SET status = excluded.status, \
-             subject = COALESCE(excluded.subject, envelopes.subject), \
-             completed_at = COALESCE(excluded.completed_at, envelopes.completed_at), updated_at = excluded.updated_at",
-        );
-        query.build().execute(&mut *self.tx).await?;
+        sqlx::query(
+            "INSERT INTO envelopes (envelope_id, account_id, status, subject, completed_at, created_at, updated_at)
+             SELECT envelope_id, account_id, status, subject, completed_at, now(), now()
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
+                 AS t(envelope_id, account_id, status, subject, completed_at)
+             ON CONFLICT (envelope_id) DO UPDATE SET
+                 status = excluded.status,
+                 subject = COALESCE(excluded.subject, envelopes.subject),
+                 completed_at = COALESCE(excluded.completed_at, envelopes.completed_at),
+                 updated_at = excluded.updated_at",
+        )
+        .bind(batch.iter().map(|e| e.envelope_id.to_string()).collect::<Vec<_>>())
+        .bind(batch.iter().map(|e| e.account_id.to_string()).collect::<Vec<_>>())
+        .bind(batch.iter().map(|e| e.status.as_str().to_string()).collect::<Vec<_>>())
+        .bind(batch.iter().map(|e| e.subject.clone()).collect::<Vec<_>>())
+        .bind(batch.iter().map(|e| e.completed_at).collect::<Vec<_>>())
+        .execute(&mut *self.tx)
+        .await?;
         Ok(())
     }
 
@@ -628,28 +640,25 @@ impl StoreTx for PgTx {
         if jobs.is_empty() {
             return Ok(());
         }
-        let mut query = sqlx::QueryBuilder::<Postgres>::new(
-            "INSERT INTO jobs (id, kind, unique_key, payload, state, attempts, max_attempts, run_at, created_at, updated_at) ",
-        );
-        query.push_values(jobs, |mut row, job| {
-            row.push_bind(JobId::new().0)
-                .push_bind(job.kind.clone())
-                .push_bind(job.unique_key.clone())
-                .push_bind(job.payload.clone())
-                .push_bind("ready")
-                .push_bind(0_i32)
-                .push_bind(i32_of(job.max_attempts.max(1)))
-                .push("COALESCE(")
-                .push_bind_unseparated(job.run_at)
-                .push_unseparated("::timestamptz, now()), now(), now()");
-        });
-        query.push(" ON CONFLICT DO NOTHING");
-        let inserted = query.build().execute(&mut *self.tx).await?.rows_affected();
-        if inserted > 0 {
-            if !self.enqueued {
-                notify(&mut self.tx, "batch").await?;
-                self.enqueued = true;
-            }
+        let inserted = sqlx::query(
+            "INSERT INTO jobs (id, kind, unique_key, payload, state, attempts, max_attempts, run_at, created_at, updated_at)
+             SELECT id, kind, unique_key, payload, 'ready', 0, max_attempts, COALESCE(run_at, now()), now(), now()
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::int4[], $6::timestamptz[])
+                 AS t(id, kind, unique_key, payload, max_attempts, run_at)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(jobs.iter().map(|_| JobId::new().0).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| j.kind.clone()).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| j.unique_key.clone()).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| j.payload.clone()).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| i32_of(j.max_attempts.max(1))).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| j.run_at).collect::<Vec<_>>())
+        .execute(&mut *self.tx)
+        .await?
+        .rows_affected();
+        if inserted > 0 && !self.enqueued {
+            notify(&mut self.tx, "batch").await?;
+            self.enqueued = true;
         }
         Ok(())
     }
