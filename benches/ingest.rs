@@ -16,8 +16,10 @@ use std::time::{Duration, Instant};
 use axum::routing::post;
 use countersign::sandbox::connect::{NotificationOptions, json_sim_body, signature_headers, xml_body};
 use countersign::sandbox::{Sandbox, SandboxConfig};
-use sqlx::{Connection, Executor};
 // `cargo bench` passes --bench; the re-run as a bare server gets --bare-server PORT.
+
+#[path = "support/mod.rs"]
+mod support;
 
 const CONNECTIONS: usize = 64;
 const BODY_BYTES: usize = 2048;
@@ -170,16 +172,6 @@ async fn countersign(store_url: &str, dir: &std::path::Path, sandbox: &Sandbox) 
     (format!("http://127.0.0.1:{port}/docusign/connect"), Server { child })
 }
 
-async fn fresh_postgres() -> String {
-    let admin = std::env::var("POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let mut conn = sqlx::PgConnection::connect(&admin).await.expect("PostgreSQL at POSTGRES_URL");
-    let name = format!("countersign_bench_{}", uuid::Uuid::new_v4().simple());
-    conn.execute(format!("CREATE DATABASE \"{name}\"").as_str()).await.unwrap();
-    let mut url = url::Url::parse(&admin).unwrap();
-    url.set_path(&name);
-    url.to_string()
-}
-
 fn report(name: &str, run: &Run, baseline: f64) {
     println!(
         "| {name} | {:.0} | {:.2} | {:.1} | {:.1} |",
@@ -272,9 +264,9 @@ async fn run() {
     let on_sqlite = load(&sqlite, take(35_000), seconds, None, false).await;
     report("countersign, SQLite", &on_sqlite, bare.per_second);
 
-    let pg_url = fresh_postgres().await;
+    let (pg_url, pg_name) = support::fresh_postgres().await;
     let pg_dir = tempfile::tempdir().unwrap();
-    let (pg, _pg_server) = countersign(&pg_url, pg_dir.path(), &sandbox).await;
+    let (pg, pg_server) = countersign(&pg_url, pg_dir.path(), &sandbox).await;
     let on_pg = load(&pg, take(30_000), seconds, None, false).await;
     report("countersign, PostgreSQL", &on_pg, bare.per_second);
 
@@ -285,6 +277,8 @@ async fn run() {
     let half = on_pg.per_second / 2.0;
     let paced = load(&pg, take(15_000), seconds, Some(half), false).await;
     println!("| countersign, PostgreSQL | {:.0} | {:.1} | {:.1} |", paced.per_second, paced.p50_ms, paced.p99_ms);
+    drop(pg_server);
+    support::drop_postgres(&pg_name).await;
 
     if std::env::var("SKIP_RSS").is_err() {
         println!("\nPeak RSS of `countersign serve` ingesting one XML notification with embedded documents:\n");

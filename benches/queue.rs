@@ -19,6 +19,10 @@ use sqlx::{Connection, Executor};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+#[path = "support/mod.rs"]
+mod support;
+use support::{drop_postgres, fresh_postgres};
+
 struct Noop {
     done: AtomicUsize,
     target: usize,
@@ -94,22 +98,6 @@ async fn run_queue(store: Arc<dyn Store>, workers: usize, n: usize) -> (f64, f64
     stop.cancel();
     running.await.unwrap();
     (enqueue_rate, complete_rate)
-}
-
-async fn fresh_postgres() -> (String, String) {
-    let admin = std::env::var("POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let mut conn = sqlx::PgConnection::connect(&admin).await.expect("PostgreSQL at POSTGRES_URL");
-    let name = format!("countersign_bench_{}", uuid::Uuid::new_v4().simple());
-    conn.execute(format!("CREATE DATABASE \"{name}\"").as_str()).await.unwrap();
-    let mut url = url::Url::parse(&admin).unwrap();
-    url.set_path(&name);
-    (url.to_string(), name)
-}
-
-async fn drop_postgres(name: &str) {
-    let admin = std::env::var("POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-    conn.execute(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)").as_str()).await.unwrap();
 }
 
 #[tokio::main]

@@ -158,27 +158,12 @@ async fn grant_consent(settings: &Settings) -> anyhow::Result<()> {
     let page = client.get(&url).send().await?;
     ensure!(page.status().is_success(), "the consent page answered {}", page.status());
     let html = page.text().await?;
-    let mut form: Vec<(String, String)> = hidden_inputs(&html);
+    let mut form = crate::sandbox::form_fields(&html);
     form.push(("decision".into(), "allow".into()));
     let action = format!("{}/oauth/auth", settings.docusign.auth_base_url());
     let answer = client.post(action).form(&form).send().await?;
     ensure!(answer.status().is_redirection(), "consent was not granted ({})", answer.status());
     Ok(())
-}
-
-/// The hidden inputs of a form, as a browser would submit them.
-fn hidden_inputs(html: &str) -> Vec<(String, String)> {
-    html.split("<input ")
-        .skip(1)
-        .filter_map(|tag| {
-            let attr = |name: &str| {
-                let start = tag.find(&format!("{name}=\""))? + name.len() + 2;
-                let value = tag[start..].split('"').next()?;
-                Some(value.replace("&quot;", "\"").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&"))
-            };
-            Some((attr("name")?, attr("value")?))
-        })
-        .collect()
 }
 
 async fn jwt_token(grant: &JwtGrant, settings: &Settings) -> anyhow::Result<String> {

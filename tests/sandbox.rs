@@ -175,20 +175,6 @@ async fn the_token_endpoint_rejects_each_broken_claim_as_docusign_does() {
     assert_eq!((status, body["error"].as_str()), (400, Some("consent_required")));
 }
 
-/// The hidden inputs of the consent form, as a browser would submit them.
-fn form_fields(html: &str) -> Vec<(String, String)> {
-    html.split("<input ")
-        .skip(1)
-        .filter_map(|tag| {
-            let attr = |name: &str| {
-                let start = tag.find(&format!("{name}=\""))? + name.len() + 2;
-                Some(tag[start..].split('"').next()?.replace("&amp;", "&").replace("&quot;", "\""))
-            };
-            Some((attr("name")?, attr("value")?))
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn consent_granted_through_the_page_lets_a_token_be_issued() {
     let running = start().await;
@@ -207,7 +193,7 @@ async fn consent_granted_through_the_page_lets_a_token_be_issued() {
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
     assert!(html.contains("Allow Access") && html.contains("signature impersonation"));
-    let mut fields = form_fields(&html);
+    let mut fields = countersign::sandbox::form_fields(&html);
     fields.push(("decision".into(), "allow".into()));
     let answer = client().post(format!("{base}/oauth/auth")).form(&fields).send().await.unwrap();
     assert!(answer.status().is_redirection());

@@ -74,6 +74,17 @@ impl Fault {
     }
 }
 
+/// Applies latency, then an error or a reset, for routes whose answers are
+/// too small to truncate; `None` means answer normally.
+pub async fn before_answer(fault: &Fault) -> Option<Response> {
+    fault.delay().await;
+    match fault.roll() {
+        Verdict::Reset => Some(broken(None)),
+        Verdict::Error(status) => Some(server_error(status)),
+        Verdict::Answer | Verdict::Truncate => None,
+    }
+}
+
 /// An answer whose connection breaks: nothing, or half the body, is sent.
 pub fn broken(body: Option<(Bytes, Response)>) -> Response {
     let failure = || Err::<Bytes, std::io::Error>(std::io::Error::other("sandbox fault: connection dropped"));

@@ -28,6 +28,7 @@ use tokio::net::TcpListener;
 pub use envelopes::{Envelope, EnvelopeGenerator, GeneratorOptions};
 pub use faults::Fault;
 pub use identity::Identity;
+pub use oauth::form_fields;
 
 use crate::ids::{EnvelopeId, UserId};
 

@@ -57,12 +57,8 @@ fn unverified_claims(assertion: &str) -> Option<Value> {
 }
 
 async fn token(State(sandbox): State<Sandbox>, Form(form): Form<TokenForm>) -> Response {
-    let fault = sandbox.fault("token");
-    fault.delay().await;
-    match fault.roll() {
-        super::faults::Verdict::Reset => return super::faults::broken(None),
-        super::faults::Verdict::Error(status) => return super::faults::server_error(status),
-        _ => {}
+    if let Some(failure) = super::faults::before_answer(&sandbox.fault("token")).await {
+        return failure;
     }
     let claims_user = form
         .assertion
@@ -132,6 +128,22 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
          <body><h1>{title}</h1>{body}</body></html>"
     );
     (status, Html(html)).into_response()
+}
+
+/// The named inputs of a form in `html`, as a browser would submit them;
+/// for driving the consent page without a browser (the demo, tests).
+pub fn form_fields(html: &str) -> Vec<(String, String)> {
+    html.split("<input ")
+        .skip(1)
+        .filter_map(|tag| {
+            let attr = |name: &str| {
+                let start = tag.find(&format!("{name}=\""))? + name.len() + 2;
+                let value = tag[start..].split('"').next()?;
+                Some(value.replace("&quot;", "\"").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&"))
+            };
+            Some((attr("name")?, attr("value")?))
+        })
+        .collect()
 }
 
 fn escape(text: &str) -> String {
@@ -223,12 +235,8 @@ pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 async fn userinfo(State(sandbox): State<Sandbox>, headers: HeaderMap) -> Response {
-    let fault = sandbox.fault("userinfo");
-    fault.delay().await;
-    match fault.roll() {
-        super::faults::Verdict::Reset => return super::faults::broken(None),
-        super::faults::Verdict::Error(status) => return super::faults::server_error(status),
-        _ => {}
+    if let Some(failure) = super::faults::before_answer(&sandbox.fault("userinfo")).await {
+        return failure;
     }
     let user = bearer(&headers).and_then(|t| sandbox.token_user(t));
     sandbox.count("userinfo", user);
