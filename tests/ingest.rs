@@ -385,3 +385,37 @@ async fn unsigned_notifications_pass_only_when_hmac_is_switched_off_explicitly()
     let open = TestApp::spawn(common::sqlite().await, "[connect]\nverify_hmac = false\n").await;
     assert_eq!(post(&open, body, "application/json", &[]).await.0, 200);
 }
+
+#[tokio::test]
+async fn a_body_sent_too_slowly_is_cut_off_and_stores_nothing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sandbox = sandbox(5_000);
+    let toml = format!("{}body_timeout = \"1s\"\n", keys_toml(&sandbox));
+    let app = TestApp::spawn(common::sqlite().await, &toml).await;
+    let envelope = sandbox.complete_envelopes(1).remove(0);
+    let body = json_body(&envelope, &NotificationOptions::default(), 0);
+    let signature = signature(&sandbox.identity().hmac_keys[0], &body);
+
+    let address = app.base_url.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let head = format!(
+        "POST /docusign/connect HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nx-docusign-signature-1: {signature}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    // A byte at a time, slower than the whole body may take.
+    let mut answer = Vec::new();
+    for byte in body.iter().take(5) {
+        if stream.write_all(&[*byte]).await.is_err() {
+            break; // the server has given up on us
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert_eq!(app.store.count_notifications().await.unwrap(), 0);
+}
