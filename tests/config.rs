@@ -209,3 +209,27 @@ fn secrets_never_appear_in_debug_output() {
         Ok(())
     });
 }
+
+#[test]
+fn a_wrongly_typed_secret_is_not_repeated_in_the_error() {
+    Jail::expect_with(|jail| {
+        jail.create_file("c.toml", "[connect]\nhmac_keys = \"TOPSECRET-KEY\"\n")?;
+        let error = load_err(Some("c.toml"));
+        assert!(error.starts_with("configuration key `connect.hmac_keys` (in "), "{error}");
+        assert!(!error.contains("TOPSECRET"), "{error}");
+        jail.create_file(
+            "a.toml",
+            "[[connect.accounts]]\naccount_id = \"f2a3b4c5-d6e7-4f80-9a1b-2c3d4e5f6a7b\"\nhmac_keys = [\"\"]\n",
+        )?;
+        assert!(load_err(Some("a.toml")).contains("connect.accounts[0].hmac_keys`: contains an empty key"));
+        Ok(())
+    });
+}
+
+#[test]
+fn store_urls_are_logged_without_their_password() {
+    use countersign::store::redact_url;
+    assert_eq!(redact_url("postgres://cs:hunter2@db/cs"), "postgres://cs:redacted@db/cs");
+    assert!(!redact_url("postgres://cs@db/cs?password=hunter2&sslmode=require").contains("hunter2"));
+    assert!(!redact_url("postgres://cs:pa/ss#word@db/cs").contains("ss#word"));
+}

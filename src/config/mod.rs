@@ -49,8 +49,15 @@ impl From<figment::Error> for ConfigError {
         use figment::error::Kind;
         // For an unknown key the path already ends with it.
         let path: Vec<String> = error.path.iter().map(|p| p.to_lowercase()).collect();
+        // The value itself is never repeated: the key may hold a secret.
         let reason = match &error.kind {
             Kind::UnknownField(_, expected) => format!("unknown key; expected one of {}", expected.join(", ")),
+            Kind::InvalidType(actual, expected) => {
+                format!("invalid type: found {}, expected {expected}", kind_of(actual))
+            }
+            Kind::InvalidValue(actual, expected) => {
+                format!("invalid value: found {}, expected {expected}", kind_of(actual))
+            }
             kind => kind.to_string(),
         };
         let origin = match &error.metadata {
@@ -65,6 +72,21 @@ impl From<figment::Error> for ConfigError {
             None => String::new(),
         };
         Self::Parse { key: path.join("."), origin, reason }
+    }
+}
+
+/// What kind of value was found, without the value.
+fn kind_of(actual: &figment::error::Actual) -> &'static str {
+    use figment::error::Actual;
+    match actual {
+        Actual::Bool(_) => "a boolean",
+        Actual::Unsigned(_) | Actual::Signed(_) => "an integer",
+        Actual::Float(_) => "a number",
+        Actual::Char(_) | Actual::Str(_) => "a string",
+        Actual::Bytes(_) => "bytes",
+        Actual::Seq => "a list",
+        Actual::Map => "a table",
+        _ => "another kind of value",
     }
 }
 
@@ -378,6 +400,10 @@ impl Settings {
                 .map_err(|_| ConfigError::invalid(format!("connect.accounts[{i}].account_id"), "must be a GUID"))?;
             if account.hmac_keys.is_empty() {
                 return Err(ConfigError::invalid(format!("connect.accounts[{i}].hmac_keys"), "no key given"));
+            }
+            // An empty key would let anyone sign for the account.
+            if account.hmac_keys.iter().any(|k| k.expose().trim().is_empty()) {
+                return Err(ConfigError::invalid(format!("connect.accounts[{i}].hmac_keys"), "contains an empty key"));
             }
         }
         if self.connect.basic_auth_user.is_some() != self.connect.basic_auth_password.is_some() {

@@ -192,8 +192,13 @@ impl WorkerPool {
         .await
     }
 
-    /// Runs the handler while heartbeating. `None`: the attempt was abandoned
-    /// (shutdown deadline or lost lease) and there is nothing to record.
+    /// Runs the handler while a separate task keeps its lease alive.
+    /// `None`: the attempt was abandoned (shutdown deadline, or the lease
+    /// lost or no longer renewable) and there is nothing to record.
+    ///
+    /// The heartbeat runs beside the handler, never inside its poll loop: a
+    /// heartbeat waiting on a row the handler's own transaction holds must
+    /// not stop the handler from committing (that would deadlock).
     async fn run_with_lease(
         &self,
         handler: &dyn JobHandler,
@@ -201,28 +206,27 @@ impl WorkerPool {
         ctx: &JobContext,
         abort: &CancellationToken,
     ) -> Option<Result<(), JobError>> {
-        let lease = self.settings.lease;
-        let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + lease / 3, lease / 3);
-        let run = handler.run(job, ctx);
-        tokio::pin!(run);
-        loop {
+        let lost = CancellationToken::new();
+        let heartbeat = tokio::spawn(keep_alive(self.store.clone(), ctx.lease, self.settings.lease, lost.clone()));
+        let outcome = {
+            let run = handler.run(job, ctx);
+            tokio::pin!(run);
             tokio::select! {
-                result = &mut run => return Some(result),
-                _ = heartbeat.tick() => match self.store.heartbeat(&ctx.lease, lease).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::warn!("lease lost to another worker; abandoning this attempt");
-                        return None;
-                    }
-                    Err(error) => tracing::warn!(%error, "heartbeat failed; will try again"),
-                },
-                _ = abort.cancelled() => {
-                    match self.store.release_job(&ctx.lease).await {
-                        Ok(_) => tracing::info!("shutdown deadline reached; job released for another worker"),
-                        Err(error) => tracing::warn!(%error, "could not release the job; its lease will expire"),
-                    }
-                    return None;
+                result = &mut run => Some(Some(result)),
+                _ = lost.cancelled() => Some(None),
+                _ = abort.cancelled() => None,
+            }
+            // The handler future is dropped here, before any release below.
+        };
+        heartbeat.abort();
+        match outcome {
+            Some(result) => result,
+            None => {
+                match self.store.release_job(&ctx.lease).await {
+                    Ok(_) => tracing::info!("shutdown deadline reached; job released for another worker"),
+                    Err(error) => tracing::warn!(%error, "could not release the job; its lease will expire"),
                 }
+                None
             }
         }
     }
@@ -264,6 +268,31 @@ impl WorkerPool {
             }
             Ok(FailOutcome::LeaseLost) => tracing::warn!(elapsed_ms, "job failed after its lease was lost"),
             Err(store_error) => tracing::error!(%store_error, error = %message, "could not record the job's failure"),
+        }
+    }
+}
+
+/// Renews `lease` every third of its length. Cancels `lost` when the lease
+/// went to another worker, or when it could not be renewed for a whole lease
+/// length (a store outage): past that point another replica may already run
+/// the job, so this attempt must stop.
+async fn keep_alive(store: Arc<dyn Store>, lease: Lease, length: Duration, lost: CancellationToken) {
+    let mut renewed = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(length / 3).await;
+        match store.heartbeat(&lease, length).await {
+            Ok(true) => renewed = tokio::time::Instant::now(),
+            Ok(false) => {
+                tracing::warn!("lease lost to another worker; abandoning this attempt");
+                lost.cancel();
+                return;
+            }
+            Err(error) if renewed.elapsed() >= length => {
+                tracing::warn!(%error, "lease could not be renewed in time; abandoning this attempt");
+                lost.cancel();
+                return;
+            }
+            Err(error) => tracing::warn!(%error, "heartbeat failed; will try again"),
         }
     }
 }

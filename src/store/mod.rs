@@ -169,14 +169,30 @@ pub async fn open(url: &str, max_connections: u32) -> StoreResult<Arc<dyn Store>
     }
 }
 
-/// A URL fit for a log line: any password is replaced.
+/// A URL fit for a log line: any password is replaced, in the authority or
+/// as a `password=` parameter; an unparseable URL keeps only its scheme.
 pub fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("redacted"));
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("redacted"));
+            }
+            if parsed.query_pairs().any(|(k, _)| k.eq_ignore_ascii_case("password")) {
+                let kept: Vec<(String, String)> = parsed
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let v = if k.eq_ignore_ascii_case("password") { "redacted".into() } else { v.into_owned() };
+                        (k.into_owned(), v)
+                    })
+                    .collect();
+                parsed.query_pairs_mut().clear().extend_pairs(kept);
+            }
             parsed.to_string()
         }
-        _ => url.to_string(),
+        Err(_) => match url.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://[unparseable, redacted]"),
+            None => "[unparseable, redacted]".into(),
+        },
     }
 }
 
