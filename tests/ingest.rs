@@ -255,6 +255,7 @@ async fn refused_requests_store_nothing() {
     let big =
         json_body(&envelope, &NotificationOptions { include_documents: true, ..NotificationOptions::default() }, 0);
     let no_envelope = br#"{"event":"envelope-completed","apiVersion":"v2.1","generatedDateTime":"2022-09-22T15:22:53.4580747Z","data":{"accountId":"f2a3b4c5-d6e7-4f80-9a1b-2c3d4e5f6a7b"}}"#.to_vec();
+    let nul = br#"{"event":"envelope-completed","apiVersion":"v2.1","generatedDateTime":"2022-09-22T15:22:53.4580747Z","data":{"accountId":"f2a3b4c5-d6e7-4f80-9a1b-2c3d4e5f6a7b","envelopeId":"93be49ab-afa0-4adf-933c-f752070d71ec","envelopeSummary":{"emailSubject":"a\u0000b"}}}"#.to_vec();
     let doctype = br#"<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><DocuSignEnvelopeInformation xmlns="http://www.docusign.net/API/3.0">&e;</DocuSignEnvelopeInformation>"#.to_vec();
 
     type Headers = Vec<(String, String)>;
@@ -266,6 +267,7 @@ async fn refused_requests_store_nothing() {
         ("missing envelope id", no_envelope.clone(), signed(&no_envelope), 400),
         ("unknown format", b"hello".to_vec(), signed(b"hello"), 400),
         ("XML with a DOCTYPE", doctype.clone(), signed(&doctype), 400),
+        ("a NUL character in a value", nul.clone(), signed(&nul), 400),
         ("oversized", big.clone(), signed(&big), 413),
     ];
     for (name, body, headers, expected) in cases {

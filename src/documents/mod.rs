@@ -58,11 +58,20 @@ impl DocumentStore {
         let staged = self.path_of(staged_key)?;
         let key = format!("{account}/{envelope}/{}", sanitise_file_name(file_name));
         let target = self.root.join(&key);
-        let dir = target.parent().unwrap_or(&self.root).to_path_buf();
-        fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let envelope_dir = target.parent().unwrap_or(&self.root).to_path_buf();
+        let account_dir = envelope_dir.parent().unwrap_or(&self.root).to_path_buf();
+        let created = !envelope_dir.exists();
+        fs::create_dir_all(&envelope_dir).map_err(io(&envelope_dir))?;
         fs::rename(&staged, &target).map_err(io(&target))?;
-        // The rename is durable only once the directory entry is on disk.
-        File::open(&dir).and_then(|d| d.sync_all()).map_err(io(&dir))?;
+        // The rename is durable only once its directory entry is on disk, and
+        // a new directory only once its own entry in its parent is.
+        let mut dirs = vec![&envelope_dir];
+        if created {
+            dirs.extend([&account_dir, &self.root]);
+        }
+        for dir in dirs {
+            File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+        }
         Ok(key)
     }
 
@@ -85,9 +94,12 @@ impl DocumentStore {
     }
 }
 
+/// Longest file name kept, in bytes (file systems allow 255).
+const MAX_NAME_BYTES: usize = 200;
+
 /// A file name from a payload, made safe to use as one path component:
 /// directories stripped, control characters and reserved characters
-/// replaced, no leading dot, bounded length.
+/// replaced, no leading dot, at most 200 bytes with its extension kept.
 pub fn sanitise_file_name(name: &str) -> String {
     let last = name.rsplit(['/', '\\']).next().unwrap_or("");
     let cleaned: String = last
@@ -95,11 +107,18 @@ pub fn sanitise_file_name(name: &str) -> String {
         .map(|c| if c.is_control() || matches!(c, '<' | '>' | ':' | '"' | '|' | '?' | '*') { '_' } else { c })
         .collect();
     let trimmed = cleaned.trim().trim_start_matches('.').trim();
-    let mut out: String = trimmed.chars().take(150).collect();
-    if out.is_empty() {
-        out = "document".into();
+    if trimmed.is_empty() {
+        return "document".into();
     }
-    out
+    if trimmed.len() <= MAX_NAME_BYTES {
+        return trimmed.to_string();
+    }
+    let extension = trimmed.rfind('.').map(|dot| &trimmed[dot..]).filter(|e| e.len() <= 16).unwrap_or("");
+    let mut end = MAX_NAME_BYTES - extension.len();
+    while !trimmed.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{extension}", &trimmed[..end])
 }
 
 struct Staging {
@@ -190,7 +209,10 @@ mod tests {
         assert_eq!(sanitise_file_name(".."), "document");
         assert_eq!(sanitise_file_name(""), "document");
         assert_eq!(sanitise_file_name("Offer Letter.pdf"), "Offer Letter.pdf");
-        assert_eq!(sanitise_file_name(&"x".repeat(400)).len(), 150);
+        assert_eq!(sanitise_file_name(&"x".repeat(400)).len(), 200);
+        let long = format!("{}.pdf", "契約".repeat(60));
+        let cut = sanitise_file_name(&long);
+        assert!(cut.len() <= 200 && cut.ends_with(".pdf"), "{cut}");
     }
 
     #[test]

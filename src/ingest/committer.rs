@@ -87,8 +87,21 @@ async fn run(store: Arc<dyn Store>, mut receiver: mpsc::Receiver<Pending>) {
                     let _ = reply.send(Ok(outcome));
                 }
             }
+            Err(error) if batch.len() > 1 => {
+                // One bad record must not fail its neighbours: write each
+                // on its own, so only the culprit (or, if the store is down,
+                // every one) gets its error.
+                tracing::warn!(%error, notifications = batch.len(), "batch commit failed; retrying one by one");
+                for (record, reply) in batch.drain(..) {
+                    let outcome = write(&*store, &[&record]).await;
+                    let outcome = outcome
+                        .map_err(|e| Arc::<str>::from(e.to_string()))
+                        .and_then(|o| o.into_iter().next().ok_or_else(|| Arc::from("no outcome")));
+                    let _ = reply.send(outcome);
+                }
+            }
             Err(error) => {
-                tracing::warn!(%error, notifications = batch.len(), "could not commit notifications; answering 503");
+                tracing::warn!(%error, "could not commit a notification; answering 503");
                 let error: Arc<str> = Arc::from(error.to_string());
                 for (_, reply) in batch.drain(..) {
                     let _ = reply.send(Err(error.clone()));

@@ -220,6 +220,12 @@ impl Ingest {
                 return Err(Refusal(StatusCode::BAD_REQUEST, "bad_request", error.to_string()));
             }
         };
+        // PostgreSQL cannot store NUL in text or jsonb; refuse it for both
+        // stores so that a notification behaves the same on either.
+        if serde_json::to_string(&notification).is_ok_and(|text| text.contains("\\u0000")) {
+            discard(&sink);
+            return Err(Refusal(StatusCode::BAD_REQUEST, "bad_request", "a value contains a NUL character".into()));
+        }
         if let Some(KeyScope::Account(account)) = scope
             && account != notification.account_id
         {
@@ -308,14 +314,20 @@ impl Ingest {
 }
 
 /// The stored file name: the certificate is named as DocuSign names it in
-/// legacy XML (JSON SIM calls it "Summary"); every name ends in `.pdf`.
+/// legacy XML (JSON SIM calls it "Summary"); a content document's name is
+/// prefixed with its document id, because DocuSign allows two documents of
+/// one envelope to share a name; every name ends in `.pdf`.
 fn document_file_name(document: &notification::EmbeddedDocument, notification: &ConnectNotification) -> String {
     let name = match document.kind {
         notification::DocumentKind::Summary => format!("CertificateOfCompletion_{}.pdf", notification.envelope_id),
-        notification::DocumentKind::Content if document.name.trim().is_empty() => {
-            format!("document-{}.pdf", document.document_id)
+        notification::DocumentKind::Content => {
+            let id = crate::documents::sanitise_file_name(&document.document_id);
+            if document.name.trim().is_empty() {
+                format!("{id}-document.pdf")
+            } else {
+                format!("{id}-{}", document.name)
+            }
         }
-        notification::DocumentKind::Content => document.name.clone(),
     };
     if name.to_ascii_lowercase().ends_with(".pdf") { name } else { format!("{name}.pdf") }
 }
