@@ -87,9 +87,11 @@ impl Service {
                 let _ = tokio::time::timeout(Duration::from_secs(5), drained).await;
             }
         }
-        // Requests still open after the jobs are settled are cut off.
-        if tokio::time::timeout(Duration::from_secs(1), server).await.is_err() {
-            tracing::warn!("HTTP requests still open at exit were cut off");
+        // Open requests share the same grace period as the jobs; whatever
+        // is still open when it ends is cut off (Connect retries those).
+        let left = deadline.deadline().saturating_duration_since(tokio::time::Instant::now());
+        if tokio::time::timeout(left.max(Duration::from_millis(100)), server).await.is_err() {
+            tracing::warn!("HTTP requests still open at the end of the grace period were cut off");
         }
         tracing::info!("stopped");
         Ok(())

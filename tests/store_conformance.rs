@@ -58,6 +58,7 @@ conformance!(
     envelope_documents_events_and_deliveries_round_trip,
     readiness_reports_a_migrated_store,
     batch_writes_match_single_writes,
+    an_envelope_is_neither_downgraded_nor_taken_over,
 );
 
 fn job(kind: &str, n: u32) -> NewJob {
@@ -479,4 +480,36 @@ async fn batch_writes_match_single_writes(db: &common::TestStore) {
     store.complete_job(&due[0].lease).await.unwrap();
     let next = store.next_due(&["process"]).await.unwrap().unwrap();
     assert!((next - later).num_milliseconds().abs() < 5, "run_at kept: {next} vs {later}");
+}
+
+async fn an_envelope_is_neither_downgraded_nor_taken_over(db: &common::TestStore) {
+    let store = &*db.store;
+    let envelope = EnvelopeId::parse("0f0e0d0c-0b0a-4908-8706-050403020100").unwrap();
+    let owner = AccountId::parse("f2a3b4c5-d6e7-4f80-9a1b-2c3d4e5f6a7b").unwrap();
+    let intruder = AccountId::parse("a1a2a3a4-b5b6-4c7c-8d8d-e9e0f1f2f3f4").unwrap();
+    let upsert = |account, status, subject: &str| EnvelopeUpsert {
+        envelope_id: envelope,
+        account_id: account,
+        status,
+        subject: Some(subject.into()),
+        completed_at: None,
+    };
+    for (single, batch) in [(true, false), (false, true)] {
+        let mut tx = store.begin().await.unwrap();
+        tx.upsert_envelope(&upsert(owner, EnvelopeStatus::Processed, "mine")).await.unwrap();
+        let late = upsert(owner, EnvelopeStatus::Received, "mine");
+        let foreign = upsert(intruder, EnvelopeStatus::Received, "theirs");
+        if single {
+            tx.upsert_envelope(&late).await.unwrap();
+            tx.upsert_envelope(&foreign).await.unwrap();
+        }
+        if batch {
+            tx.upsert_envelopes(std::slice::from_ref(&late)).await.unwrap();
+            tx.upsert_envelopes(std::slice::from_ref(&foreign)).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+        let stored = store.envelope(envelope).await.unwrap().unwrap();
+        assert_eq!(stored.status, EnvelopeStatus::Processed, "a late notification does not reopen it");
+        assert_eq!((stored.account_id, stored.subject.as_deref()), (owner, Some("mine")), "no takeover");
+    }
 }

@@ -38,7 +38,9 @@ impl DocumentStore {
     pub fn open(url: &str) -> Result<Self, DocumentError> {
         let Some(path) = url.strip_prefix("file://") else { return Err(DocumentError::Unsupported(url.to_string())) };
         let root = PathBuf::from(path);
-        fs::create_dir_all(root.join(STAGING)).map_err(io(&root))?;
+        let staging = root.join(STAGING);
+        fs::create_dir_all(&staging).map_err(io(&root))?;
+        sweep_staging(&staging);
         Ok(Self { root })
     }
 
@@ -91,6 +93,25 @@ impl DocumentStore {
             return Err(DocumentError::BadKey(key.chars().take(80).collect()));
         }
         Ok(self.root.join(key))
+    }
+}
+
+/// Staged files older than this belong to a notification that was never
+/// answered (a crash mid-request); Connect sends it again.
+const STALE_STAGING: std::time::Duration = std::time::Duration::from_secs(3600);
+
+fn sweep_staging(staging: &Path) {
+    let Ok(entries) = fs::read_dir(staging) else { return };
+    for entry in entries.flatten() {
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|modified| modified.elapsed().ok())
+            .is_some_and(|age| age > STALE_STAGING);
+        if stale {
+            let _ = fs::remove_file(entry.path());
+        }
     }
 }
 

@@ -621,10 +621,11 @@ impl StoreTx for PgTx {
              FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
                  AS t(envelope_id, account_id, status, subject, completed_at)
              ON CONFLICT (envelope_id) DO UPDATE SET
-                 status = excluded.status,
+                 status = CASE WHEN envelopes.status IN ('processed', 'flagged') THEN envelopes.status ELSE excluded.status END,
                  subject = COALESCE(excluded.subject, envelopes.subject),
                  completed_at = COALESCE(excluded.completed_at, envelopes.completed_at),
-                 updated_at = excluded.updated_at",
+                 updated_at = excluded.updated_at
+             WHERE envelopes.account_id = excluded.account_id",
         )
         .bind(batch.iter().map(|e| e.envelope_id.to_string()).collect::<Vec<_>>())
         .bind(batch.iter().map(|e| e.account_id.to_string()).collect::<Vec<_>>())
@@ -668,10 +669,11 @@ impl StoreTx for PgTx {
             "INSERT INTO envelopes (envelope_id, account_id, status, subject, completed_at, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, now(), now())
              ON CONFLICT (envelope_id) DO UPDATE SET
-                 status = excluded.status,
+                 status = CASE WHEN envelopes.status IN ('processed', 'flagged') THEN envelopes.status ELSE excluded.status END,
                  subject = COALESCE(excluded.subject, envelopes.subject),
                  completed_at = COALESCE(excluded.completed_at, envelopes.completed_at),
-                 updated_at = excluded.updated_at",
+                 updated_at = excluded.updated_at
+             WHERE envelopes.account_id = excluded.account_id",
         )
         .bind(e.envelope_id.to_string())
         .bind(e.account_id.to_string())

@@ -646,9 +646,10 @@ impl StoreTx for SqliteTx {
                 .push_bind(now);
         });
         query.push(
-            " ON CONFLICT (envelope_id) DO UPDATE SET status = excluded.status, \
+            " ON CONFLICT (envelope_id) DO UPDATE SET status = CASE WHEN envelopes.status IN ('processed', 'flagged') THEN envelopes.status ELSE excluded.status END, \
              subject = COALESCE(excluded.subject, envelopes.subject), \
-             completed_at = COALESCE(excluded.completed_at, envelopes.completed_at), updated_at = excluded.updated_at",
+             completed_at = COALESCE(excluded.completed_at, envelopes.completed_at), updated_at = excluded.updated_at \
+             WHERE envelopes.account_id = excluded.account_id",
         );
         query.build().execute(&mut *self.tx).await?;
         Ok(())
@@ -686,10 +687,11 @@ impl StoreTx for SqliteTx {
             "INSERT INTO envelopes (envelope_id, account_id, status, subject, completed_at, created_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
              ON CONFLICT (envelope_id) DO UPDATE SET
-                 status = excluded.status,
+                 status = CASE WHEN envelopes.status IN ('processed', 'flagged') THEN envelopes.status ELSE excluded.status END,
                  subject = COALESCE(excluded.subject, envelopes.subject),
                  completed_at = COALESCE(excluded.completed_at, envelopes.completed_at),
-                 updated_at = excluded.updated_at",
+                 updated_at = excluded.updated_at
+             WHERE envelopes.account_id = excluded.account_id",
         )
         .bind(e.envelope_id.to_string())
         .bind(e.account_id.to_string())
