@@ -233,3 +233,12 @@ fn store_urls_are_logged_without_their_password() {
     assert!(!redact_url("postgres://cs@db/cs?password=hunter2&sslmode=require").contains("hunter2"));
     assert!(!redact_url("postgres://cs:pa/ss#word@db/cs").contains("ss#word"));
 }
+
+#[test]
+fn an_all_digit_secret_keeps_its_zeros_when_quoted_in_the_environment() {
+    Jail::expect_with(|jail| {
+        jail.set_env("COUNTERSIGN_ADMIN__TOKEN", "\"007\"");
+        assert_eq!(Settings::load(None).unwrap().admin.token.unwrap().expose(), "007");
+        Ok(())
+    });
+}
