@@ -59,6 +59,7 @@ conformance!(
     readiness_reports_a_migrated_store,
     batch_writes_match_single_writes,
     an_envelope_is_neither_downgraded_nor_taken_over,
+    reclaiming_one_expired_job_leaves_the_others_history_alone,
 );
 
 fn job(kind: &str, n: u32) -> NewJob {
@@ -512,4 +513,20 @@ async fn an_envelope_is_neither_downgraded_nor_taken_over(db: &common::TestStore
         assert_eq!(stored.status, EnvelopeStatus::Processed, "a late notification does not reopen it");
         assert_eq!((stored.account_id, stored.subject.as_deref()), (owner, Some("mine")), "no takeover");
     }
+}
+
+async fn reclaiming_one_expired_job_leaves_the_others_history_alone(db: &common::TestStore) {
+    let store = &*db.store;
+    store.enqueue(&job("slowpoke", 1)).await.unwrap();
+    store.enqueue(&job("slowpoke", 2)).await.unwrap();
+    let first = store.claim_jobs(&["slowpoke"], "a", Duration::from_millis(100), 2).await.unwrap();
+    assert_eq!(first.len(), 2);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let taken = claim_one(store, "slowpoke", "b", LEASE).await.unwrap();
+    let left = first.iter().find(|c| c.job.id != taken.job.id).unwrap();
+    let outcomes: Vec<_> = store.job_attempts(left.job.id).await.unwrap().into_iter().map(|a| a.outcome).collect();
+    assert_eq!(outcomes, [None], "the job nobody took over is still its first worker's attempt");
+    assert!(store.complete_job(&left.lease).await.unwrap(), "and that worker can still finish it");
+    let outcomes: Vec<_> = store.job_attempts(left.job.id).await.unwrap().into_iter().map(|a| a.outcome).collect();
+    assert_eq!(outcomes, [Some(AttemptOutcome::Succeeded)]);
 }

@@ -147,48 +147,64 @@ impl Store for SqliteStore {
         let now = now_ms();
         let kinds = kinds_json(kinds);
         let mut tx = self.write_tx().await?;
-        // Attempts whose worker vanished are closed first, then jobs that have
-        // no attempts left become dead letters rather than crash-looping.
-        sqlx::query(
-            "UPDATE job_attempts SET outcome = 'lease_expired', finished_at = ?1
-             WHERE finished_at IS NULL AND job_id IN (
-                 SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at <= ?1
-                 AND kind IN (SELECT value FROM json_each(?2)))",
+        // Expired jobs with no attempts left become dead letters rather than
+        // crash-looping; their open attempt is closed as lease_expired.
+        let exhausted: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at <= ?1 AND attempts >= max_attempts
+             AND kind IN (SELECT value FROM json_each(?2))",
         )
         .bind(now)
         .bind(&kinds)
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?;
+        let exhausted = serde_json::to_string(&exhausted).unwrap_or_else(|_| "[]".into());
+        close_attempts_of(&mut tx, &exhausted, now).await?;
         sqlx::query(
             "UPDATE jobs SET state = 'dead',
                  last_error = 'lease expired during attempt ' || attempts || ' (the worker stopped or stalled)',
                  lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL,
                  finished_at = ?1, updated_at = ?1
-             WHERE state = 'running' AND lease_expires_at <= ?1 AND attempts >= max_attempts
-             AND kind IN (SELECT value FROM json_each(?2))",
+             WHERE id IN (SELECT value FROM json_each(?2))",
         )
         .bind(now)
-        .bind(&kinds)
+        .bind(&exhausted)
         .execute(&mut *tx)
         .await?;
-        let rows = sqlx::query(
-            "UPDATE jobs SET state = 'running', attempts = attempts + 1,
-                 lease_token = lower(hex(randomblob(16))), lease_owner = ?3,
-                 lease_expires_at = ?1 + ?4, updated_at = ?1
-             WHERE id IN (
-                 SELECT id FROM jobs
-                 WHERE kind IN (SELECT value FROM json_each(?2))
-                 AND ((state = 'ready' AND run_at <= ?1) OR (state = 'running' AND lease_expires_at <= ?1))
-                 ORDER BY run_at, id LIMIT ?5)
-             RETURNING *",
+        let picked: Vec<(String, String)> = sqlx::query_as(
+            "SELECT id, state FROM jobs
+             WHERE kind IN (SELECT value FROM json_each(?2))
+             AND ((state = 'ready' AND run_at <= ?1) OR (state = 'running' AND lease_expires_at <= ?1))
+             ORDER BY run_at, id LIMIT ?3",
         )
         .bind(now)
         .bind(&kinds)
-        .bind(worker)
-        .bind(millis(lease))
         .bind(i64::from(limit))
         .fetch_all(&mut *tx)
         .await?;
+        // Only the attempts of jobs taken over here are closed: another
+        // expired job may still finish under its old worker.
+        let expired: Vec<&str> =
+            picked.iter().filter(|(_, state)| state == "running").map(|(id, _)| id.as_str()).collect();
+        close_attempts_of(&mut tx, &serde_json::to_string(&expired).unwrap_or_else(|_| "[]".into()), now).await?;
+        let ids: Vec<&str> = picked.iter().map(|(id, _)| id.as_str()).collect();
+        let mut rows = sqlx::query(
+            "UPDATE jobs SET state = 'running', attempts = attempts + 1,
+                 lease_token = lower(hex(randomblob(16))), lease_owner = ?3,
+                 lease_expires_at = ?1 + ?4, updated_at = ?1
+             WHERE id IN (SELECT value FROM json_each(?2))
+             RETURNING *",
+        )
+        .bind(now)
+        .bind(serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()))
+        .bind(worker)
+        .bind(millis(lease))
+        .fetch_all(&mut *tx)
+        .await?;
+        // RETURNING comes in storage order; hand jobs out in due order.
+        rows.sort_by_key(|row| {
+            let id: String = row.try_get("id").unwrap_or_default();
+            ids.iter().position(|picked| *picked == id).unwrap_or(usize::MAX)
+        });
         let mut claimed = Vec::with_capacity(rows.len());
         for row in &rows {
             let job = job_from_row(row)?;
@@ -501,6 +517,19 @@ impl Store for SqliteStore {
             })
             .collect()
     }
+}
+
+/// Closes the open attempts of the jobs in `ids` (a JSON array) as lease_expired.
+async fn close_attempts_of(tx: &mut Transaction<'static, Sqlite>, ids: &str, now: i64) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE job_attempts SET outcome = 'lease_expired', finished_at = ?1
+         WHERE finished_at IS NULL AND job_id IN (SELECT value FROM json_each(?2))",
+    )
+    .bind(now)
+    .bind(ids)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 async fn close_attempt(
