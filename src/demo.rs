@@ -58,9 +58,8 @@ pub async fn run(data: Option<PathBuf>) -> anyhow::Result<()> {
         &settings.docusign.auth_server,
         settings.docusign.private_key.as_ref().context("no private key")?.expose(),
     )?;
-    let token = jwt_token(&grant, &settings).await?;
+    jwt_token(&grant, &settings).await?;
     step("JWT Grant", &format!("access token issued for user {}", identity.user.user_id));
-    drop(token);
 
     let sender = ConnectSender::new(
         format!("{countersign_url}/docusign/connect"),

@@ -261,13 +261,20 @@ async fn the_envelope_api_needs_a_live_token_and_answers_like_docusign() {
     let signer = &body["recipients"]["signers"][0];
     assert_eq!(signer["routingOrder"], "1", "scalars are strings");
     assert_eq!(signer["email"], envelope.signers[0].person.email);
-    assert!(
-        signer["tabs"]["textTabs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|t| t["tabLabel"] == "employee_id" || t["value"].is_string())
-    );
+    let text_tabs: Vec<(String, String)> = signer["tabs"]["textTabs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["tabLabel"].as_str().unwrap().to_string(), t["value"].as_str().unwrap().to_string()))
+        .collect();
+    let expected: Vec<(String, String)> = envelope.signers[0]
+        .tabs
+        .iter()
+        .filter(|t| t.tab_type == "text")
+        .map(|t| (t.label.clone(), t.value.clone()))
+        .collect();
+    assert!(!expected.is_empty());
+    assert_eq!(text_tabs, expected, "every text tab with its value");
     assert_eq!(body["customFields"]["textCustomFields"][1]["name"], "employee_id");
     let docs = body["envelopeDocuments"].as_array().unwrap();
     assert_eq!(docs.last().unwrap()["documentId"], "certificate");

@@ -138,12 +138,8 @@ async fn receive(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) -
             return reject(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the notification could not be processed");
         }
     };
-    let span =
-        tracing::info_span!("notification", envelope_id = %notification.envelope_id, event = %notification.event);
-    let _entered = span.enter();
     let process = ingest.process_events.contains(&notification.event);
     let record = ingest.record(&notification, documents, body_sha256, process);
-    drop(_entered);
     match ingest.committer.commit(record).await {
         Ok(Outcome::Duplicate) => {
             tracing::info!(envelope_id = %notification.envelope_id, event = %notification.event, "duplicate notification; nothing new");

@@ -121,37 +121,30 @@ pub trait StoreTx: Send {
     /// Marks the job done if `lease` still holds it; `false` means the lease
     /// was lost and the caller must not commit its other writes.
     async fn complete_job(&mut self, lease: &Lease) -> StoreResult<bool>;
+    /// Inserts many notifications in one statement; `true` where a row was
+    /// written, `false` for a duplicate. The ingest path's group commit uses it.
+    async fn insert_notifications(&mut self, batch: &[NewNotification]) -> StoreResult<Vec<bool>>;
+    /// Upserts many envelopes in one statement; each envelope id must appear
+    /// at most once. A `processed` or `flagged` envelope keeps its status, and
+    /// an envelope never changes account.
+    async fn upsert_envelopes(&mut self, batch: &[EnvelopeUpsert]) -> StoreResult<()>;
+    /// Enqueues many jobs in one statement; duplicates of a unique key are skipped.
+    async fn enqueue_all(&mut self, jobs: &[NewJob]) -> StoreResult<()>;
+
+    /// One notification, through the batch statement.
     async fn insert_notification(
         &mut self,
         notification: &NewNotification,
-    ) -> StoreResult<Inserted<crate::ids::NotificationId>>;
-    async fn upsert_envelope(&mut self, envelope: &EnvelopeUpsert) -> StoreResult<()>;
-
-    /// Inserts many notifications in one statement; `true` where a row was
-    /// written, `false` for a duplicate. The ingest path's group commit uses it.
-    async fn insert_notifications(&mut self, batch: &[NewNotification]) -> StoreResult<Vec<bool>> {
-        let mut written = Vec::with_capacity(batch.len());
-        for notification in batch {
-            written.push(self.insert_notification(notification).await? != Inserted::Duplicate);
-        }
-        Ok(written)
+    ) -> StoreResult<Inserted<crate::ids::NotificationId>> {
+        let written = self.insert_notifications(std::slice::from_ref(notification)).await?;
+        Ok(if written.first() == Some(&true) { Inserted::Created(notification.id) } else { Inserted::Duplicate })
     }
 
-    /// Upserts many envelopes; each envelope id must appear at most once.
-    async fn upsert_envelopes(&mut self, batch: &[EnvelopeUpsert]) -> StoreResult<()> {
-        for envelope in batch {
-            self.upsert_envelope(envelope).await?;
-        }
-        Ok(())
+    /// One envelope, through the batch statement.
+    async fn upsert_envelope(&mut self, envelope: &EnvelopeUpsert) -> StoreResult<()> {
+        self.upsert_envelopes(std::slice::from_ref(envelope)).await
     }
 
-    /// Enqueues many jobs in one statement.
-    async fn enqueue_all(&mut self, jobs: &[NewJob]) -> StoreResult<()> {
-        for job in jobs {
-            self.enqueue(job).await?;
-        }
-        Ok(())
-    }
     async fn upsert_document(&mut self, document: &DocumentRecord) -> StoreResult<()>;
     async fn insert_event(&mut self, event: &EventRecord) -> StoreResult<Inserted<EventId>>;
     async fn insert_delivery(&mut self, event: EventId, sink: &str) -> StoreResult<Inserted<()>>;

@@ -547,30 +547,6 @@ impl StoreTx for PgTx {
         Ok(true)
     }
 
-    async fn insert_notification(&mut self, n: &NewNotification) -> StoreResult<Inserted<NotificationId>> {
-        let result = sqlx::query(
-            "INSERT INTO notifications (id, account_id, envelope_id, event, recipient_id, generated_at, format, origin,
-                 dedupe_key, body_sha256, disposition, summary, received_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, now())
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(n.id.0)
-        .bind(n.account_id.to_string())
-        .bind(n.envelope_id.to_string())
-        .bind(&n.event)
-        .bind(&n.recipient_id)
-        .bind(n.generated_at)
-        .bind(&n.format)
-        .bind(n.origin.as_str())
-        .bind(n.dedupe_key())
-        .bind(&n.body_sha256)
-        .bind(n.disposition.as_str())
-        .bind(&n.summary)
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(if result.rows_affected() == 1 { Inserted::Created(n.id) } else { Inserted::Duplicate })
-    }
-
     // The batch statements take one array per column (UNNEST), so their SQL
     // text is the same whatever the batch size: each connection prepares it
     // once. A VALUES list would be a new statement, prepared anew, for every size.
@@ -661,27 +637,6 @@ impl StoreTx for PgTx {
             notify(&mut self.tx, "batch").await?;
             self.enqueued = true;
         }
-        Ok(())
-    }
-
-    async fn upsert_envelope(&mut self, e: &EnvelopeUpsert) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO envelopes (envelope_id, account_id, status, subject, completed_at, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, now(), now())
-             ON CONFLICT (envelope_id) DO UPDATE SET
-                 status = CASE WHEN envelopes.status IN ('processed', 'flagged') THEN envelopes.status ELSE excluded.status END,
-                 subject = COALESCE(excluded.subject, envelopes.subject),
-                 completed_at = COALESCE(excluded.completed_at, envelopes.completed_at),
-                 updated_at = excluded.updated_at
-             WHERE envelopes.account_id = excluded.account_id",
-        )
-        .bind(e.envelope_id.to_string())
-        .bind(e.account_id.to_string())
-        .bind(e.status.as_str())
-        .bind(&e.subject)
-        .bind(e.completed_at)
-        .execute(&mut *self.tx)
-        .await?;
         Ok(())
     }
 
