@@ -60,6 +60,8 @@ conformance!(
     batch_writes_match_single_writes,
     an_envelope_is_neither_downgraded_nor_taken_over,
     reclaiming_one_expired_job_leaves_the_others_history_alone,
+    a_deferred_job_waits_without_spending_an_attempt,
+    a_parked_job_waits_until_woken,
 );
 
 fn job(kind: &str, n: u32) -> NewJob {
@@ -280,6 +282,49 @@ async fn a_released_job_is_claimable_at_once_without_spending_an_attempt(db: &co
     assert_eq!(again.job.attempts, 1);
     let outcomes: Vec<_> = store.job_attempts(again.job.id).await.unwrap().into_iter().map(|a| a.outcome).collect();
     assert_eq!(outcomes, [Some(AttemptOutcome::Released), None]);
+}
+
+async fn a_deferred_job_waits_without_spending_an_attempt(db: &common::TestStore) {
+    let store = &*db.store;
+    store.enqueue(&job("paced", 1)).await.unwrap();
+    let claimed = claim_one(store, "paced", "a", LEASE).await.unwrap();
+    let until = Utc::now() + TimeDelta::milliseconds(400);
+    assert!(store.defer_job(&claimed.lease, "rate limit: paused until the reset", until, false).await.unwrap());
+    assert!(claim_one(store, "paced", "b", LEASE).await.is_none(), "a deferred job waits for its time");
+    let waiting = store.job(claimed.job.id).await.unwrap().unwrap();
+    assert_eq!(waiting.state, JobState::Ready);
+    assert_eq!(waiting.attempts, 0, "deferring does not use up an attempt");
+    assert_eq!(waiting.last_error.as_deref(), Some("rate limit: paused until the reset"));
+    let due = store.next_due(&["paced"]).await.unwrap().unwrap();
+    assert!((due - until).num_milliseconds().abs() < 5, "next due {due} is the deferral's end {until}");
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let again = claim_one(store, "paced", "b", LEASE).await.expect("claimable once the wait is over");
+    assert_eq!(again.job.attempts, 1);
+    let attempts = store.job_attempts(again.job.id).await.unwrap();
+    assert_eq!(attempts[0].outcome, Some(AttemptOutcome::Deferred));
+    assert_eq!(attempts[0].error.as_deref(), Some("rate limit: paused until the reset"));
+}
+
+async fn a_parked_job_waits_until_woken(db: &common::TestStore) {
+    let store = &*db.store;
+    store.enqueue(&job("needs-consent", 1)).await.unwrap();
+    let claimed = claim_one(store, "needs-consent", "a", LEASE).await.unwrap();
+    let recheck = Utc::now() + TimeDelta::hours(1);
+    assert!(store.defer_job(&claimed.lease, "waiting for consent", recheck, true).await.unwrap());
+    let parked = store.job(claimed.job.id).await.unwrap().unwrap();
+    assert_eq!(parked.state, JobState::Parked);
+    assert_eq!(parked.attempts, 0);
+    let stats = store.queue_stats().await.unwrap();
+    assert!(
+        stats.iter().any(|s| s.kind == "needs-consent" && s.state == JobState::Parked && s.count == 1),
+        "parked jobs are visible in the queue statistics: {stats:?}"
+    );
+    assert!(claim_one(store, "needs-consent", "b", LEASE).await.is_none());
+    assert_eq!(store.wake_parked().await.unwrap(), 1);
+    let woken = claim_one(store, "needs-consent", "b", LEASE).await.expect("a woken job is claimable at once");
+    assert_eq!(woken.job.id, claimed.job.id);
+    assert!(store.complete_job(&woken.lease).await.unwrap());
+    assert_eq!(store.wake_parked().await.unwrap(), 0, "nothing left to wake");
 }
 
 async fn pruning_deletes_only_old_finished_jobs(db: &common::TestStore) {

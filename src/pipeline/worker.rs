@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -32,11 +32,30 @@ pub enum JobError {
     /// Another worker holds the job now; nothing of this attempt was kept.
     #[error("lease lost")]
     LeaseLost,
+    /// Not a failure: the job cannot run yet (a rate-limit pause, missing
+    /// consent, an open circuit). It waits until `until` without using up
+    /// an attempt; `parked` marks a wait that needs an operator.
+    #[error("{reason}")]
+    Defer { reason: String, until: DateTime<Utc>, parked: bool },
 }
 
 impl JobError {
     pub fn retry(message: impl std::fmt::Display) -> Self {
         Self::Retry { message: message.to_string(), after: None }
+    }
+
+    /// Waits `wait` without counting the attempt.
+    pub fn defer(reason: impl std::fmt::Display, wait: Duration) -> Self {
+        let until = chrono::Duration::from_std(wait).ok().and_then(|w| Utc::now().checked_add_signed(w));
+        Self::Defer { reason: reason.to_string(), until: until.unwrap_or(DateTime::<Utc>::MAX_UTC), parked: false }
+    }
+
+    /// Parks the job (it waits on an operator) and rechecks after `wait`.
+    pub fn park(reason: impl std::fmt::Display, wait: Duration) -> Self {
+        match Self::defer(reason, wait) {
+            Self::Defer { reason, until, .. } => Self::Defer { reason, until, parked: true },
+            other => other,
+        }
     }
 }
 
@@ -250,12 +269,24 @@ impl WorkerPool {
                 tracing::warn!(elapsed_ms, "lease lost while finishing; another worker has the job");
                 return;
             }
+            JobError::Defer { reason, until, parked } => {
+                match self.store.defer_job(lease, reason, *until, *parked).await {
+                    Ok(true) => {
+                        tracing::info!(elapsed_ms, reason = %reason, until = %until, parked, outcome = "deferred", "job deferred")
+                    }
+                    Ok(false) => tracing::warn!(elapsed_ms, "job deferred after its lease was lost"),
+                    Err(error) => {
+                        tracing::error!(%error, reason = %reason, "could not defer the job; its lease will expire")
+                    }
+                }
+                return;
+            }
             JobError::Fatal(_) => Retry::Never,
             JobError::Retry { after, .. } => {
                 let backoff = Backoff { base: self.settings.backoff_base, cap: self.settings.backoff_cap };
                 let wait = after.unwrap_or_else(|| backoff.delay(job.attempts, &mut rand::rng()));
                 let at = chrono::Duration::from_std(wait).ok().and_then(|wait| Utc::now().checked_add_signed(wait));
-                Retry::At(at.unwrap_or(chrono::DateTime::<Utc>::MAX_UTC))
+                Retry::At(at.unwrap_or(DateTime::<Utc>::MAX_UTC))
             }
         };
         let message = error.to_string();

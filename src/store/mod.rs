@@ -74,6 +74,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Hands an unfinished job back (shutdown); the attempt does not count.
     async fn release_job(&self, lease: &Lease) -> StoreResult<bool>;
 
+    /// Hands a job back to wait until `until` because it cannot run yet; the
+    /// attempt does not count and `reason` is kept as its last error.
+    /// `parked` marks a wait on an operator rather than on the clock.
+    async fn defer_job(&self, lease: &Lease, reason: &str, until: DateTime<Utc>, parked: bool) -> StoreResult<bool>;
+
+    /// Makes every parked job due now (what they waited on is fixed); returns how many.
+    async fn wake_parked(&self) -> StoreResult<u64>;
+
     /// When the next job of these kinds becomes claimable, if any is waiting.
     async fn next_due(&self, kinds: &[&str]) -> StoreResult<Option<DateTime<Utc>>>;
 

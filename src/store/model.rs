@@ -51,6 +51,9 @@ text_enum!(
     /// Where a job is in its life.
     JobState {
         Ready => "ready",
+        /// Waiting on something only an operator can fix (DocuSign consent,
+        /// configuration); rechecked when due, and woken early once fixed.
+        Parked => "parked",
         Running => "running",
         Done => "done",
         /// Out of attempts (or failed permanently); kept for an operator.
@@ -67,6 +70,9 @@ text_enum!(
         Released => "released",
         /// The worker vanished or stalled and its lease ran out.
         LeaseExpired => "lease_expired",
+        /// Could not run yet (a rate-limit pause, missing consent, an open
+        /// circuit); put back to wait, without using up an attempt.
+        Deferred => "deferred",
     }
 );
 

@@ -156,7 +156,8 @@ impl Store for PostgresStore {
             "WITH picked AS (
                  SELECT id, state AS previous_state FROM jobs
                  WHERE kind = ANY($1)
-                 AND ((state = 'ready' AND run_at <= now()) OR (state = 'running' AND lease_expires_at <= now()))
+                 AND ((state = 'ready' AND run_at <= now()) OR (state = 'parked' AND run_at <= now())
+                      OR (state = 'running' AND lease_expires_at <= now()))
                  ORDER BY run_at, id LIMIT $2
                  FOR UPDATE SKIP LOCKED)
              UPDATE jobs SET state = 'running', attempts = jobs.attempts + 1, lease_token = gen_random_uuid(),
@@ -256,10 +257,48 @@ impl Store for PostgresStore {
         Ok(true)
     }
 
+    async fn defer_job(&self, lease: &Lease, reason: &str, until: DateTime<Utc>, parked: bool) -> StoreResult<bool> {
+        let reason = clip(reason);
+        let mut tx = self.pool.begin().await?;
+        let result = sqlx::query(
+            "UPDATE jobs SET state = $1, attempts = attempts - 1, run_at = $2, last_error = $3, updated_at = now(),
+                 lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL
+             WHERE id = $4 AND lease_token = $5 AND state = 'running'",
+        )
+        .bind(if parked { JobState::Parked } else { JobState::Ready }.as_str())
+        .bind(until)
+        .bind(&reason)
+        .bind(lease.job.0)
+        .bind(lease.token)
+        .execute(&mut *tx)
+        .await?;
+        if result.rows_affected() == 0 {
+            return Ok(false);
+        }
+        close_attempts(&mut tx, &[lease.job.0], AttemptOutcome::Deferred, Some(&reason)).await?;
+        notify(&mut tx, "deferred").await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn wake_parked(&self) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        let result =
+            sqlx::query("UPDATE jobs SET run_at = now(), updated_at = now() WHERE state = 'parked' AND run_at > now()")
+                .execute(&mut *tx)
+                .await?;
+        if result.rows_affected() > 0 {
+            notify(&mut tx, "woken").await?;
+        }
+        tx.commit().await?;
+        Ok(result.rows_affected())
+    }
+
     async fn next_due(&self, kinds: &[&str]) -> StoreResult<Option<DateTime<Utc>>> {
         let due: Option<DateTime<Utc>> = sqlx::query_scalar(
             "SELECT LEAST(
                  (SELECT MIN(run_at) FROM jobs WHERE state = 'ready' AND kind = ANY($1)),
+                 (SELECT MIN(run_at) FROM jobs WHERE state = 'parked' AND kind = ANY($1)),
                  (SELECT MIN(lease_expires_at) FROM jobs WHERE state = 'running' AND kind = ANY($1)))",
         )
         .bind(kinds_vec(kinds))

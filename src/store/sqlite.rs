@@ -173,7 +173,8 @@ impl Store for SqliteStore {
         let picked: Vec<(String, String)> = sqlx::query_as(
             "SELECT id, state FROM jobs
              WHERE kind IN (SELECT value FROM json_each(?2))
-             AND ((state = 'ready' AND run_at <= ?1) OR (state = 'running' AND lease_expires_at <= ?1))
+             AND ((state = 'ready' AND run_at <= ?1) OR (state = 'parked' AND run_at <= ?1)
+                  OR (state = 'running' AND lease_expires_at <= ?1))
              ORDER BY run_at, id LIMIT ?3",
         )
         .bind(now)
@@ -296,10 +297,52 @@ impl Store for SqliteStore {
         Ok(true)
     }
 
+    async fn defer_job(&self, lease: &Lease, reason: &str, until: DateTime<Utc>, parked: bool) -> StoreResult<bool> {
+        let now = now_ms();
+        let reason = clip(reason);
+        let mut tx = self.write_tx().await?;
+        let result = sqlx::query(
+            "UPDATE jobs SET state = ?1, attempts = attempts - 1, run_at = ?2, last_error = ?3, updated_at = ?4,
+                 lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL
+             WHERE id = ?5 AND lease_token = ?6 AND state = 'running'",
+        )
+        .bind(if parked { JobState::Parked } else { JobState::Ready }.as_str())
+        .bind(until.timestamp_millis())
+        .bind(&reason)
+        .bind(now)
+        .bind(lease.job.to_string())
+        .bind(lease.token.simple().to_string())
+        .execute(&mut *tx)
+        .await?;
+        if result.rows_affected() == 0 {
+            return Ok(false);
+        }
+        close_attempt(&mut tx, lease.job, AttemptOutcome::Deferred, Some(&reason), now).await?;
+        tx.commit().await?;
+        self.signal.send_modify(|v| *v += 1);
+        Ok(true)
+    }
+
+    async fn wake_parked(&self) -> StoreResult<u64> {
+        let now = now_ms();
+        let mut tx = self.write_tx().await?;
+        let result = sqlx::query("UPDATE jobs SET run_at = ?1, updated_at = ?1 WHERE state = 'parked' AND run_at > ?1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        if result.rows_affected() > 0 {
+            self.signal.send_modify(|v| *v += 1);
+        }
+        Ok(result.rows_affected())
+    }
+
     async fn next_due(&self, kinds: &[&str]) -> StoreResult<Option<DateTime<Utc>>> {
         let due: Option<i64> = sqlx::query_scalar(
             "SELECT MIN(t) FROM (
                  SELECT MIN(run_at) AS t FROM jobs WHERE state = 'ready' AND kind IN (SELECT value FROM json_each(?1))
+                 UNION ALL
+                 SELECT MIN(run_at) FROM jobs WHERE state = 'parked' AND kind IN (SELECT value FROM json_each(?1))
                  UNION ALL
                  SELECT MIN(lease_expires_at) FROM jobs WHERE state = 'running' AND kind IN (SELECT value FROM json_each(?1)))",
         )
