@@ -147,18 +147,7 @@ fn not_yet(command: &str, waits_for: &str) -> anyhow::Result<ExitCode> {
 
 /// The individual-consent URL DocuSign documents for the JWT Grant.
 pub fn consent_url(settings: &Settings) -> anyhow::Result<String> {
-    let ds = &settings.docusign;
-    let client_id = ds.integration_key.as_deref().context("docusign.integration_key is not set")?;
-    let redirect = ds.redirect_uri.as_deref().context("docusign.redirect_uri is not set")?;
-    let mut url = url::Url::parse(&format!("{}/oauth/auth", ds.auth_base_url()))
-        .context("docusign.auth_server is not a valid host name")?;
-    url.query_pairs_mut()
-        .append_pair("response_type", "code")
-        .append_pair("scope", "signature impersonation")
-        .append_pair("client_id", client_id)
-        .append_pair("redirect_uri", redirect);
-    // DocuSign's documentation writes the space in the scope as %20.
-    Ok(url.as_str().replace("scope=signature+impersonation", "scope=signature%20impersonation"))
+    Ok(crate::docusign::consent_url(settings)?)
 }
 
 async fn sandbox(listen: &str, data: &std::path::Path) -> anyhow::Result<ExitCode> {
@@ -193,13 +182,40 @@ async fn check(arg: &ConfigArg) -> anyhow::Result<ExitCode> {
     let store = store::open(&settings.store.url, 1).await?;
     store.check_ready().await?;
     println!("store: ok ({}, {})", store.backend(), store::redact_url(&settings.store.url));
-    if settings.connect.hmac_keys.is_empty() {
+    if settings.connect.hmac_keys.is_empty() && settings.connect.accounts.is_empty() {
         println!("connect: WARNING no HMAC keys configured (connect.hmac_keys)");
     } else {
         println!("connect: {} HMAC key(s)", settings.connect.hmac_keys.len());
     }
-    println!("docusign: token check not yet available (it arrives with DocuSign access)");
-    Ok(ExitCode::SUCCESS)
+    let Some(docusign) = crate::docusign::DocuSign::from_settings(&settings)? else {
+        println!(
+            "docusign: NOT CONFIGURED: set docusign.integration_key, docusign.user_id and docusign.private_key_file \
+             (only notifications that carry their documents and data can be processed)"
+        );
+        return Ok(ExitCode::FAILURE);
+    };
+    let mut healthy = true;
+    for user in docusign.impersonation().users() {
+        match docusign.accounts(user).await {
+            Ok(accounts) => {
+                println!("docusign: user {user}: token ok; {} account(s)", accounts.len());
+                for account in accounts {
+                    let default = if account.is_default { " (default)" } else { "" };
+                    println!("  account {} {:?}{default} → {}", account.account_id, account.name, account.api_base);
+                }
+            }
+            Err(crate::docusign::ApiError::Grant(crate::docusign::GrantError::ConsentRequired { .. })) => {
+                healthy = false;
+                println!("docusign: user {user}: CONSENT REQUIRED: the user must open this URL and allow access:");
+                println!("  {}", consent_url(&settings).unwrap_or_else(|e| format!("(no consent URL: {e:#})")));
+            }
+            Err(error) => {
+                healthy = false;
+                println!("docusign: user {user}: FAILED: {error}");
+            }
+        }
+    }
+    Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 async fn dead_letters(arg: &ConfigArg, limit: u32, json: bool) -> anyhow::Result<ExitCode> {

@@ -9,11 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
-use chrono::Utc;
 use sha2::{Digest, Sha256};
 
 use crate::config::Settings;
-use crate::docusign::jwt::JwtGrant;
 use crate::sandbox::connect::{ConnectFormat, ConnectSender, NotificationOptions, RetryPolicy};
 use crate::sandbox::{Envelope, Sandbox, SandboxConfig, pdf};
 use crate::service::Service;
@@ -52,14 +50,6 @@ pub async fn run(data: Option<PathBuf>) -> anyhow::Result<()> {
     step("consent", "granted through the sandbox's consent page");
 
     let identity = sandbox.identity();
-    let grant = JwtGrant::new(
-        &identity.integration_key.to_string(),
-        identity.user.user_id,
-        &settings.docusign.auth_server,
-        settings.docusign.private_key.as_ref().context("no private key")?.expose(),
-    )?;
-    jwt_token(&grant, &settings).await?;
-    step("JWT Grant", &format!("access token issued for user {}", identity.user.user_id));
 
     let sender = ConnectSender::new(
         format!("{countersign_url}/docusign/connect"),
@@ -86,21 +76,31 @@ pub async fn run(data: Option<PathBuf>) -> anyhow::Result<()> {
         }
     }
 
-    println!("\nWhat countersign stored:");
-    for (i, envelope) in envelopes.iter().enumerate() {
-        if let Err(error) = report_envelope(&*store, envelope, i % 2 == 0).await {
+    if let Err(error) = wait_processed(&*store, &envelopes).await {
+        failures.push(format!("{error:#}"));
+    }
+    println!("\nWhat countersign stored (documents compared with the sandbox's own bytes):");
+    for envelope in &envelopes {
+        if let Err(error) = report_envelope(&*store, envelope).await {
             failures.push(format!("{}: {error:#}", envelope.envelope_id));
         }
     }
+    let counters = sandbox.counters();
+    let calls = |route: &str| counters.routes.get(route).copied().unwrap_or(0);
+    println!(
+        "\nDocuSign calls made by countersign: {} token request(s), {} userinfo, {} envelope, {} combined PDF \
+         (notifications that carried documents needed none)",
+        calls("token"),
+        calls("userinfo"),
+        calls("envelope"),
+        calls("combined")
+    );
 
     let _ = stop.send(());
     serving.await.context("countersign task")??;
-    println!(
-        "\nNot yet in this build: downloading documents through the REST API, provisioning events and \
-         their delivery (process_envelope jobs are queued for them)."
-    );
+    println!("\nNot yet in this build: provisioning events and their delivery.");
     if failures.is_empty() {
-        println!("\nDemo complete: every notification was acknowledged and stored.");
+        println!("\nDemo complete: every notification was acknowledged, and every envelope's documents stored.");
         Ok(())
     } else {
         for failure in &failures {
@@ -152,46 +152,42 @@ async fn wait_ready(base: &str) -> anyhow::Result<()> {
 
 /// Opens the consent URL countersign prints and presses "Allow Access".
 async fn grant_consent(settings: &Settings) -> anyhow::Result<()> {
-    let url = crate::cli::consent_url(settings)?;
-    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
-    let page = client.get(&url).send().await?;
-    ensure!(page.status().is_success(), "the consent page answered {}", page.status());
-    let html = page.text().await?;
-    let mut form = crate::sandbox::form_fields(&html);
-    form.push(("decision".into(), "allow".into()));
-    let action = format!("{}/oauth/auth", settings.docusign.auth_base_url());
-    let answer = client.post(action).form(&form).send().await?;
-    ensure!(answer.status().is_redirection(), "consent was not granted ({})", answer.status());
+    crate::sandbox::allow_through_consent_page(&crate::cli::consent_url(settings)?).await
+}
+
+/// Waits until the `process_envelope` job of every envelope has finished.
+async fn wait_processed(store: &dyn crate::store::Store, envelopes: &[Envelope]) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for envelope in envelopes {
+        loop {
+            let record = store.envelope(envelope.envelope_id).await?;
+            if record.is_some_and(|r| r.status != crate::store::EnvelopeStatus::Received) {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                let job =
+                    store.job_by_key(crate::pipeline::PROCESS_ENVELOPE, &envelope.envelope_id.to_string()).await?;
+                let error = job.and_then(|j| j.last_error).unwrap_or_else(|| "no error recorded".into());
+                bail!("{} was not processed within a minute: {error}", envelope.envelope_id);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     Ok(())
 }
 
-async fn jwt_token(grant: &JwtGrant, settings: &Settings) -> anyhow::Result<String> {
-    let assertion = grant.assertion(Utc::now(), Duration::from_secs(600))?;
-    let response = reqwest::Client::new()
-        .post(format!("{}/oauth/token", settings.docusign.auth_base_url()))
-        .form(&[("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"), ("assertion", assertion.as_str())])
-        .send()
-        .await?;
-    let status = response.status();
-    let body: serde_json::Value = response.json().await?;
-    ensure!(status.is_success(), "token request refused: {body}");
-    body["access_token"].as_str().map(str::to_string).context("no access_token in the answer")
-}
-
-async fn report_envelope(store: &dyn crate::store::Store, envelope: &Envelope, embedded: bool) -> anyhow::Result<()> {
+async fn report_envelope(store: &dyn crate::store::Store, envelope: &Envelope) -> anyhow::Result<()> {
     let notifications = store.notifications_for(envelope.envelope_id).await?;
     ensure!(!notifications.is_empty(), "no notification recorded");
     let record = store.envelope(envelope.envelope_id).await?.context("no envelope recorded")?;
     println!("  {} {:?}: {} ({})", envelope.envelope_id, envelope.subject, record.status, notifications[0].new.format);
     let documents = store.documents(envelope.envelope_id).await?;
-    if !embedded {
-        println!("      documents: to be downloaded by the process_envelope job");
-        return Ok(());
-    }
-    ensure!(!documents.is_empty(), "documents came embedded but none were stored");
+    ensure!(!documents.is_empty(), "no documents were stored");
     for document in &documents {
         let expected = match document.document_id.as_str() {
             "certificate" => pdf::certificate_pdf(envelope),
+            "combined" => pdf::combined_pdf(envelope, true),
+            "archive" => pdf::archive_zip(envelope),
             id => match envelope.documents.iter().find(|d| d.document_id == id) {
                 Some(d) => pdf::document_pdf(envelope, d),
                 None => bail!("unexpected document {id}"),

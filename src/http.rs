@@ -23,6 +23,8 @@ const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
+    /// DocuSign access per user, when DocuSign is configured.
+    pub access: Option<Arc<crate::docusign::AccessStatus>>,
 }
 
 pub fn router(state: AppState, ingest: crate::ingest::Ingest) -> Router {
@@ -41,8 +43,18 @@ async fn healthz() -> Json<serde_json::Value> {
 
 /// Ready: the store answers and its schema is current.
 async fn readyz(State(state): State<AppState>) -> Response {
+    let docusign = state.access.as_ref().map(|access| access.snapshot());
+    if let Some(problem) = state.access.as_ref().and_then(|access| access.misconfiguration()) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "not_ready", "reason": problem, "docusign": docusign })),
+        )
+            .into_response();
+    }
     match state.store.check_ready().await {
-        Ok(()) => Json(json!({ "status": "ready", "store": state.store.backend() })).into_response(),
+        Ok(()) => {
+            Json(json!({ "status": "ready", "store": state.store.backend(), "docusign": docusign })).into_response()
+        }
         Err(error) => {
             tracing::warn!(%error, "not ready");
             let reason = match error {

@@ -12,9 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::documents::DocumentStore;
+use crate::docusign::DocuSign;
 use crate::http::{self, AppState};
 use crate::ingest::{ConnectAuth, Ingest, KeyRing};
-use crate::pipeline::{JobHandler, WorkerPool};
+use crate::pipeline::{JobHandler, ProcessEnvelope, WorkerPool};
 use crate::store::{self, Store};
 
 /// How often finished jobs older than `queue.retention` are deleted.
@@ -27,6 +28,8 @@ pub struct Service {
     pub documents: DocumentStore,
     /// The Connect keys in force; replaced on SIGHUP.
     pub keys: KeyRing,
+    /// DocuSign access, when configured.
+    pub docusign: Option<Arc<DocuSign>>,
     pub handlers: Vec<Arc<dyn JobHandler>>,
 }
 
@@ -45,7 +48,16 @@ impl Service {
         let documents = DocumentStore::open(&settings.documents.url)?;
         let keys = KeyRing::new(ConnectAuth::from_settings(&settings.connect));
         warn_about_connect_security(&settings);
-        Ok(Self { settings, store, documents, keys, handlers: Vec::new() })
+        let docusign = DocuSign::from_settings(&settings)?.map(Arc::new);
+        if docusign.is_none() {
+            tracing::warn!(
+                "DocuSign access is not configured (docusign.integration_key, docusign.user_id, \
+                 docusign.private_key_file): only notifications that carry their documents and data can be processed"
+            );
+        }
+        let handlers: Vec<Arc<dyn JobHandler>> =
+            vec![Arc::new(ProcessEnvelope::new(&settings, docusign.clone(), documents.clone()))];
+        Ok(Self { settings, store, documents, keys, docusign, handlers })
     }
 
     /// Serves on `listener` until `shutdown` resolves, then drains: stops
@@ -56,12 +68,20 @@ impl Service {
         let stop = CancellationToken::new();
         let abort = CancellationToken::new();
 
+        // Whatever parked jobs waited on (consent, configuration) may have
+        // been fixed while the service was down: let them look again now.
+        match self.store.wake_parked().await {
+            Ok(0) => {}
+            Ok(woken) => tracing::info!(woken, "parked jobs woken at start-up"),
+            Err(error) => tracing::warn!(%error, "could not wake parked jobs; they recheck on their own"),
+        }
         let workers = WorkerPool::new(self.store.clone(), self.settings.queue.clone(), self.handlers);
         let workers = tokio::spawn(workers.run(stop.clone(), abort.clone()));
         let pruner = tokio::spawn(prune_loop(self.store.clone(), self.settings.queue.retention, stop.clone()));
 
         let ingest = Ingest::new(&self.settings, self.store.clone(), self.documents.clone(), self.keys.clone());
-        let app = http::router(AppState { store: self.store.clone() }, ingest);
+        let access = self.docusign.as_ref().map(|d| d.status().clone());
+        let app = http::router(AppState { store: self.store.clone(), access }, ingest);
         let reloader =
             tokio::spawn(reload_keys_on_sighup(self.settings.source.clone(), self.keys.clone(), stop.clone()));
         let server_stop = stop.clone();

@@ -51,7 +51,7 @@ fn consent_url_is_the_one_docusign_documents() {
     std::fs::write(dir.path().join("empty.toml"), "").unwrap();
     let out = countersign(&["consent-url", "--config", "empty.toml"], dir.path());
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("docusign.integration_key is not set"));
+    assert!(text(&out.stderr).contains("`docusign.integration_key`: is not set"), "{}", text(&out.stderr));
 }
 
 #[test]
@@ -59,8 +59,10 @@ fn check_accepts_a_good_configuration_and_names_the_wrong_key_otherwise() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("good.toml"), "[store]\nurl = \"sqlite://state/cs.db\"\n").unwrap();
     let out = countersign(&["check", "--config", "good.toml"], dir.path());
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("configuration: ok"), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("store: ok (sqlite"));
+    assert!(!out.status.success(), "without DocuSign access the service cannot download documents");
+    assert!(text(&out.stdout).contains("docusign: NOT CONFIGURED"), "{}", text(&out.stdout));
     assert!(dir.path().join("state/cs.db").exists(), "the store's directory is created");
 
     std::fs::write(dir.path().join("bad.toml"), "[queue]\nlease = \"soon\"\n").unwrap();

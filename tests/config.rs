@@ -77,7 +77,8 @@ fn secrets_can_come_from_files() {
     Jail::expect_with(|jail| {
         jail.create_file("admin-token", "s3cr3t-admin-token\n")?;
         jail.create_file("hmac-keys", "first-key\n\nsecond-key\n")?;
-        jail.create_file("key.pem", "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n")?;
+        let pem = real_private_key();
+        jail.create_file("key.pem", &pem)?;
         jail.create_file("sink-secret", "whsec_c2luaw==")?;
         jail.create_file(
             "countersign.toml",
@@ -101,7 +102,8 @@ fn secrets_can_come_from_files() {
         assert_eq!(keys, ["first-key", "second-key"]);
         assert_eq!(
             settings.docusign.private_key.unwrap().expose(),
-            "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----"
+            pem.trim_end(),
+            "read whole, final newline dropped"
         );
         assert_eq!(settings.sinks[0].secret.as_ref().unwrap().expose(), "whsec_c2luaw==");
         Ok(())
@@ -183,7 +185,9 @@ fn an_environment_error_names_the_key_too() {
 #[test]
 fn secrets_never_appear_in_debug_output() {
     Jail::expect_with(|jail| {
-        jail.create_file("key.pem", "-----BEGIN RSA PRIVATE KEY-----\nPEM-BODY-SECRET\n-----END RSA PRIVATE KEY-----")?;
+        let pem = real_private_key();
+        let pem_body_line = pem.lines().nth(2).unwrap().to_string();
+        jail.create_file("key.pem", &pem)?;
         jail.create_file(
             "countersign.toml",
             r#"
@@ -202,7 +206,7 @@ fn secrets_never_appear_in_debug_output() {
         )?;
         let settings = Settings::load(Some(Path::new("countersign.toml"))).unwrap();
         let printed = format!("{settings:?} {settings:#?}");
-        for secret in ["HMAC-SECRET-ONE", "HMAC-SECRET-TWO", "PEM-BODY-SECRET", "ADMIN-SECRET", "SINK-SECRET"] {
+        for secret in ["HMAC-SECRET-ONE", "HMAC-SECRET-TWO", &pem_body_line, "ADMIN-SECRET", "SINK-SECRET"] {
             assert!(!printed.contains(secret), "{secret} leaked into Debug output");
         }
         assert!(printed.contains("[redacted]"));
@@ -239,6 +243,38 @@ fn an_all_digit_secret_keeps_its_zeros_when_quoted_in_the_environment() {
     Jail::expect_with(|jail| {
         jail.set_env("COUNTERSIGN_ADMIN__TOKEN", "\"007\"");
         assert_eq!(Settings::load(None).unwrap().admin.token.unwrap().expose(), "007");
+        Ok(())
+    });
+}
+
+/// A freshly generated RSA private key in PKCS#8 PEM, as DocuSign hands it out.
+fn real_private_key() -> String {
+    countersign::sandbox::Identity::generate("https://www.docusign.com").unwrap().private_key_pem
+}
+
+#[test]
+fn a_private_key_that_is_not_an_rsa_pem_is_refused_at_load() {
+    Jail::expect_with(|jail| {
+        jail.create_file("key.pem", "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n")?;
+        jail.create_file("countersign.toml", "[docusign]\nprivate_key_file = \"key.pem\"\n")?;
+        let error = Settings::load(Some(Path::new("countersign.toml"))).unwrap_err();
+        assert_eq!(error.key(), "docusign.private_key");
+        assert!(error.to_string().contains("PKCS#1"), "{error}");
+        assert!(!error.to_string().contains("MIIB"), "the key's bytes are not repeated: {error}");
+        Ok(())
+    });
+}
+
+#[test]
+fn impersonation_settings_are_checked() {
+    Jail::expect_with(|_| {
+        let error =
+            Settings::from_toml("[[docusign.accounts]]\naccount_id = \"not-a-guid\"\nuser_id = \"x\"\n").unwrap_err();
+        assert_eq!(error.key(), "docusign.accounts[0].account_id");
+        let error = Settings::from_toml("[docusign]\nallowed_users = [\"someone@example.com\"]\n").unwrap_err();
+        assert_eq!(error.key(), "docusign.allowed_users[0]");
+        let error = Settings::from_toml("[documents]\ndownload = \"everything\"\n").unwrap_err();
+        assert_eq!(error.key(), "documents.download");
         Ok(())
     });
 }

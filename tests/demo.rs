@@ -14,7 +14,15 @@ fn the_demo_runs_end_to_end_and_exits_zero() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
-    for step in ["DocuSign sandbox", "consent", "JWT Grant", "JSON SIM", "legacy XML", "matches DocuSign's"] {
+    for step in [
+        "DocuSign sandbox",
+        "consent",
+        "JSON SIM",
+        "legacy XML",
+        "Combined.pdf",
+        "matches DocuSign's",
+        "1 token request",
+    ] {
         assert!(stdout.contains(step), "the demo reports {step:?}:\n{stdout}");
     }
     assert!(stdout.contains("Demo complete"));

@@ -307,12 +307,14 @@ async fn a_deferred_job_waits_without_spending_an_attempt(db: &common::TestStore
 
 async fn a_parked_job_waits_until_woken(db: &common::TestStore) {
     let store = &*db.store;
-    store.enqueue(&job("needs-consent", 1)).await.unwrap();
+    store.enqueue(&job("needs-consent", 1).unique("envelope-1")).await.unwrap();
     let claimed = claim_one(store, "needs-consent", "a", LEASE).await.unwrap();
     let recheck = Utc::now() + TimeDelta::hours(1);
     assert!(store.defer_job(&claimed.lease, "waiting for consent", recheck, true).await.unwrap());
     let parked = store.job(claimed.job.id).await.unwrap().unwrap();
     assert_eq!(parked.state, JobState::Parked);
+    let by_key = store.job_by_key("needs-consent", "envelope-1").await.unwrap();
+    assert_eq!(by_key.map(|j| j.id), Some(parked.id), "found by its unique key");
     assert_eq!(parked.attempts, 0);
     let stats = store.queue_stats().await.unwrap();
     assert!(

@@ -143,12 +143,26 @@ impl Default for StoreSettings {
 pub struct DocumentsSettings {
     /// `file://dir` or `s3://bucket/prefix`.
     pub url: String,
+    /// What to download for an envelope whose notification did not carry its documents.
+    pub download: DownloadMode,
 }
 
 impl Default for DocumentsSettings {
     fn default() -> Self {
-        Self { url: "file://data/documents".into() }
+        Self { url: "file://data/documents".into(), download: DownloadMode::Combined }
     }
+}
+
+/// The documents fetched for a completed envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DownloadMode {
+    /// One PDF of all documents with the certificate of completion: one call.
+    Combined,
+    /// Each document and the certificate as separate PDFs: one call each.
+    Separate,
+    /// The ZIP archive of all PDFs and the certificate: one call.
+    Archive,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -215,6 +229,30 @@ pub struct DocusignSettings {
     pub redirect_uri: Option<String>,
     pub private_key: Option<Secret>,
     pub private_key_file: Option<PathBuf>,
+    /// Accounts whose envelopes are read as another user than `user_id`.
+    pub accounts: Vec<DocusignAccountSettings>,
+    /// Users that may be impersonated when a notification names them (`data.userId`).
+    pub allowed_users: Vec<String>,
+    /// An access token is replaced this long before it expires.
+    #[serde(with = "humantime_serde")]
+    pub token_margin: Duration,
+    /// Longest wait for one DocuSign answer (a document body included).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// A job waiting for consent or a configuration fix checks again after
+    /// this, then ever more rarely up to `recheck_cap`.
+    #[serde(with = "humantime_serde")]
+    pub recheck_base: Duration,
+    #[serde(with = "humantime_serde")]
+    pub recheck_cap: Duration,
+    /// Calls left unused in each hourly window (the limit is shared by every
+    /// application on the account): at this many, calls pause until the reset.
+    pub hourly_reserve: u32,
+    /// The same for the burst window.
+    pub burst_reserve: u32,
+    /// Length of DocuSign's burst window (30 s); change it only for a simulator.
+    #[serde(with = "humantime_serde")]
+    pub burst_window: Duration,
 }
 
 impl Default for DocusignSettings {
@@ -227,8 +265,25 @@ impl Default for DocusignSettings {
             redirect_uri: None,
             private_key: None,
             private_key_file: None,
+            accounts: Vec::new(),
+            allowed_users: Vec::new(),
+            token_margin: Duration::from_secs(600),
+            request_timeout: Duration::from_secs(60),
+            recheck_base: Duration::from_secs(30),
+            recheck_cap: Duration::from_secs(900),
+            hourly_reserve: 50,
+            burst_reserve: 5,
+            burst_window: Duration::from_secs(30),
         }
     }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DocusignAccountSettings {
+    pub account_id: String,
+    /// The user impersonated for this account's envelopes.
+    pub user_id: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -431,6 +486,36 @@ impl Settings {
         }
         if let Some(user) = &self.docusign.user_id {
             UserId::parse(user).map_err(|_| ConfigError::invalid("docusign.user_id", "must be a GUID"))?;
+        }
+        for (i, account) in self.docusign.accounts.iter().enumerate() {
+            AccountId::parse(&account.account_id)
+                .map_err(|_| ConfigError::invalid(format!("docusign.accounts[{i}].account_id"), "must be a GUID"))?;
+            UserId::parse(&account.user_id)
+                .map_err(|_| ConfigError::invalid(format!("docusign.accounts[{i}].user_id"), "must be a GUID"))?;
+        }
+        for (i, user) in self.docusign.allowed_users.iter().enumerate() {
+            UserId::parse(user)
+                .map_err(|_| ConfigError::invalid(format!("docusign.allowed_users[{i}]"), "must be a GUID"))?;
+        }
+        if let Some(key) = &self.docusign.private_key {
+            jsonwebtoken::EncodingKey::from_rsa_pem(key.expose().as_bytes()).map_err(|_| {
+                ConfigError::invalid(
+                    "docusign.private_key",
+                    "is not an RSA private key in PEM form (PKCS#1 \"BEGIN RSA PRIVATE KEY\" or PKCS#8 \"BEGIN PRIVATE KEY\")",
+                )
+            })?;
+        }
+        if self.docusign.recheck_base.is_zero() || self.docusign.recheck_base > self.docusign.recheck_cap {
+            return Err(ConfigError::invalid(
+                "docusign.recheck_base",
+                "must be above zero and not above docusign.recheck_cap",
+            ));
+        }
+        if self.docusign.request_timeout.is_zero() {
+            return Err(ConfigError::invalid("docusign.request_timeout", "must be above zero"));
+        }
+        if self.docusign.burst_window.is_zero() {
+            return Err(ConfigError::invalid("docusign.burst_window", "must be above zero"));
         }
         let queue = &self.queue;
         if queue.workers == 0 {

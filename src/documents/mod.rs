@@ -77,6 +77,28 @@ impl DocumentStore {
         Ok(key)
     }
 
+    /// Starts a document that arrives as a stream (a download).
+    pub async fn upload(&self) -> Result<Upload, DocumentError> {
+        let key = format!("{STAGING}/{}.part", uuid::Uuid::now_v7().simple());
+        let path = self.root.join(&key);
+        let file = tokio::fs::File::create(&path).await.map_err(io(&path))?;
+        Ok(Upload { key, path, file: Some(file), hasher: Sha256::new(), size: 0 })
+    }
+
+    /// [`DocumentStore::publish`] off the async threads (it syncs directories).
+    pub async fn publish_async(
+        &self,
+        staged_key: String,
+        account: AccountId,
+        envelope: EnvelopeId,
+        file_name: String,
+    ) -> Result<String, DocumentError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.publish(&staged_key, account, envelope, &file_name))
+            .await
+            .map_err(|e| DocumentError::Io { path: "publish".into(), source: std::io::Error::other(e) })?
+    }
+
     /// Drops a staged document that will not be kept (a duplicate notification).
     pub fn discard(&self, staged_key: &str) {
         if let Ok(path) = self.path_of(staged_key) {
@@ -93,6 +115,61 @@ impl DocumentStore {
             return Err(DocumentError::BadKey(key.chars().take(80).collect()));
         }
         Ok(self.root.join(key))
+    }
+}
+
+/// A document being written as its bytes arrive: staged, hashed and
+/// counted; removed again if dropped before [`Upload::finish`].
+#[derive(Debug)]
+pub struct Upload {
+    key: String,
+    path: PathBuf,
+    file: Option<tokio::fs::File>,
+    hasher: Sha256,
+    size: u64,
+}
+
+/// A complete staged document, ready to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Staged {
+    pub key: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+impl Upload {
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), DocumentError> {
+        use tokio::io::AsyncWriteExt;
+        let file = self.file.as_mut().ok_or_else(|| DocumentError::BadKey(self.key.clone()))?;
+        file.write_all(bytes).await.map_err(io(&self.path))?;
+        self.hasher.update(bytes);
+        self.size += bytes.len() as u64;
+        Ok(())
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Flushes the bytes to disk; the staged file is kept for publishing.
+    pub async fn finish(mut self) -> Result<Staged, DocumentError> {
+        use tokio::io::AsyncWriteExt;
+        let mut file = self.file.take().ok_or_else(|| DocumentError::BadKey(self.key.clone()))?;
+        file.flush().await.map_err(io(&self.path))?;
+        file.sync_all().await.map_err(io(&self.path))?;
+        let hasher = std::mem::take(&mut self.hasher);
+        let staged =
+            Staged { key: std::mem::take(&mut self.key), size: self.size, sha256: hex::encode(hasher.finalize()) };
+        self.path = PathBuf::new();
+        Ok(staged)
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.path);
+        }
     }
 }
 

@@ -65,6 +65,11 @@ impl JwtGrant {
         self.user
     }
 
+    /// The same integration key and private key, impersonating `user`.
+    pub fn for_user(&self, user: UserId) -> Self {
+        Self { user, ..self.clone() }
+    }
+
     /// An assertion issued at `now`, valid for `lifetime` (at most an hour).
     pub fn assertion(&self, now: DateTime<Utc>, lifetime: Duration) -> Result<String, JwtError> {
         let lifetime = lifetime.min(MAX_LIFETIME).as_secs() as i64;

@@ -105,6 +105,8 @@ pub struct ConnectNotification {
     pub recipients: Vec<Recipient>,
     pub custom_fields: Vec<(String, String)>,
     pub documents: Vec<ListedDocument>,
+    /// Not kept in the stored summary: the documents table records them.
+    #[serde(default)]
     pub embedded: Vec<EmbeddedDocument>,
     /// True when the envelope's data (recipients, tabs, custom fields) came
     /// with the notification, so it need not be fetched.

@@ -1,8 +1,10 @@
 //! The background side of countersign: job handlers run by a pool of workers
 //! that claim jobs from the store's durable queue.
 
+mod process_envelope;
 mod retry;
 mod worker;
 
+pub use process_envelope::{PROCESS_ENVELOPE, ProcessEnvelope};
 pub use retry::Backoff;
 pub use worker::{JobContext, JobError, JobHandler, WorkerPool};

@@ -28,7 +28,7 @@ use tokio::net::TcpListener;
 pub use envelopes::{Envelope, EnvelopeGenerator, GeneratorOptions};
 pub use faults::Fault;
 pub use identity::Identity;
-pub use oauth::form_fields;
+pub use oauth::{allow_through_consent_page, form_fields};
 
 use crate::ids::{EnvelopeId, UserId};
 
@@ -41,8 +41,10 @@ pub struct SandboxConfig {
     pub token_lifetime: Duration,
     /// Requests per account per clock hour (DocuSign's default is 3,000).
     pub hourly_limit: u32,
-    /// Requests per account per 30-second window (200 on demo accounts).
+    /// Requests per account per burst window (200 on demo accounts).
     pub burst_limit: u32,
+    /// DocuSign's burst window is 30 seconds; tests shorten it.
+    pub burst_window: Duration,
     /// Seed of the envelope generator.
     pub seed: u64,
     /// Size of each generated document.
@@ -59,6 +61,7 @@ impl Default for SandboxConfig {
             token_lifetime: Duration::from_secs(3600),
             hourly_limit: 3000,
             burst_limit: 200,
+            burst_window: Duration::from_secs(30),
             seed: 1,
             document_bytes: 40_000,
             max_documents: 3,
@@ -103,6 +106,8 @@ struct Inner {
     token_lifetime: Duration,
     faults: HashMap<String, Fault>,
     base_url: String,
+    /// How far the sandbox's clock runs ahead of the real one (seconds).
+    clock_skew: i64,
 }
 
 #[derive(Debug)]
@@ -152,6 +157,7 @@ impl Sandbox {
             token_lifetime: config.token_lifetime,
             faults: HashMap::new(),
             base_url: String::new(),
+            clock_skew: 0,
         };
         Ok(Self { shared: Arc::new(Shared { config, identity, inner: Mutex::new(inner) }) })
     }
@@ -250,6 +256,17 @@ impl Sandbox {
         }
     }
 
+    /// Runs the sandbox's clock `seconds` ahead, as an auth server whose
+    /// clock disagrees with countersign's would (assertions then look expired).
+    pub fn set_clock_skew(&self, seconds: i64) {
+        self.lock().clock_skew = seconds;
+    }
+
+    /// The sandbox's idea of the current time, in epoch seconds.
+    fn now_timestamp(&self) -> i64 {
+        Utc::now().timestamp() + self.lock().clock_skew
+    }
+
     pub fn set_token_lifetime(&self, lifetime: Duration) {
         self.lock().token_lifetime = lifetime;
     }
@@ -273,7 +290,10 @@ impl Sandbox {
     fn take_rate_limit(&self) -> RateLimit {
         let now = Utc::now();
         let hour_start = now.duration_trunc_hour();
-        let burst_start = DateTime::from_timestamp(now.timestamp() - now.timestamp().rem_euclid(30), 0).unwrap_or(now);
+        let window = i64::try_from(self.shared.config.burst_window.as_millis()).unwrap_or(30_000).max(1);
+        let burst_start =
+            DateTime::from_timestamp_millis(now.timestamp_millis() - now.timestamp_millis().rem_euclid(window))
+                .unwrap_or(now);
         let mut inner = self.lock();
         if inner.hourly.started != hour_start {
             inner.hourly = Window { started: hour_start, used: 0 };

@@ -94,7 +94,7 @@ async fn token(State(sandbox): State<Sandbox>, Form(form): Form<TokenForm>) -> R
     if jsonwebtoken::decode::<Value>(&assertion, &key, &validation).is_err() {
         return invalid_grant("no_valid_keys_or_signatures");
     }
-    let now = chrono::Utc::now().timestamp();
+    let now = sandbox.now_timestamp();
     let Some(exp) = number("exp") else { return invalid_grant("no_valid_keys_or_signatures") };
     if exp <= now {
         return invalid_grant("expired_grant");
@@ -144,6 +144,22 @@ pub fn form_fields(html: &str) -> Vec<(String, String)> {
             Some((attr("name")?, attr("value")?))
         })
         .collect()
+}
+
+/// Opens a consent URL and presses "Allow Access", as the user would in a
+/// browser; for the demo and tests.
+pub async fn allow_through_consent_page(consent_url: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+    let page = client.get(consent_url).send().await?;
+    anyhow::ensure!(page.status().is_success(), "the consent page answered {}", page.status());
+    let html = page.text().await?;
+    let mut form = form_fields(&html);
+    form.push(("decision".into(), "allow".into()));
+    let mut action = url::Url::parse(consent_url)?;
+    action.set_query(None);
+    let answer = client.post(action).form(&form).send().await?;
+    anyhow::ensure!(answer.status().is_redirection(), "consent was not granted ({})", answer.status());
+    Ok(())
 }
 
 fn escape(text: &str) -> String {

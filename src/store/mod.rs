@@ -86,6 +86,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn next_due(&self, kinds: &[&str]) -> StoreResult<Option<DateTime<Utc>>>;
 
     async fn job(&self, id: JobId) -> StoreResult<Option<Job>>;
+    /// The job of `kind` with `unique_key` (for example an envelope's `process_envelope` job).
+    async fn job_by_key(&self, kind: &str, unique_key: &str) -> StoreResult<Option<Job>>;
     async fn job_attempts(&self, id: JobId) -> StoreResult<Vec<JobAttempt>>;
     async fn dead_jobs(&self, limit: u32) -> StoreResult<Vec<Job>>;
     /// Gives a dead job `attempts` more attempts; `false` if it was not dead.

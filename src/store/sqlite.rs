@@ -352,6 +352,15 @@ impl Store for SqliteStore {
         Ok(opt_time(due))
     }
 
+    async fn job_by_key(&self, kind: &str, unique_key: &str) -> StoreResult<Option<Job>> {
+        let row = sqlx::query("SELECT * FROM jobs WHERE kind = ?1 AND unique_key = ?2")
+            .bind(kind)
+            .bind(unique_key)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
     async fn job(&self, id: JobId) -> StoreResult<Option<Job>> {
         let row =
             sqlx::query("SELECT * FROM jobs WHERE id = ?1").bind(id.to_string()).fetch_optional(&self.reader).await?;

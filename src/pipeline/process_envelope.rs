@@ -1,0 +1,298 @@
+//! The `process_envelope` job: takes a completed envelope from its recorded
+//! notification to stored documents and a processed envelope, with as few
+//! DocuSign calls as the notification allows — none when it carried the
+//! documents and the envelope data, one (the documents) when it carried the
+//! data, two otherwise.
+//!
+//! Each downloaded document is recorded in its own transaction as soon as it
+//! is stored, so a retry after a partial failure fetches only what is
+//! missing. The envelope's final state is written in the transaction that
+//! completes the job.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use serde::Deserialize;
+
+use super::{JobContext, JobError, JobHandler};
+use crate::config::{DownloadMode, Settings};
+use crate::documents::{DocumentStore, sanitise_file_name};
+use crate::docusign::{ApiError, DocuSign, GrantError};
+use crate::ids::{AccountId, EnvelopeId, NotificationId, UserId};
+use crate::ingest::notification::{ConnectNotification, DocumentKind, DocumentSink, EmbeddedDocument};
+use crate::store::{DocumentRecord, EnvelopeStatus, EnvelopeUpsert, Job};
+
+pub use crate::ingest::PROCESS_ENVELOPE;
+
+#[derive(Debug, Deserialize)]
+struct Payload {
+    notification_id: NotificationId,
+    envelope_id: EnvelopeId,
+}
+
+/// A document still to fetch: DocuSign's id for it and the id it is recorded under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Wanted {
+    /// `combined`, `archive`, `certificate` or a document id.
+    document_id: String,
+    /// The listed name, for a single document.
+    name: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct ProcessEnvelope {
+    docusign: Option<Arc<DocuSign>>,
+    documents: DocumentStore,
+    download: DownloadMode,
+    recheck_base: Duration,
+    recheck_cap: Duration,
+}
+
+impl ProcessEnvelope {
+    pub fn new(settings: &Settings, docusign: Option<Arc<DocuSign>>, documents: DocumentStore) -> Self {
+        Self {
+            docusign,
+            documents,
+            download: settings.documents.download,
+            recheck_base: settings.docusign.recheck_base,
+            recheck_cap: settings.docusign.recheck_cap,
+        }
+    }
+
+    /// How long a job that waits on an operator sleeps before checking
+    /// again: half the time it has waited so far, within the configured bounds.
+    fn recheck(&self, job: &Job) -> Duration {
+        let waited = (Utc::now() - job.created_at).to_std().unwrap_or_default();
+        (waited / 2).clamp(self.recheck_base, self.recheck_cap)
+    }
+
+    fn job_error(&self, job: &Job, error: ApiError) -> JobError {
+        match error {
+            ApiError::Grant(GrantError::Transient(message)) | ApiError::Transient(message) => JobError::retry(message),
+            ApiError::Grant(grant) => JobError::park(grant, self.recheck(job)),
+            ApiError::Access(access) => JobError::park(access, self.recheck(job)),
+            error @ (ApiError::Paused { until, .. } | ApiError::EnvelopePaused { until, .. }) => {
+                JobError::Defer { reason: error.to_string(), until, parked: false }
+            }
+            ApiError::Documents(error) => JobError::retry(error),
+            error @ ApiError::Refused { status, .. } => match (status, error.code().unwrap_or_default()) {
+                (_, "ENVELOPE_DOES_NOT_EXIST" | "DOCUMENT_DOES_NOT_EXIST" | "INVALID_REQUEST_PARAMETER") => {
+                    JobError::Fatal(error.to_string())
+                }
+                // The user is not allowed to read this account: an operator must change the configuration.
+                (401 | 403, _) | (_, "USER_LACKS_MEMBERSHIP" | "USER_LACKS_PERMISSIONS") => {
+                    JobError::park(error, self.recheck(job))
+                }
+                _ => JobError::retry(error),
+            },
+        }
+    }
+
+    /// What to download, given what is already stored.
+    fn wanted(&self, envelope: &ConnectNotification, stored: &[DocumentRecord]) -> Vec<Wanted> {
+        let is_stored = |id: &str| stored.iter().any(|d| d.document_id == id);
+        let has_content = stored.iter().any(|d| d.document_id != "certificate");
+        let whole = |id: &str| Wanted { document_id: id.into(), name: None };
+        match self.download {
+            DownloadMode::Combined if !has_content => vec![whole("combined")],
+            DownloadMode::Archive if !has_content => vec![whole("archive")],
+            DownloadMode::Combined | DownloadMode::Archive => Vec::new(),
+            DownloadMode::Separate => {
+                let mut wanted: Vec<Wanted> = envelope
+                    .documents
+                    .iter()
+                    .filter(|d| d.kind == DocumentKind::Content && d.document_id != "certificate")
+                    .filter(|d| !is_stored(&d.document_id))
+                    .map(|d| Wanted { document_id: d.document_id.clone(), name: Some(d.name.clone()) })
+                    .collect();
+                if !is_stored("certificate") {
+                    wanted.push(whole("certificate"));
+                }
+                wanted
+            }
+        }
+    }
+
+    fn docusign(&self) -> Result<&DocuSign, JobError> {
+        self.docusign.as_deref().ok_or_else(|| {
+            JobError::park(
+                "DocuSign access is not configured (docusign.integration_key, docusign.user_id, \
+                 docusign.private_key_file), and this notification did not carry everything",
+                self.recheck_cap,
+            )
+        })
+    }
+
+    async fn fetch_and_store(
+        &self,
+        docusign: &DocuSign,
+        user: UserId,
+        envelope: &ConnectNotification,
+        wanted: &Wanted,
+        ctx: &JobContext,
+    ) -> Result<DocumentRecord, ApiError> {
+        let (account, id) = (envelope.account_id, envelope.envelope_id);
+        let downloaded = docusign.download(user, account, id, &wanted.document_id, &self.documents).await?;
+        let file_name = stored_file_name(wanted, downloaded.file_name.as_deref(), id);
+        let key = self.documents.publish_async(downloaded.staged.key.clone(), account, id, file_name.clone()).await?;
+        let record = DocumentRecord {
+            envelope_id: id,
+            document_id: wanted.document_id.clone(),
+            name: wanted.name.clone().or(downloaded.file_name).unwrap_or_else(|| file_name.clone()),
+            file_name: sanitise_file_name(&file_name),
+            content_type: downloaded.content_type,
+            size_bytes: downloaded.staged.size,
+            sha256: downloaded.staged.sha256,
+            storage_key: key,
+            stored_at: Utc::now(),
+        };
+        let store_failed = |e| ApiError::Transient(format!("recording the document: {e}"));
+        let mut tx = ctx.store.begin().await.map_err(store_failed)?;
+        tx.upsert_document(&record).await.map_err(store_failed)?;
+        tx.commit().await.map_err(store_failed)?;
+        tracing::info!(
+            document_id = %record.document_id,
+            file_name = %record.file_name,
+            bytes = record.size_bytes,
+            "document downloaded and stored"
+        );
+        Ok(record)
+    }
+}
+
+/// The name a downloaded document is stored under, matching the names of
+/// documents that arrive embedded in notifications.
+fn stored_file_name(wanted: &Wanted, disposition: Option<&str>, envelope: EnvelopeId) -> String {
+    match wanted.document_id.as_str() {
+        "certificate" => format!("CertificateOfCompletion_{envelope}.pdf"),
+        "combined" => "Combined.pdf".into(),
+        "archive" => format!("{envelope}.zip"),
+        id => {
+            let name = wanted.name.as_deref().or(disposition).unwrap_or("document");
+            let name = format!("{}-{name}", sanitise_file_name(id));
+            if name.to_ascii_lowercase().ends_with(".pdf") { name } else { format!("{name}.pdf") }
+        }
+    }
+}
+
+/// A sink for a REST envelope read through the Connect parser: the REST
+/// answer lists documents but never carries their bytes.
+struct NoDocuments;
+
+impl DocumentSink for NoDocuments {
+    fn begin(&mut self, _: Option<&str>, _: &str, _: DocumentKind) -> std::io::Result<()> {
+        Err(std::io::Error::other("the envelope answer carried document bytes"))
+    }
+    fn write(&mut self, _: &[u8]) -> std::io::Result<()> {
+        Err(std::io::Error::other("unexpected document bytes"))
+    }
+    fn finish(&mut self) -> std::io::Result<EmbeddedDocument> {
+        Err(std::io::Error::other("unexpected document bytes"))
+    }
+}
+
+/// Fills `envelope` with the data of a REST envelope answer. Connect's
+/// `envelopeSummary` is that same object, so the Connect parser reads it.
+fn merge_rest_envelope(envelope: &mut ConnectNotification, rest: serde_json::Value) -> Result<(), JobError> {
+    let message = serde_json::json!({
+        "event": envelope.event,
+        "generatedDateTime": envelope.generated_at.to_rfc3339(),
+        "data": {
+            "accountId": envelope.account_id.to_string(),
+            "envelopeId": envelope.envelope_id.to_string(),
+            "envelopeSummary": rest,
+        },
+    });
+    let bytes = serde_json::to_vec(&message).map_err(JobError::retry)?;
+    let fetched = crate::ingest::formats::parse_json(bytes.as_slice(), &mut NoDocuments)
+        .map_err(|e| JobError::retry(format!("DocuSign's envelope answer could not be read: {e}")))?;
+    envelope.status = fetched.status.or(envelope.status.take());
+    envelope.subject = fetched.subject.or(envelope.subject.take());
+    envelope.sender = fetched.sender.or(envelope.sender.take());
+    envelope.completed_at = fetched.completed_at.or(envelope.completed_at);
+    envelope.recipients = fetched.recipients;
+    envelope.custom_fields = fetched.custom_fields;
+    if !fetched.documents.is_empty() {
+        envelope.documents = fetched.documents;
+    }
+    envelope.has_envelope_data = true;
+    Ok(())
+}
+
+#[async_trait]
+impl JobHandler for ProcessEnvelope {
+    fn kind(&self) -> &'static str {
+        PROCESS_ENVELOPE
+    }
+
+    async fn run(&self, job: &Job, ctx: &JobContext) -> Result<(), JobError> {
+        let payload: Payload = serde_json::from_value(job.payload.clone())
+            .map_err(|e| JobError::Fatal(format!("malformed process_envelope payload: {e}")))?;
+        tracing::Span::current().record("envelope_id", tracing::field::display(payload.envelope_id));
+        let notification = ctx
+            .store
+            .notifications_for(payload.envelope_id)
+            .await?
+            .into_iter()
+            .find(|n| n.new.id == payload.notification_id)
+            .ok_or_else(|| JobError::Fatal(format!("notification {} is not in the store", payload.notification_id)))?;
+        let mut envelope: ConnectNotification = serde_json::from_value(notification.new.summary)
+            .map_err(|e| JobError::Fatal(format!("the recorded notification cannot be read: {e}")))?;
+        let account: AccountId = envelope.account_id;
+        let mut stored = ctx.store.documents(envelope.envelope_id).await?;
+
+        let needs_list = self.download == DownloadMode::Separate && envelope.documents.is_empty();
+        let mut wanted = self.wanted(&envelope, &stored);
+        if !envelope.has_envelope_data || (needs_list && !wanted.is_empty()) {
+            let docusign = self.docusign()?;
+            let user = user_for(docusign, &envelope)?;
+            let rest =
+                docusign.envelope(user, account, envelope.envelope_id).await.map_err(|e| self.job_error(job, e))?;
+            merge_rest_envelope(&mut envelope, rest)?;
+            wanted = self.wanted(&envelope, &stored);
+        }
+        if !wanted.is_empty() {
+            let docusign = self.docusign()?;
+            let user = user_for(docusign, &envelope)?;
+            for document in &wanted {
+                let record = self
+                    .fetch_and_store(docusign, user, &envelope, document, ctx)
+                    .await
+                    .map_err(|e| self.job_error(job, e))?;
+                stored.push(record);
+            }
+        }
+        if let Some(docusign) = &self.docusign
+            && docusign.status().take_recovered()
+        {
+            match ctx.store.wake_parked().await {
+                Ok(woken) => tracing::info!(woken, "DocuSign access is back; parked jobs woken"),
+                Err(error) => tracing::warn!(%error, "could not wake parked jobs; they recheck on their own"),
+            }
+        }
+
+        let mut tx = ctx.store.begin().await?;
+        tx.upsert_envelope(&EnvelopeUpsert {
+            envelope_id: envelope.envelope_id,
+            account_id: account,
+            status: EnvelopeStatus::Processed,
+            subject: envelope.subject.clone(),
+            completed_at: envelope.completed_at,
+        })
+        .await?;
+        ctx.complete_with(tx).await?;
+        tracing::info!(documents = stored.len(), "envelope processed");
+        Ok(())
+    }
+}
+
+fn user_for(docusign: &DocuSign, envelope: &ConnectNotification) -> Result<UserId, JobError> {
+    docusign.impersonation().user_for(envelope.account_id, envelope.user_id).ok_or_else(|| {
+        JobError::park(
+            format!("no DocuSign user to act as for account {}: set docusign.user_id", envelope.account_id),
+            Duration::from_secs(900),
+        )
+    })
+}
