@@ -130,19 +130,14 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Demo { data } => {
             telemetry::init(&crate::config::LogSettings {
                 format: crate::config::LogFormat::Human,
-                filter: "warn".into(),
+                filter: std::env::var("COUNTERSIGN_DEMO_LOG").unwrap_or_else(|_| "warn".into()),
             });
             crate::demo::run(data).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Sandbox { listen, data } => sandbox(&listen, &data).await,
-        Command::Reconcile { .. } => not_yet("reconcile", "reconciliation"),
+        Command::Reconcile { config, since, account } => reconcile(&config, &since, account.as_deref()).await,
     }
-}
-
-fn not_yet(command: &str, waits_for: &str) -> anyhow::Result<ExitCode> {
-    eprintln!("countersign {command}: not yet available (it arrives with {waits_for})");
-    Ok(ExitCode::from(2))
 }
 
 /// The individual-consent URL DocuSign documents for the JWT Grant.
@@ -216,6 +211,76 @@ async fn check(arg: &ConfigArg) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// `countersign reconcile`: one pass by hand over every configured account
+/// (or one), from `since`; what it finds is queued for `serve` to process.
+async fn reconcile(arg: &ConfigArg, since: &str, account: Option<&str>) -> anyhow::Result<ExitCode> {
+    use crate::reconcile::{Reconciler, accounts};
+    let settings = load(arg)?;
+    let since = parse_since(since)?;
+    let store = store::open(&settings.store.url, 2).await?;
+    let docusign = crate::docusign::DocuSign::from_settings(&settings)?.context(
+        "DocuSign access is not configured: set docusign.integration_key, docusign.user_id and \
+         docusign.private_key_file",
+    )?;
+    let reconciler = Reconciler::new(&settings, std::sync::Arc::new(docusign), store.clone());
+    let targets = match account {
+        Some(text) => {
+            vec![crate::ids::AccountId::parse(text).with_context(|| format!("--account {text:?} is not a GUID"))?]
+        }
+        None => {
+            let mut resolved = Vec::new();
+            for configured in accounts(&settings) {
+                resolved.push(match configured {
+                    Some(account) => account,
+                    None => reconciler.default_account().await?,
+                });
+            }
+            resolved
+        }
+    };
+    let mut found = 0;
+    for account in targets {
+        println!("account {account}: listing envelopes completed since {}", since.to_rfc3339());
+        let started = chrono::Utc::now();
+        let window = crate::store::ReconcilePass { from: since, until: started, position: 0, found: 0 };
+        let report = reconciler
+            .pass(account, window, false, |report, total| {
+                println!(
+                    "  page {}: {} of {total} listed, {} not delivered by Connect so far",
+                    report.pages, report.listed, report.found
+                );
+            })
+            .await?;
+        // The pass covered [since, started]: it may move the checkpoint only
+        // when it reaches back to (or before) where the last pass ended.
+        let checkpoint = store.reconcile_checkpoint(account).await?;
+        let reached = checkpoint.as_ref().is_none_or(|c| since <= c.listed_until);
+        let until = if reached { started } else { checkpoint.map_or(started, |c| c.listed_until) };
+        store.advance_reconcile_checkpoint(account, until, report.found).await?;
+        println!(
+            "account {account}: {} listed, {} were never delivered by Connect and are now queued",
+            report.listed, report.found
+        );
+        found += report.found;
+    }
+    if found > 0 {
+        println!("A running `countersign serve` processes the queued envelopes.");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--since`: an RFC 3339 time, or a date (midnight UTC).
+fn parse_since(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(time.with_timezone(&chrono::Utc));
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|date| date.and_hms_opt(0, 0, 0))
+        .map(|time| time.and_utc())
+        .with_context(|| format!("--since {text:?}: expected an RFC 3339 time (2026-11-01T00:00:00Z) or a date"))
 }
 
 async fn dead_letters(arg: &ConfigArg, limit: u32, json: bool) -> anyhow::Result<ExitCode> {

@@ -123,7 +123,7 @@ fn settings_for(sandbox: &Sandbox, sandbox_url: &str, dir: &Path) -> anyhow::Res
         "[store]\nurl = \"sqlite://{db}\"\n[documents]\nurl = \"file://{docs}\"\n\
          [connect]\nhmac_keys = [{keys}]\n\
          [docusign]\nauth_server = \"{aud}\"\nauth_url = \"{sandbox_url}\"\nintegration_key = \"{ik}\"\n\
-         user_id = \"{user}\"\nredirect_uri = \"{redirect}\"\nprivate_key_file = \"{key}\"\n\
+         user_id = \"{user}\"\nredirect_uri = \"{redirect}\"\nprivate_key_file = \"{key}\"\nrecheck_base = \"1s\"\nrecheck_cap = \"5s\"\n\
          [log]\nformat = \"human\"\nfilter = \"warn\"\n",
         db = dir.join("countersign.db").display(),
         docs = dir.join("documents").display(),

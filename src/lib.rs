@@ -14,6 +14,7 @@ pub mod http;
 pub mod ids;
 pub mod ingest;
 pub mod pipeline;
+pub mod reconcile;
 pub mod sandbox;
 pub mod service;
 pub mod store;

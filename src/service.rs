@@ -16,6 +16,7 @@ use crate::docusign::DocuSign;
 use crate::http::{self, AppState};
 use crate::ingest::{ConnectAuth, Ingest, KeyRing};
 use crate::pipeline::{JobHandler, ProcessEnvelope, WorkerPool};
+use crate::reconcile::{self, ReconcileAccount, Reconciler};
 use crate::store::{self, Store};
 
 /// How often finished jobs older than `queue.retention` are deleted.
@@ -55,8 +56,12 @@ impl Service {
                  docusign.private_key_file): only notifications that carry their documents and data can be processed"
             );
         }
-        let handlers: Vec<Arc<dyn JobHandler>> =
+        let mut handlers: Vec<Arc<dyn JobHandler>> =
             vec![Arc::new(ProcessEnvelope::new(&settings, docusign.clone(), documents.clone()))];
+        if let Some(docusign) = docusign.as_ref().filter(|_| settings.reconcile.enabled) {
+            let reconciler = Reconciler::new(&settings, docusign.clone(), store.clone());
+            handlers.push(Arc::new(ReconcileAccount::new(&settings, reconciler)));
+        }
         Ok(Self { settings, store, documents, keys, docusign, handlers })
     }
 
@@ -78,6 +83,15 @@ impl Service {
         let workers = WorkerPool::new(self.store.clone(), self.settings.queue.clone(), self.handlers);
         let workers = tokio::spawn(workers.run(stop.clone(), abort.clone()));
         let pruner = tokio::spawn(prune_loop(self.store.clone(), self.settings.queue.retention, stop.clone()));
+        let scheduler = (self.docusign.is_some() && self.settings.reconcile.enabled).then(|| {
+            tokio::spawn(reconcile::schedule(
+                self.store.clone(),
+                reconcile::accounts(&self.settings),
+                self.settings.reconcile.interval,
+                self.settings.queue.max_attempts,
+                stop.clone(),
+            ))
+        });
 
         let ingest = Ingest::new(&self.settings, self.store.clone(), self.documents.clone(), self.keys.clone());
         let access = self.docusign.as_ref().map(|d| d.status().clone());
@@ -95,6 +109,9 @@ impl Service {
         let drained = async {
             let _ = reloader.await;
             let _ = pruner.await;
+            if let Some(scheduler) = scheduler {
+                let _ = scheduler.await;
+            }
             let _ = workers.await;
         };
         tokio::pin!(drained);

@@ -21,7 +21,7 @@ fn the_demo_runs_end_to_end_and_exits_zero() {
         "legacy XML",
         "Combined.pdf",
         "matches DocuSign's",
-        "1 token request",
+        "token request(s)",
     ] {
         assert!(stdout.contains(step), "the demo reports {step:?}:\n{stdout}");
     }

@@ -74,7 +74,8 @@ fn connect_toml(sandbox: &RunningSandbox) -> String {
 async fn countersign(sandbox: &RunningSandbox, docusign: &str, documents: &str) -> TestApp {
     // TestApp opens a [documents] table last, so these keys land in it.
     let toml = format!(
-        "{documents}\n{}{}[queue]\nworkers = 8\nbackoff_base = \"100ms\"\nbackoff_cap = \"1s\"\n",
+        "{documents}\n{}{}[queue]\nworkers = 8\nbackoff_base = \"100ms\"\nbackoff_cap = \"1s\"\n\
+         [reconcile]\nenabled = false\n",
         connect_toml(sandbox),
         docusign_toml(sandbox, docusign)
     );

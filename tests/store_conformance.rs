@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{TimeDelta, Utc};
+use chrono::{DurationRound, TimeDelta, Utc};
 use countersign::config::QueueSettings;
 use countersign::ids::{AccountId, EnvelopeId, EventId, JobId, NotificationId};
 use countersign::pipeline::{JobContext, JobError, JobHandler, WorkerPool};
@@ -62,6 +62,8 @@ conformance!(
     reclaiming_one_expired_job_leaves_the_others_history_alone,
     a_deferred_job_waits_without_spending_an_attempt,
     a_parked_job_waits_until_woken,
+    a_recurring_job_is_armed_again_only_once_finished,
+    a_reconciliation_checkpoint_only_moves_forward,
 );
 
 fn job(kind: &str, n: u32) -> NewJob {
@@ -327,6 +329,40 @@ async fn a_parked_job_waits_until_woken(db: &common::TestStore) {
     assert_eq!(woken.job.id, claimed.job.id);
     assert!(store.complete_job(&woken.lease).await.unwrap());
     assert_eq!(store.wake_parked().await.unwrap(), 0, "nothing left to wake");
+}
+
+async fn a_recurring_job_is_armed_again_only_once_finished(db: &common::TestStore) {
+    let store = &*db.store;
+    let recurring = job("pass", 1).unique("account-1");
+    assert!(store.rearm_job(&recurring).await.unwrap(), "armed the first time");
+    assert!(!store.rearm_job(&recurring).await.unwrap(), "still waiting: left alone");
+    let claimed = claim_one(store, "pass", "a", LEASE).await.unwrap();
+    assert!(!store.rearm_job(&recurring).await.unwrap(), "running: left alone");
+    assert!(store.complete_job(&claimed.lease).await.unwrap());
+    assert!(store.rearm_job(&recurring).await.unwrap(), "finished: armed again");
+    let again = claim_one(store, "pass", "b", LEASE).await.expect("the re-armed job runs");
+    assert_eq!(again.job.id, claimed.job.id, "one job per key, reused");
+    assert_eq!(again.job.attempts, 1, "with fresh attempts");
+    assert_eq!(store.job_attempts(again.job.id).await.unwrap().len(), 1, "the finished pass's history is dropped");
+    store.fail_job(&again.lease, "DocuSign down", Retry::Never).await.unwrap();
+    assert!(store.rearm_job(&recurring).await.unwrap(), "a dead pass is armed again at the next interval");
+    assert_eq!(store.job(again.job.id).await.unwrap().unwrap().state, JobState::Ready);
+}
+
+async fn a_reconciliation_checkpoint_only_moves_forward(db: &common::TestStore) {
+    let store = &*db.store;
+    let account = AccountId::parse("f2a3b4c5-d6e7-4f80-9a1b-2c3d4e5f6a7b").unwrap();
+    assert!(store.reconcile_checkpoint(account).await.unwrap().is_none());
+    let t1 = Utc::now().duration_trunc(TimeDelta::milliseconds(1)).unwrap();
+    let pass = ReconcilePass { from: t1 - TimeDelta::minutes(10), until: t1, position: 200, found: 2 };
+    store.save_reconcile_pass(account, &pass).await.unwrap();
+    assert_eq!(store.reconcile_pass(account).await.unwrap(), Some(pass), "an interrupted pass is kept");
+    store.advance_reconcile_checkpoint(account, t1, 2).await.unwrap();
+    assert_eq!(store.reconcile_pass(account).await.unwrap(), None, "a finished pass is forgotten");
+    store.advance_reconcile_checkpoint(account, t1 - TimeDelta::hours(1), 1).await.unwrap();
+    let checkpoint = store.reconcile_checkpoint(account).await.unwrap().unwrap();
+    assert_eq!(checkpoint.listed_until, t1, "never moves backwards");
+    assert_eq!(checkpoint.found_total, 3);
 }
 
 async fn pruning_deletes_only_old_finished_jobs(db: &common::TestStore) {

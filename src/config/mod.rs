@@ -100,6 +100,7 @@ pub struct Settings {
     pub docusign: DocusignSettings,
     pub admin: AdminSettings,
     pub queue: QueueSettings,
+    pub reconcile: ReconcileSettings,
     pub log: LogSettings,
     pub sinks: Vec<SinkSettings>,
     /// The file these settings were read from, to read it again on reload.
@@ -326,6 +327,37 @@ impl Default for QueueSettings {
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReconcileSettings {
+    /// Periodic passes that find completed envelopes Connect never delivered.
+    pub enabled: bool,
+    /// How often each account is listed.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Each pass starts this long before the previous one ended, so that
+    /// clock differences with DocuSign cannot hide an envelope.
+    #[serde(with = "humantime_serde")]
+    pub overlap: Duration,
+    /// Envelopes asked for per listing page.
+    pub page_size: usize,
+    /// Accounts to reconcile; empty means every account in `docusign.accounts`
+    /// and `connect.accounts`, or else the default account of `docusign.user_id`.
+    pub accounts: Vec<String>,
+}
+
+impl Default for ReconcileSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: Duration::from_secs(900),
+            overlap: Duration::from_secs(600),
+            page_size: 100,
+            accounts: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -516,6 +548,17 @@ impl Settings {
         }
         if self.docusign.burst_window.is_zero() {
             return Err(ConfigError::invalid("docusign.burst_window", "must be above zero"));
+        }
+        let reconcile = &self.reconcile;
+        if reconcile.interval < Duration::from_secs(1) {
+            return Err(ConfigError::invalid("reconcile.interval", "must be at least 1s"));
+        }
+        if !(1..=1000).contains(&reconcile.page_size) {
+            return Err(ConfigError::invalid("reconcile.page_size", "must be between 1 and 1000"));
+        }
+        for (i, account) in reconcile.accounts.iter().enumerate() {
+            AccountId::parse(account)
+                .map_err(|_| ConfigError::invalid(format!("reconcile.accounts[{i}]"), "must be a GUID"))?;
         }
         let queue = &self.queue;
         if queue.workers == 0 {

@@ -80,11 +80,21 @@ pub struct Downloaded {
     pub content_type: String,
 }
 
+/// One page of `GET …/envelopes?from_date=…&status=completed`.
+#[derive(Debug, Clone)]
+pub struct EnvelopePage {
+    /// The envelope objects as listed (without recipients or custom fields).
+    pub envelopes: Vec<serde_json::Value>,
+    /// How many envelopes match in all (`totalSetSize`).
+    pub total: u64,
+}
+
 /// One call's target.
 struct Call<'a> {
     user: UserId,
     account: AccountId,
-    envelope: EnvelopeId,
+    /// The envelope the call is about (for DocuSign's per-envelope limits).
+    envelope: Option<EnvelopeId>,
     what: &'a str,
     path: String,
     query: &'a [(&'a str, &'a str)],
@@ -101,7 +111,7 @@ impl DocuSign {
         let call = Call {
             user,
             account,
-            envelope,
+            envelope: Some(envelope),
             what: "the envelope",
             path: format!("envelopes/{envelope}"),
             query: &[("include", ENVELOPE_INCLUDE)],
@@ -109,6 +119,53 @@ impl DocuSign {
         let response = self.send(&call).await?;
         let bytes = response.bytes().await.map_err(|e| ApiError::Transient(format!("reading the envelope: {e}")))?;
         serde_json::from_slice(&bytes).map_err(|e| ApiError::Transient(format!("the envelope is not JSON: {e}")))
+    }
+
+    /// One page of the envelopes of `account` whose status changed to
+    /// completed in `[from, until)`
+    /// (`GET …/envelopes?from_date=…&to_date=…&status=completed`). A fixed
+    /// window keeps the result set, and so the positions of its pages, stable.
+    pub async fn completed_envelopes(
+        &self,
+        user: UserId,
+        account: AccountId,
+        (from, until): (DateTime<Utc>, DateTime<Utc>),
+        start_position: u64,
+        count: usize,
+    ) -> Result<EnvelopePage, ApiError> {
+        let from = from.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let until = until.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let (start, count) = (start_position.to_string(), count.to_string());
+        let query = [
+            ("from_date", from.as_str()),
+            ("to_date", until.as_str()),
+            ("status", "completed"),
+            ("order_by", "status_changed"),
+            ("order", "asc"),
+            ("start_position", start.as_str()),
+            ("count", count.as_str()),
+        ];
+        let call = Call {
+            user,
+            account,
+            envelope: None,
+            what: "the envelope listing",
+            path: "envelopes".into(),
+            query: &query,
+        };
+        let response = self.send(&call).await?;
+        let bytes = response.bytes().await.map_err(|e| ApiError::Transient(format!("reading the listing: {e}")))?;
+        let page: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::Transient(format!("the envelope listing is not JSON: {e}")))?;
+        // DocuSign sends counts as strings ("12"); accept numbers too.
+        let number = |key: &str| match &page[key] {
+            serde_json::Value::String(text) => text.trim().parse().ok(),
+            serde_json::Value::Number(n) => n.as_u64(),
+            _ => None,
+        };
+        let envelopes = page["envelopes"].as_array().cloned().unwrap_or_default();
+        let total = number("totalSetSize").unwrap_or(start_position + envelopes.len() as u64);
+        Ok(EnvelopePage { envelopes, total })
     }
 
     /// `GET …/envelopes/{id}/documents/{document}` (an id, `combined`,
@@ -126,7 +183,7 @@ impl DocuSign {
         let call = Call {
             user,
             account,
-            envelope,
+            envelope: Some(envelope),
             what: &what,
             path: format!("envelopes/{envelope}/documents/{document}"),
             query: &[],
@@ -199,7 +256,10 @@ impl DocuSign {
             match self.limits.observe(call.account, status, &headers, Some(&body.error_code)) {
                 Verdict::Exceeded { until } => return Err(ApiError::Paused { account: call.account, until }),
                 Verdict::EnvelopeExceeded { until } => {
-                    return Err(ApiError::EnvelopePaused { envelope: call.envelope, until });
+                    return Err(match call.envelope {
+                        Some(envelope) => ApiError::EnvelopePaused { envelope, until },
+                        None => ApiError::Paused { account: call.account, until },
+                    });
                 }
                 Verdict::Clear => {}
             }

@@ -12,7 +12,7 @@ pub mod userinfo;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-pub use api::{ApiError, Downloaded};
+pub use api::{ApiError, Downloaded, EnvelopePage};
 pub use status::{AccessStatus, UserAccess};
 pub use token::{AccessToken, GrantError};
 pub use userinfo::{UserAccount, UserInfoError};
@@ -146,6 +146,19 @@ impl DocuSign {
 
     pub async fn token(&self, user: UserId) -> Result<Arc<AccessToken>, GrantError> {
         self.tokens.token(user).await
+    }
+
+    /// The user's default account, from the cached userinfo.
+    pub async fn default_account(&self, user: UserId) -> Result<UserAccount, ApiError> {
+        let token = self.tokens.token(user).await?;
+        match self.userinfo.account(user, token.bearer(), None).await {
+            Err(UserInfoError::Unauthorized) => {
+                self.tokens.invalidate(user, &token).await;
+                let token = self.tokens.token(user).await?;
+                Ok(self.userinfo.account(user, token.bearer(), None).await?)
+            }
+            other => Ok(other?),
+        }
     }
 
     /// The user's accounts, fetched now (for `countersign check`).

@@ -111,7 +111,8 @@ async fn run(store: Arc<dyn Store>, mut receiver: mpsc::Receiver<Pending>) {
     }
 }
 
-async fn write(store: &dyn Store, records: &[&Record]) -> Result<Vec<Outcome>, StoreError> {
+/// Writes `records` in one transaction; a duplicate notification writes nothing else.
+pub async fn write(store: &dyn Store, records: &[&Record]) -> Result<Vec<Outcome>, StoreError> {
     let mut tx = store.begin().await?;
     let notifications: Vec<NewNotification> = records.iter().map(|r| r.notification.clone()).collect();
     let written = tx.insert_notifications(&notifications).await?;

@@ -24,7 +24,7 @@ use chrono::Utc;
 use serde_json::json;
 
 pub use auth::{ConnectAuth, KeyRing};
-pub use committer::{Committer, Outcome, Record};
+pub use committer::{Committer, Outcome, Record, write as write_records};
 
 use crate::config::Settings;
 use crate::documents::DocumentStore;
@@ -268,45 +268,61 @@ impl Ingest {
         body_sha256: String,
         process: bool,
     ) -> Record {
-        let id = NotificationId::new();
-        let mut summary = serde_json::to_value(notification).unwrap_or_default();
-        if let Some(object) = summary.as_object_mut() {
-            object.remove("embedded");
-        }
-        let new = NewNotification {
-            id,
-            account_id: notification.account_id,
-            envelope_id: notification.envelope_id,
-            event: notification.event.clone(),
-            recipient_id: notification.recipient_id.clone(),
-            generated_at: notification.generated_at,
-            format: notification.format.as_str().into(),
-            origin: NotificationOrigin::Connect,
-            body_sha256,
-            disposition: if process { Disposition::Enqueued } else { Disposition::Ignored },
-            summary,
-        };
-        let (envelope, job) = if process {
-            let envelope = EnvelopeUpsert {
-                envelope_id: notification.envelope_id,
-                account_id: notification.account_id,
-                status: EnvelopeStatus::Received,
-                subject: notification.subject.clone(),
-                completed_at: notification.completed_at,
-            };
-            let payload = json!({
-                "notification_id": id,
-                "account_id": notification.account_id,
-                "envelope_id": notification.envelope_id,
-            });
-            let job =
-                NewJob::new(PROCESS_ENVELOPE, payload, self.max_attempts).unique(notification.envelope_id.to_string());
-            (Some(envelope), Some(job))
-        } else {
-            (None, None)
-        };
-        Record { notification: new, envelope, documents, job }
+        let origin = NotificationOrigin::Connect;
+        record_for(notification, documents, body_sha256, process, origin, self.max_attempts)
     }
+}
+
+/// The rows one notification becomes: the notification itself and, when it
+/// is processed, the envelope (`received`), its embedded documents and its
+/// `process_envelope` job (one per envelope, so the envelope is processed
+/// once however many notifications arrive for it, from Connect or from
+/// reconciliation).
+pub fn record_for(
+    notification: &ConnectNotification,
+    documents: Vec<DocumentRecord>,
+    body_sha256: String,
+    process: bool,
+    origin: NotificationOrigin,
+    max_attempts: u32,
+) -> Record {
+    let id = NotificationId::new();
+    let mut summary = serde_json::to_value(notification).unwrap_or_default();
+    if let Some(object) = summary.as_object_mut() {
+        object.remove("embedded");
+    }
+    let new = NewNotification {
+        id,
+        account_id: notification.account_id,
+        envelope_id: notification.envelope_id,
+        event: notification.event.clone(),
+        recipient_id: notification.recipient_id.clone(),
+        generated_at: notification.generated_at,
+        format: notification.format.as_str().into(),
+        origin,
+        body_sha256,
+        disposition: if process { Disposition::Enqueued } else { Disposition::Ignored },
+        summary,
+    };
+    let (envelope, job) = if process {
+        let envelope = EnvelopeUpsert {
+            envelope_id: notification.envelope_id,
+            account_id: notification.account_id,
+            status: EnvelopeStatus::Received,
+            subject: notification.subject.clone(),
+            completed_at: notification.completed_at,
+        };
+        let payload = json!({
+            "notification_id": id,
+            "account_id": notification.account_id,
+            "envelope_id": notification.envelope_id,
+        });
+        let job = NewJob::new(PROCESS_ENVELOPE, payload, max_attempts).unique(notification.envelope_id.to_string());
+        (Some(envelope), Some(job))
+    } else {
+        (None, None)
+    };
+    Record { notification: new, envelope, documents, job }
 }
 
 /// The stored file name: the certificate is named as DocuSign names it in

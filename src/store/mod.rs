@@ -19,7 +19,7 @@ pub use model::*;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
-use crate::ids::{EnvelopeId, EventId, JobId};
+use crate::ids::{AccountId, EnvelopeId, EventId, JobId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -79,6 +79,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// `parked` marks a wait on an operator rather than on the clock.
     async fn defer_job(&self, lease: &Lease, reason: &str, until: DateTime<Utc>, parked: bool) -> StoreResult<bool>;
 
+    /// Enqueues a job that recurs under one unique key: a finished (done or
+    /// dead) job of that key is armed again with a fresh set of attempts and
+    /// its old attempt history dropped; a waiting or running one is left
+    /// alone. `true` when a job is now waiting that was not before.
+    async fn rearm_job(&self, job: &NewJob) -> StoreResult<bool>;
+
     /// Makes every parked job due now (what they waited on is fixed); returns how many.
     async fn wake_parked(&self) -> StoreResult<u64>;
 
@@ -105,6 +111,22 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn documents(&self, envelope: EnvelopeId) -> StoreResult<Vec<DocumentRecord>>;
     async fn events_for(&self, envelope: EnvelopeId) -> StoreResult<Vec<EventRecord>>;
     async fn deliveries_for(&self, event: EventId) -> StoreResult<Vec<DeliveryRecord>>;
+
+    // ---- reconciliation ----
+
+    async fn reconcile_checkpoint(&self, account: AccountId) -> StoreResult<Option<ReconcileCheckpoint>>;
+    /// The pass under way for `account`, if one was interrupted.
+    async fn reconcile_pass(&self, account: AccountId) -> StoreResult<Option<ReconcilePass>>;
+    /// Records how far the pass under way has got (its pages are recorded).
+    async fn save_reconcile_pass(&self, account: AccountId, pass: &ReconcilePass) -> StoreResult<()>;
+    /// Moves the checkpoint to `listed_until` (never backwards), adds `found`
+    /// to its total and forgets the pass under way: it is complete.
+    async fn advance_reconcile_checkpoint(
+        &self,
+        account: AccountId,
+        listed_until: DateTime<Utc>,
+        found: u64,
+    ) -> StoreResult<()>;
 
     /// Completes a job on its own, for jobs that write nothing else.
     async fn complete_job(&self, lease: &Lease) -> StoreResult<bool> {

@@ -316,3 +316,25 @@ pub struct DeliveryRecord {
     pub updated_at: DateTime<Utc>,
     pub delivered_at: Option<DateTime<Utc>>,
 }
+
+/// How far the reconciler has listed one account's completed envelopes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReconcileCheckpoint {
+    pub account_id: AccountId,
+    /// Envelopes completed before this were listed and recorded.
+    pub listed_until: DateTime<Utc>,
+    /// Envelopes found by reconciliation that Connect never delivered, in all.
+    pub found_total: u64,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A reconciliation pass under way: the listing `[from, until)` has been
+/// recorded up to `position`. A pass interrupted (a rate limit) resumes here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ReconcilePass {
+    pub from: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub position: u64,
+    /// Envelopes found so far in this pass.
+    pub found: u64,
+}

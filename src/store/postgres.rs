@@ -281,6 +281,40 @@ impl Store for PostgresStore {
         Ok(true)
     }
 
+    async fn rearm_job(&self, job: &NewJob) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let result = sqlx::query(
+            "INSERT INTO jobs (id, kind, unique_key, payload, state, attempts, max_attempts, run_at, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, 'ready', 0, $5, COALESCE($6, now()), now(), now())
+             ON CONFLICT (kind, unique_key) WHERE unique_key IS NOT NULL DO UPDATE SET
+                 state = 'ready', attempts = 0, max_attempts = excluded.max_attempts, payload = excluded.payload,
+                 run_at = excluded.run_at, last_error = NULL, finished_at = NULL, updated_at = now()
+             WHERE jobs.state IN ('done', 'dead')",
+        )
+        .bind(JobId::new().0)
+        .bind(&job.kind)
+        .bind(&job.unique_key)
+        .bind(&job.payload)
+        .bind(i32_of(job.max_attempts.max(1)))
+        .bind(job.run_at)
+        .execute(&mut *tx)
+        .await?;
+        let armed = result.rows_affected() > 0;
+        if armed {
+            sqlx::query(
+                "DELETE FROM job_attempts WHERE finished_at IS NOT NULL
+                 AND job_id = (SELECT id FROM jobs WHERE kind = $1 AND unique_key = $2)",
+            )
+            .bind(&job.kind)
+            .bind(&job.unique_key)
+            .execute(&mut *tx)
+            .await?;
+            notify(&mut tx, "rearmed").await?;
+        }
+        tx.commit().await?;
+        Ok(armed)
+    }
+
     async fn wake_parked(&self) -> StoreResult<u64> {
         let mut tx = self.pool.begin().await?;
         let result =
@@ -305,6 +339,87 @@ impl Store for PostgresStore {
         .fetch_one(&self.pool)
         .await?;
         Ok(due)
+    }
+
+    async fn reconcile_checkpoint(&self, account: AccountId) -> StoreResult<Option<ReconcileCheckpoint>> {
+        let row = sqlx::query("SELECT * FROM reconcile_checkpoints WHERE account_id = $1")
+            .bind(account.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            let found: i64 = row.try_get("found_total")?;
+            Ok(ReconcileCheckpoint {
+                account_id: account,
+                listed_until: row.try_get("listed_until")?,
+                found_total: u64::try_from(found).unwrap_or(0),
+                updated_at: row.try_get("updated_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn reconcile_pass(&self, account: AccountId) -> StoreResult<Option<ReconcilePass>> {
+        let row = sqlx::query("SELECT * FROM reconcile_passes WHERE account_id = $1")
+            .bind(account.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            let position: i64 = row.try_get("position")?;
+            let found: i64 = row.try_get("found")?;
+            Ok(ReconcilePass {
+                from: row.try_get("listed_from")?,
+                until: row.try_get("listed_until")?,
+                position: u64::try_from(position).unwrap_or(0),
+                found: u64::try_from(found).unwrap_or(0),
+            })
+        })
+        .transpose()
+    }
+
+    async fn save_reconcile_pass(&self, account: AccountId, pass: &ReconcilePass) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO reconcile_passes (account_id, listed_from, listed_until, position, found, updated_at)
+             VALUES ($1, $2, $3, $4, $5, now())
+             ON CONFLICT (account_id) DO UPDATE SET listed_from = excluded.listed_from,
+                 listed_until = excluded.listed_until, position = excluded.position, found = excluded.found,
+                 updated_at = now()",
+        )
+        .bind(account.to_string())
+        .bind(pass.from)
+        .bind(pass.until)
+        .bind(i64::try_from(pass.position).unwrap_or(i64::MAX))
+        .bind(i64::try_from(pass.found).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn advance_reconcile_checkpoint(
+        &self,
+        account: AccountId,
+        listed_until: DateTime<Utc>,
+        found: u64,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO reconcile_checkpoints (account_id, listed_until, found_total, updated_at)
+             VALUES ($1, $2, $3, now())
+             ON CONFLICT (account_id) DO UPDATE SET
+                 listed_until = GREATEST(reconcile_checkpoints.listed_until, excluded.listed_until),
+                 found_total = reconcile_checkpoints.found_total + excluded.found_total,
+                 updated_at = now()",
+        )
+        .bind(account.to_string())
+        .bind(listed_until)
+        .bind(i64::try_from(found).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM reconcile_passes WHERE account_id = $1")
+            .bind(account.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn job_by_key(&self, kind: &str, unique_key: &str) -> StoreResult<Option<Job>> {

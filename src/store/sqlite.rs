@@ -323,6 +323,44 @@ impl Store for SqliteStore {
         Ok(true)
     }
 
+    async fn rearm_job(&self, job: &NewJob) -> StoreResult<bool> {
+        let now = now_ms();
+        let mut tx = self.write_tx().await?;
+        let result = sqlx::query(
+            "INSERT INTO jobs (id, kind, unique_key, payload, state, attempts, max_attempts, run_at, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, 'ready', 0, ?5, ?6, ?7, ?7)
+             ON CONFLICT (kind, unique_key) WHERE unique_key IS NOT NULL DO UPDATE SET
+                 state = 'ready', attempts = 0, max_attempts = excluded.max_attempts, payload = excluded.payload,
+                 run_at = excluded.run_at, last_error = NULL, finished_at = NULL, updated_at = excluded.updated_at
+             WHERE jobs.state IN ('done', 'dead')",
+        )
+        .bind(JobId::new().to_string())
+        .bind(&job.kind)
+        .bind(&job.unique_key)
+        .bind(job.payload.to_string())
+        .bind(i64::from(job.max_attempts.max(1)))
+        .bind(job.run_at.map_or(now, |t| t.timestamp_millis()))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let armed = result.rows_affected() > 0;
+        if armed {
+            sqlx::query(
+                "DELETE FROM job_attempts WHERE finished_at IS NOT NULL
+                 AND job_id = (SELECT id FROM jobs WHERE kind = ?1 AND unique_key = ?2)",
+            )
+            .bind(&job.kind)
+            .bind(&job.unique_key)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        if armed {
+            self.signal.send_modify(|v| *v += 1);
+        }
+        Ok(armed)
+    }
+
     async fn wake_parked(&self) -> StoreResult<u64> {
         let now = now_ms();
         let mut tx = self.write_tx().await?;
@@ -350,6 +388,91 @@ impl Store for SqliteStore {
         .fetch_one(&self.reader)
         .await?;
         Ok(opt_time(due))
+    }
+
+    async fn reconcile_checkpoint(&self, account: AccountId) -> StoreResult<Option<ReconcileCheckpoint>> {
+        let row = sqlx::query("SELECT * FROM reconcile_checkpoints WHERE account_id = ?1")
+            .bind(account.to_string())
+            .fetch_optional(&self.reader)
+            .await?;
+        row.map(|row| {
+            let found: i64 = row.try_get("found_total")?;
+            Ok(ReconcileCheckpoint {
+                account_id: account,
+                listed_until: to_time(row.try_get("listed_until")?),
+                found_total: u64::try_from(found).unwrap_or(0),
+                updated_at: to_time(row.try_get("updated_at")?),
+            })
+        })
+        .transpose()
+    }
+
+    async fn reconcile_pass(&self, account: AccountId) -> StoreResult<Option<ReconcilePass>> {
+        let row = sqlx::query("SELECT * FROM reconcile_passes WHERE account_id = ?1")
+            .bind(account.to_string())
+            .fetch_optional(&self.reader)
+            .await?;
+        row.map(|row| {
+            let position: i64 = row.try_get("position")?;
+            let found: i64 = row.try_get("found")?;
+            Ok(ReconcilePass {
+                from: to_time(row.try_get("listed_from")?),
+                until: to_time(row.try_get("listed_until")?),
+                position: u64::try_from(position).unwrap_or(0),
+                found: u64::try_from(found).unwrap_or(0),
+            })
+        })
+        .transpose()
+    }
+
+    async fn save_reconcile_pass(&self, account: AccountId, pass: &ReconcilePass) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "INSERT INTO reconcile_passes (account_id, listed_from, listed_until, position, found, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (account_id) DO UPDATE SET listed_from = excluded.listed_from,
+                 listed_until = excluded.listed_until, position = excluded.position, found = excluded.found,
+                 updated_at = excluded.updated_at",
+        )
+        .bind(account.to_string())
+        .bind(pass.from.timestamp_millis())
+        .bind(pass.until.timestamp_millis())
+        .bind(i64::try_from(pass.position).unwrap_or(i64::MAX))
+        .bind(i64::try_from(pass.found).unwrap_or(i64::MAX))
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn advance_reconcile_checkpoint(
+        &self,
+        account: AccountId,
+        listed_until: DateTime<Utc>,
+        found: u64,
+    ) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "INSERT INTO reconcile_checkpoints (account_id, listed_until, found_total, updated_at)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (account_id) DO UPDATE SET
+                 listed_until = MAX(reconcile_checkpoints.listed_until, excluded.listed_until),
+                 found_total = reconcile_checkpoints.found_total + excluded.found_total,
+                 updated_at = excluded.updated_at",
+        )
+        .bind(account.to_string())
+        .bind(listed_until.timestamp_millis())
+        .bind(i64::try_from(found).unwrap_or(i64::MAX))
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM reconcile_passes WHERE account_id = ?1")
+            .bind(account.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn job_by_key(&self, kind: &str, unique_key: &str) -> StoreResult<Option<Job>> {

@@ -109,7 +109,7 @@ pub struct TestApp {
     pub base_url: String,
     pub store: Arc<dyn Store>,
     pub keys: countersign::ingest::KeyRing,
-    pub db: TestStore,
+    pub db: Arc<TestStore>,
     pub documents_dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -118,6 +118,11 @@ pub struct TestApp {
 impl TestApp {
     /// Starts the service on `db` with `extra` TOML appended to a minimal configuration.
     pub async fn spawn(db: TestStore, extra: &str) -> Self {
+        Self::spawn_shared(Arc::new(db), extra).await
+    }
+
+    /// Like [`TestApp::spawn`] on a database that outlives this service (a restart).
+    pub async fn spawn_shared(db: Arc<TestStore>, extra: &str) -> Self {
         let documents_dir = tempfile::tempdir().unwrap();
         let toml = format!(
             "[store]\nurl = \"{}\"\n[documents]\nurl = \"file://{}\"\n{extra}",
