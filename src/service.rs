@@ -46,7 +46,7 @@ impl Service {
         let store = store::open(&settings.store.url, settings.store.max_connections)
             .await
             .with_context(|| format!("opening the store {}", store::redact_url(&settings.store.url)))?;
-        let documents = DocumentStore::open(&settings.documents.url)?;
+        let documents = DocumentStore::open(&settings.documents)?;
         let keys = KeyRing::new(ConnectAuth::from_settings(&settings.connect));
         warn_about_connect_security(&settings);
         let docusign = DocuSign::from_settings(&settings)?.map(Arc::new);

@@ -278,3 +278,69 @@ fn impersonation_settings_are_checked() {
         Ok(())
     });
 }
+
+#[test]
+fn an_s3_document_store_takes_its_credentials_from_files_and_never_prints_them() {
+    Jail::expect_with(|jail| {
+        jail.create_file("s3-key-id", "AKIA-KEY-ID-SECRET\n")?;
+        jail.create_file("s3-secret", "S3-SECRET-ACCESS-KEY\n")?;
+        jail.create_file(
+            "countersign.toml",
+            r#"
+            [documents]
+            url = "s3://signed-documents/countersign/prod"
+            s3_endpoint = "http://minio.internal:9000"
+            s3_allow_http = true
+            s3_region = "eu-central-1"
+            s3_path_style = false
+            s3_access_key_id_file = "s3-key-id"
+            staging_dir = "staging"
+            "#,
+        )?;
+        jail.set_env("COUNTERSIGN_DOCUMENTS__S3_SECRET_ACCESS_KEY_FILE", "s3-secret");
+        let settings = Settings::load(Some(Path::new("countersign.toml"))).unwrap();
+        let documents = &settings.documents;
+        assert_eq!(documents.s3_access_key_id.as_ref().unwrap().expose(), "AKIA-KEY-ID-SECRET");
+        assert_eq!(documents.s3_secret_access_key.as_ref().unwrap().expose(), "S3-SECRET-ACCESS-KEY");
+        assert_eq!(documents.s3_region.as_deref(), Some("eu-central-1"));
+        assert!(documents.s3_allow_http && !documents.s3_path_style);
+        // Opening sends nothing: the first upload or read reaches the bucket.
+        let store = countersign::documents::DocumentStore::open(documents).unwrap();
+        assert!(jail.directory().join("staging").is_dir(), "the staging directory is created");
+        let printed = format!("{settings:?} {settings:#?} {store:?}");
+        for secret in ["AKIA-KEY-ID-SECRET", "S3-SECRET-ACCESS-KEY"] {
+            assert!(!printed.contains(secret), "{secret} leaked into Debug output");
+        }
+        assert!(printed.contains("s3://signed-documents/countersign/prod"), "{store:?}");
+        Ok(())
+    });
+}
+
+#[test]
+fn document_store_settings_are_checked() {
+    let cases = [
+        ("url = \"s3://\"", "documents.url", "bucket"),
+        ("url = \"s3://docs/a//b\"", "documents.url", "prefix"),
+        ("url = \"gs://docs\"", "documents.url", "file:// or s3://"),
+        ("url = \"s3://docs\"\ns3_endpoint = \"http://127.0.0.1:9000\"", "documents.s3_endpoint", "s3_allow_http"),
+        ("url = \"s3://docs\"\ns3_endpoint = \"minio:9000\"", "documents.s3_endpoint", "https://"),
+        ("url = \"s3://docs\"\ns3_access_key_id = \"id\"", "documents.s3_access_key_id", "go together"),
+        ("url = \"s3://docs\"\ns3_region = \" \"", "documents.s3_region", "empty"),
+        (
+            "url = \"file://docs\"\ns3_endpoint = \"https://s3.example.com\"",
+            "documents.s3_endpoint",
+            "only to an s3://",
+        ),
+        ("url = \"file://docs\"\nstaging_dir = \"/tmp/x\"", "documents.staging_dir", "only to an s3://"),
+        (
+            "url = \"s3://docs\"\ns3_secret_access_key = \"x\"\ns3_secret_access_key_file = \"f\"",
+            "documents.s3_secret_access_key",
+            "give one",
+        ),
+    ];
+    for (table, key, says) in cases {
+        let error = Settings::from_toml(&format!("[documents]\n{table}\n")).unwrap_err();
+        assert_eq!(error.key(), key, "{table}: {error}");
+        assert!(error.to_string().contains(says), "{table}: {error}");
+    }
+}

@@ -146,11 +146,44 @@ pub struct DocumentsSettings {
     pub url: String,
     /// What to download for an envelope whose notification did not carry its documents.
     pub download: DownloadMode,
+    /// Where an `s3://` store stages bytes before uploading them; `None` is
+    /// `countersign-staging` under the system's temporary directory. A
+    /// `file://` store always stages inside its own directory, so that
+    /// publishing is a rename on one file system.
+    pub staging_dir: Option<PathBuf>,
+    /// The endpoint of an S3-compatible service (MinIO, Ceph, R2, …); `None`
+    /// is AWS itself (or `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT`).
+    pub s3_endpoint: Option<String>,
+    /// `None` is `AWS_REGION` / `AWS_DEFAULT_REGION`, else `us-east-1`.
+    pub s3_region: Option<String>,
+    /// Static credentials; when absent, the AWS environment variables, then
+    /// the container or instance credentials, are used.
+    pub s3_access_key_id: Option<Secret>,
+    pub s3_access_key_id_file: Option<PathBuf>,
+    pub s3_secret_access_key: Option<Secret>,
+    pub s3_secret_access_key_file: Option<PathBuf>,
+    /// Plain HTTP to the endpoint; only for a service on a trusted local network.
+    pub s3_allow_http: bool,
+    /// `endpoint/bucket/key` rather than `bucket.endpoint/key`: what most
+    /// S3-compatible services expect, and what AWS still serves.
+    pub s3_path_style: bool,
 }
 
 impl Default for DocumentsSettings {
     fn default() -> Self {
-        Self { url: "file://data/documents".into(), download: DownloadMode::Combined }
+        Self {
+            url: "file://data/documents".into(),
+            download: DownloadMode::Combined,
+            staging_dir: None,
+            s3_endpoint: None,
+            s3_region: None,
+            s3_access_key_id: None,
+            s3_access_key_id_file: None,
+            s3_secret_access_key: None,
+            s3_secret_access_key_file: None,
+            s3_allow_http: false,
+            s3_path_style: true,
+        }
     }
 }
 
@@ -458,6 +491,17 @@ impl Settings {
         )?;
         resolve_secret(&mut self.docusign.private_key, &self.docusign.private_key_file, "docusign.private_key")?;
         resolve_secret(&mut self.admin.token, &self.admin.token_file, "admin.token")?;
+        let documents = &mut self.documents;
+        resolve_secret(
+            &mut documents.s3_access_key_id,
+            &documents.s3_access_key_id_file,
+            "documents.s3_access_key_id",
+        )?;
+        resolve_secret(
+            &mut documents.s3_secret_access_key,
+            &documents.s3_secret_access_key_file,
+            "documents.s3_secret_access_key",
+        )?;
         for (i, sink) in self.sinks.iter_mut().enumerate() {
             resolve_secret(&mut sink.secret, &sink.secret_file, &format!("sinks[{i}].secret"))?;
         }
@@ -472,10 +516,7 @@ impl Settings {
         if self.store.max_connections == 0 {
             return Err(ConfigError::invalid("store.max_connections", "must be at least 1"));
         }
-        let docs = &self.documents.url;
-        if !(docs.starts_with("file://") || docs.starts_with("s3://")) {
-            return Err(ConfigError::invalid("documents.url", "must start with file:// or s3://"));
-        }
+        self.validate_documents()?;
         if self.connect.max_body_bytes == 0 {
             return Err(ConfigError::invalid("connect.max_body_bytes", "must be greater than 0"));
         }
@@ -589,6 +630,67 @@ impl Settings {
             if sink.url.trim().is_empty() {
                 return Err(ConfigError::invalid(format!("sinks[{i}].url"), "must not be empty"));
             }
+        }
+        Ok(())
+    }
+}
+
+impl Settings {
+    fn validate_documents(&self) -> Result<(), ConfigError> {
+        let docs = &self.documents;
+        if docs.url.starts_with("s3://") {
+            crate::documents::parse_s3_url(&docs.url)
+                .map_err(|reason| ConfigError::invalid("documents.url", reason))?;
+        } else if let Some(dir) = docs.url.strip_prefix("file://") {
+            if dir.is_empty() {
+                return Err(ConfigError::invalid(
+                    "documents.url",
+                    "file:// needs a directory, e.g. file://data/documents",
+                ));
+            }
+            // An S3 setting beside a local store is a configuration that
+            // does not do what its author believes: say so at start-up.
+            let s3_only = [
+                ("documents.staging_dir", docs.staging_dir.is_some()),
+                ("documents.s3_endpoint", docs.s3_endpoint.is_some()),
+                ("documents.s3_region", docs.s3_region.is_some()),
+                ("documents.s3_access_key_id", docs.s3_access_key_id.is_some()),
+                ("documents.s3_secret_access_key", docs.s3_secret_access_key.is_some()),
+                ("documents.s3_allow_http", docs.s3_allow_http),
+                ("documents.s3_path_style", !docs.s3_path_style),
+            ];
+            if let Some((key, _)) = s3_only.iter().find(|(_, set)| *set) {
+                return Err(ConfigError::invalid(*key, "applies only to an s3:// documents.url"));
+            }
+        } else {
+            return Err(ConfigError::invalid("documents.url", "must start with file:// or s3://"));
+        }
+        if let Some(endpoint) = &docs.s3_endpoint {
+            let parsed = url::Url::parse(endpoint).ok().filter(|u| u.has_host());
+            match parsed.as_ref().map(url::Url::scheme) {
+                Some("https") => {}
+                Some("http") if docs.s3_allow_http => {}
+                Some("http") => {
+                    return Err(ConfigError::invalid(
+                        "documents.s3_endpoint",
+                        "is plain http://: set documents.s3_allow_http = true to allow it",
+                    ));
+                }
+                _ => return Err(ConfigError::invalid("documents.s3_endpoint", "must be an https:// or http:// URL")),
+            }
+        }
+        if docs.s3_region.as_deref().is_some_and(|r| r.trim().is_empty()) {
+            return Err(ConfigError::invalid("documents.s3_region", "must not be empty"));
+        }
+        let blank = |s: &Option<Secret>| s.as_ref().is_some_and(|s| s.expose().trim().is_empty());
+        if blank(&docs.s3_access_key_id) || blank(&docs.s3_secret_access_key) {
+            return Err(ConfigError::invalid("documents.s3_access_key_id", "an S3 credential is empty"));
+        }
+        if docs.s3_access_key_id.is_some() != docs.s3_secret_access_key.is_some() {
+            return Err(ConfigError::invalid(
+                "documents.s3_access_key_id",
+                "s3_access_key_id and s3_secret_access_key go together",
+            ));
         }
         Ok(())
     }

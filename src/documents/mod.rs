@@ -1,195 +1,229 @@
-//! The document store: signed PDFs and certificates, on a local directory.
-//! Bytes are written under a staging name, flushed to disk, and only then
-//! renamed to their final key `{account}/{envelope}/{file name}`, so a
-//! partial write never looks like a stored document.
+//! The document store: signed PDFs and certificates, under the key
+//! `{account}/{envelope}/{file name}`, on a local directory (`file://DIR`)
+//! or in an S3-compatible bucket (`s3://BUCKET/PREFIX`).
+//!
+//! Bytes are always staged on local disk first, hashed and counted as they
+//! arrive. Only a complete staged file is published: renamed into place on a
+//! local store, uploaded (as one request, or in parts that become visible
+//! only when the upload completes) to a bucket. A partial write therefore
+//! never looks like a stored document on either backend.
 
-use std::fs::{self, File};
-use std::io::Write;
+mod local;
+mod s3;
+mod staging;
+
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
 
+use crate::config::DocumentsSettings;
 use crate::ids::{AccountId, EnvelopeId};
-use crate::ingest::notification::{DocumentKind, DocumentSink, EmbeddedDocument};
+
+pub use staging::{Staged, StagingSink, Upload};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DocumentError {
-    #[error("documents.url {0:?}: only file:// is supported so far")]
+    #[error("documents.url {0:?}: must be file://DIR or s3://BUCKET/PREFIX")]
     Unsupported(String),
     #[error("document store I/O on {path}: {source}")]
     Io { path: String, source: std::io::Error },
     #[error("not a key of this store: {0:?}")]
     BadKey(String),
+    #[error("no document {0:?} in the store")]
+    NotFound(String),
+    #[error("the S3 store, {context}: {source}")]
+    Remote { context: String, source: object_store::Error },
+    #[error("{key}: {sent} bytes uploaded, but {staged} were staged")]
+    LengthMismatch { key: String, sent: u64, staged: u64 },
+    #[error("{0} is not a file on a local store")]
+    NotLocal(String),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DocumentError + '_ {
     move |source| DocumentError::Io { path: path.display().to_string(), source }
 }
 
+/// Where a local store keeps its staging files, and the first component of
+/// every staged key on either backend.
 const STAGING: &str = ".incoming";
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DocumentStore {
-    root: PathBuf,
+    /// Local directory of staged files.
+    staging: PathBuf,
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Local { root: PathBuf },
+    S3(s3::S3Store),
+}
+
+impl std::fmt::Debug for DocumentStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Only where the documents go: the S3 client holds credentials.
+        let target = match &self.backend {
+            Backend::Local { root } => format!("file://{}", root.display()),
+            Backend::S3(s3) => s3.to_string(),
+        };
+        f.debug_struct("DocumentStore").field("target", &target).finish_non_exhaustive()
+    }
+}
+
+/// A stored document being read: its length, and its bytes as they arrive.
+pub struct StoredDocument {
+    pub size: u64,
+    pub body: BoxStream<'static, std::io::Result<Bytes>>,
+}
+
+impl std::fmt::Debug for StoredDocument {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredDocument").field("size", &self.size).finish_non_exhaustive()
+    }
 }
 
 impl DocumentStore {
-    /// Opens (creating) the store named by `documents.url`.
-    pub fn open(url: &str) -> Result<Self, DocumentError> {
-        let Some(path) = url.strip_prefix("file://") else { return Err(DocumentError::Unsupported(url.to_string())) };
-        let root = PathBuf::from(path);
-        let staging = root.join(STAGING);
-        fs::create_dir_all(&staging).map_err(io(&root))?;
-        sweep_staging(&staging);
-        Ok(Self { root })
+    /// Opens (creating local directories) the store named by `documents.url`.
+    /// No request is sent to a bucket here; the first upload or read does.
+    pub fn open(settings: &DocumentsSettings) -> Result<Self, DocumentError> {
+        let url = settings.url.as_str();
+        if let Some(path) = url.strip_prefix("file://") {
+            let root = PathBuf::from(path);
+            let staging = root.join(STAGING);
+            std::fs::create_dir_all(&staging).map_err(io(&root))?;
+            staging::sweep(&staging);
+            return Ok(Self { staging, backend: Backend::Local { root } });
+        }
+        if url.starts_with("s3://") {
+            let (bucket, prefix) = parse_s3_url(url).map_err(|_| DocumentError::Unsupported(url.to_string()))?;
+            let store = s3::S3Store::open(bucket, prefix, settings)?;
+            let staging =
+                settings.staging_dir.clone().unwrap_or_else(|| std::env::temp_dir().join("countersign-staging"));
+            std::fs::create_dir_all(&staging).map_err(io(&staging))?;
+            staging::sweep(&staging);
+            return Ok(Self { staging, backend: Backend::S3(store) });
+        }
+        Err(DocumentError::Unsupported(url.to_string()))
+    }
+
+    /// A local store's staged files are flushed to disk, because publishing
+    /// is a rename and a 200 promises the bytes survive a crash. A bucket's
+    /// are not: the upload, which completes before any 200, is what lasts.
+    fn durable_staging(&self) -> bool {
+        matches!(self.backend, Backend::Local { .. })
     }
 
     /// A sink that stages embedded documents while a notification is parsed.
     pub fn staging_sink(&self) -> StagingSink {
-        StagingSink { root: self.root.clone(), current: None, staged: Vec::new() }
+        StagingSink::new(self.staging.clone(), self.durable_staging())
     }
 
-    /// Moves a staged document to its final key and returns the key.
-    pub fn publish(
+    /// Starts a document that arrives as a stream (a download).
+    pub async fn upload(&self) -> Result<Upload, DocumentError> {
+        Upload::create(&self.staging, self.durable_staging()).await
+    }
+
+    /// Moves a staged document to its final key `{account}/{envelope}/{file}`
+    /// and returns that key. On a bucket the object is `{prefix}/{key}`; the
+    /// staged file is removed once the upload has completed.
+    pub async fn publish(
         &self,
         staged_key: &str,
         account: AccountId,
         envelope: EnvelopeId,
         file_name: &str,
     ) -> Result<String, DocumentError> {
-        let staged = self.path_of(staged_key)?;
+        let staged = self.staged_path(staged_key)?;
         let key = format!("{account}/{envelope}/{}", sanitise_file_name(file_name));
-        let target = self.root.join(&key);
-        let envelope_dir = target.parent().unwrap_or(&self.root).to_path_buf();
-        let account_dir = envelope_dir.parent().unwrap_or(&self.root).to_path_buf();
-        let created = !envelope_dir.exists();
-        fs::create_dir_all(&envelope_dir).map_err(io(&envelope_dir))?;
-        fs::rename(&staged, &target).map_err(io(&target))?;
-        // The rename is durable only once its directory entry is on disk, and
-        // a new directory only once its own entry in its parent is.
-        let mut dirs = vec![&envelope_dir];
-        if created {
-            dirs.extend([&account_dir, &self.root]);
-        }
-        for dir in dirs {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+        match &self.backend {
+            Backend::Local { root } => {
+                let (root, target_key) = (root.clone(), key.clone());
+                // Renaming and syncing directories block: keep them off the async threads.
+                tokio::task::spawn_blocking(move || local::publish(&root, &staged, &target_key))
+                    .await
+                    .map_err(|e| DocumentError::Io { path: "publish".into(), source: std::io::Error::other(e) })??;
+            }
+            Backend::S3(s3) => {
+                s3.publish(&staged, &key).await?;
+                let _ = tokio::fs::remove_file(&staged).await;
+            }
         }
         Ok(key)
     }
 
-    /// Starts a document that arrives as a stream (a download).
-    pub async fn upload(&self) -> Result<Upload, DocumentError> {
-        let key = format!("{STAGING}/{}.part", uuid::Uuid::now_v7().simple());
-        let path = self.root.join(&key);
-        let file = tokio::fs::File::create(&path).await.map_err(io(&path))?;
-        Ok(Upload { key, path, file: Some(file), hasher: Sha256::new(), size: 0 })
-    }
-
-    /// [`DocumentStore::publish`] off the async threads (it syncs directories).
-    pub async fn publish_async(
-        &self,
-        staged_key: String,
-        account: AccountId,
-        envelope: EnvelopeId,
-        file_name: String,
-    ) -> Result<String, DocumentError> {
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || store.publish(&staged_key, account, envelope, &file_name))
-            .await
-            .map_err(|e| DocumentError::Io { path: "publish".into(), source: std::io::Error::other(e) })?
-    }
-
     /// Drops a staged document that will not be kept (a duplicate notification).
     pub fn discard(&self, staged_key: &str) {
-        if let Ok(path) = self.path_of(staged_key) {
-            let _ = fs::remove_file(path);
+        if let Ok(path) = self.staged_path(staged_key) {
+            let _ = std::fs::remove_file(path);
         }
     }
 
-    /// The file behind a key; keys never escape the store's root.
+    /// Opens a stored document for reading. Keys never leave the store (no
+    /// `..`, no absolute path), and staged files are not documents.
+    pub async fn read(&self, key: &str) -> Result<StoredDocument, DocumentError> {
+        check_key(key)?;
+        if key.split('/').any(|part| part.starts_with('.')) {
+            return Err(bad_key(key));
+        }
+        match &self.backend {
+            Backend::Local { root } => local::read(&root.join(key), key).await,
+            Backend::S3(s3) => s3.read(key).await,
+        }
+    }
+
+    /// The file behind a key of a local store; keys never escape its root.
     pub fn path_of(&self, key: &str) -> Result<PathBuf, DocumentError> {
-        let safe = !key.is_empty()
-            && key.split('/').all(|part| !part.is_empty() && part != "." && part != ".." && !part.contains('\0'))
-            && !key.contains('\\');
-        if !safe {
-            return Err(DocumentError::BadKey(key.chars().take(80).collect()));
+        check_key(key)?;
+        match &self.backend {
+            Backend::Local { root } => Ok(root.join(key)),
+            Backend::S3(_) => Err(DocumentError::NotLocal(key.chars().take(80).collect())),
         }
-        Ok(self.root.join(key))
-    }
-}
-
-/// A document being written as its bytes arrive: staged, hashed and
-/// counted; removed again if dropped before [`Upload::finish`].
-#[derive(Debug)]
-pub struct Upload {
-    key: String,
-    path: PathBuf,
-    file: Option<tokio::fs::File>,
-    hasher: Sha256,
-    size: u64,
-}
-
-/// A complete staged document, ready to publish.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Staged {
-    pub key: String,
-    pub size: u64,
-    pub sha256: String,
-}
-
-impl Upload {
-    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), DocumentError> {
-        use tokio::io::AsyncWriteExt;
-        let file = self.file.as_mut().ok_or_else(|| DocumentError::BadKey(self.key.clone()))?;
-        file.write_all(bytes).await.map_err(io(&self.path))?;
-        self.hasher.update(bytes);
-        self.size += bytes.len() as u64;
-        Ok(())
     }
 
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
-    /// Flushes the bytes to disk; the staged file is kept for publishing.
-    pub async fn finish(mut self) -> Result<Staged, DocumentError> {
-        use tokio::io::AsyncWriteExt;
-        let mut file = self.file.take().ok_or_else(|| DocumentError::BadKey(self.key.clone()))?;
-        file.flush().await.map_err(io(&self.path))?;
-        file.sync_all().await.map_err(io(&self.path))?;
-        let hasher = std::mem::take(&mut self.hasher);
-        let staged =
-            Staged { key: std::mem::take(&mut self.key), size: self.size, sha256: hex::encode(hasher.finalize()) };
-        self.path = PathBuf::new();
-        Ok(staged)
-    }
-}
-
-impl Drop for Upload {
-    fn drop(&mut self) {
-        if !self.path.as_os_str().is_empty() {
-            let _ = fs::remove_file(&self.path);
+    /// The local file of a staged key, `.incoming/{name}`, on either backend.
+    fn staged_path(&self, staged_key: &str) -> Result<PathBuf, DocumentError> {
+        check_key(staged_key)?;
+        match staged_key.strip_prefix(STAGING).and_then(|rest| rest.strip_prefix('/')) {
+            Some(name) if !name.contains('/') => Ok(self.staging.join(name)),
+            _ => Err(bad_key(staged_key)),
         }
     }
 }
 
-/// Staged files older than this belong to a notification that was never
-/// answered (a crash mid-request); Connect sends it again.
-const STALE_STAGING: std::time::Duration = std::time::Duration::from_secs(3600);
+fn bad_key(key: &str) -> DocumentError {
+    DocumentError::BadKey(key.chars().take(80).collect())
+}
 
-fn sweep_staging(staging: &Path) {
-    let Ok(entries) = fs::read_dir(staging) else { return };
-    for entry in entries.flatten() {
-        let stale = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|modified| modified.elapsed().ok())
-            .is_some_and(|age| age > STALE_STAGING);
-        if stale {
-            let _ = fs::remove_file(entry.path());
-        }
+/// A key is relative, `/`-separated, and has no empty, `.` or `..` part.
+fn check_key(key: &str) -> Result<(), DocumentError> {
+    let safe = !key.is_empty()
+        && key.split('/').all(|part| !part.is_empty() && part != "." && part != ".." && !part.contains('\0'))
+        && !key.contains('\\');
+    if safe { Ok(()) } else { Err(bad_key(key)) }
+}
+
+/// Splits `s3://bucket/some/prefix` into the bucket and the prefix (which
+/// may be empty); says what is wrong otherwise.
+pub fn parse_s3_url(url: &str) -> Result<(String, String), String> {
+    let rest = url.strip_prefix("s3://").ok_or("must start with s3://")?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let bucket_ok = !bucket.is_empty()
+        && bucket.len() <= 255
+        && bucket.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    if !bucket_ok {
+        return Err("s3://BUCKET/PREFIX needs a bucket name of letters, digits, '.', '-' and '_'".into());
     }
+    let prefix = prefix.trim_end_matches('/');
+    let prefix_ok = prefix.is_empty()
+        || prefix.split('/').all(|part| {
+            !part.is_empty() && part != "." && part != ".." && !part.chars().any(|c| c.is_control() || c == '\\')
+        });
+    if !prefix_ok {
+        return Err("the prefix after the bucket must be names separated by single '/' (no '.' or '..')".into());
+    }
+    Ok((bucket.to_string(), prefix.to_string()))
 }
 
 /// Longest file name kept, in bytes (file systems allow 255).
@@ -219,125 +253,5 @@ pub fn sanitise_file_name(name: &str) -> String {
     format!("{}{extension}", &trimmed[..end])
 }
 
-struct Staging {
-    key: String,
-    file: File,
-    hasher: Sha256,
-    size: u64,
-    document_id: Option<String>,
-    name: String,
-    kind: DocumentKind,
-}
-
-/// Writes embedded documents to staging files, hashing as it goes.
-#[derive(Debug)]
-pub struct StagingSink {
-    root: PathBuf,
-    current: Option<Staging>,
-    staged: Vec<String>,
-}
-
-impl std::fmt::Debug for Staging {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Staging").field("key", &self.key).field("size", &self.size).finish_non_exhaustive()
-    }
-}
-
-impl StagingSink {
-    /// Keys of everything this sink staged (to discard them if the notification is refused).
-    pub fn staged_keys(&self) -> &[String] {
-        &self.staged
-    }
-}
-
-impl DocumentSink for StagingSink {
-    fn begin(&mut self, document_id: Option<&str>, name: &str, kind: DocumentKind) -> std::io::Result<()> {
-        let key = format!("{STAGING}/{}.part", uuid::Uuid::now_v7().simple());
-        let file = File::create(self.root.join(&key))?;
-        self.staged.push(key.clone());
-        self.current = Some(Staging {
-            key,
-            file,
-            hasher: Sha256::new(),
-            size: 0,
-            document_id: document_id.map(str::to_string),
-            name: name.to_string(),
-            kind,
-        });
-        Ok(())
-    }
-
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        let current = self.current.as_mut().ok_or_else(|| std::io::Error::other("write before begin"))?;
-        current.file.write_all(bytes)?;
-        current.hasher.update(bytes);
-        current.size += bytes.len() as u64;
-        Ok(())
-    }
-
-    fn finish(&mut self) -> std::io::Result<EmbeddedDocument> {
-        let current = self.current.take().ok_or_else(|| std::io::Error::other("finish before begin"))?;
-        // Flushed before the notification is acknowledged: a 200 promises the bytes are on disk.
-        current.file.sync_all()?;
-        let document_id = current.document_id.unwrap_or_else(|| match current.kind {
-            DocumentKind::Summary => "certificate".into(),
-            DocumentKind::Content => current.name.clone(),
-        });
-        Ok(EmbeddedDocument {
-            document_id,
-            name: current.name,
-            kind: current.kind,
-            size_bytes: current.size,
-            sha256: hex::encode(current.hasher.finalize()),
-            storage_key: current.key,
-        })
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hostile_file_names_become_one_safe_component() {
-        assert_eq!(sanitise_file_name("../../etc/passwd"), "passwd");
-        assert_eq!(sanitise_file_name("..\\..\\boot.ini"), "boot.ini");
-        assert_eq!(sanitise_file_name("a\0b.pdf"), "a_b.pdf");
-        assert_eq!(sanitise_file_name(".hidden"), "hidden");
-        assert_eq!(sanitise_file_name(".."), "document");
-        assert_eq!(sanitise_file_name(""), "document");
-        assert_eq!(sanitise_file_name("Offer Letter.pdf"), "Offer Letter.pdf");
-        assert_eq!(sanitise_file_name(&"x".repeat(400)).len(), 200);
-        let long = format!("{}.pdf", "契約".repeat(60));
-        let cut = sanitise_file_name(&long);
-        assert!(cut.len() <= 200 && cut.ends_with(".pdf"), "{cut}");
-    }
-
-    #[test]
-    fn keys_cannot_escape_the_root() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = DocumentStore::open(&format!("file://{}", dir.path().display())).unwrap();
-        for key in ["../x", "a/../../x", "/etc/passwd", "a//b", "a\\b", ""] {
-            assert!(store.path_of(key).is_err(), "{key:?}");
-        }
-        assert!(store.path_of("acc/env/file.pdf").is_ok());
-    }
-
-    #[test]
-    fn staged_documents_are_published_whole_with_their_hash() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = DocumentStore::open(&format!("file://{}", dir.path().display())).unwrap();
-        let mut sink = store.staging_sink();
-        sink.begin(Some("1"), "../Offer.pdf", DocumentKind::Content).unwrap();
-        sink.write(b"%PDF-1.4 hello").unwrap();
-        let doc = sink.finish().unwrap();
-        assert_eq!(doc.size_bytes, 14);
-        assert_eq!(doc.sha256, hex::encode(Sha256::digest(b"%PDF-1.4 hello")));
-        let account = AccountId::parse("f2a3b4c5-d6e7-4f80-9a1b-2c3d4e5f6a7b").unwrap();
-        let envelope = EnvelopeId::parse("93be49ab-afa0-4adf-933c-f752070d71ec").unwrap();
-        let key = store.publish(&doc.storage_key, account, envelope, &doc.name).unwrap();
-        assert_eq!(key, format!("{account}/{envelope}/Offer.pdf"));
-        assert_eq!(fs::read(store.path_of(&key).unwrap()).unwrap(), b"%PDF-1.4 hello");
-        assert!(!store.path_of(&doc.storage_key).unwrap().exists());
-    }
-}
+mod tests;

@@ -130,7 +130,7 @@ async fn receive(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) -
     let worker = ingest.clone();
     let parsed =
         tokio::task::spawn_blocking(move || worker.parse_and_stage(spooled, format, account_hint, scope)).await;
-    let (notification, documents) = match parsed {
+    let notification = match parsed {
         Ok(Ok(parsed)) => parsed,
         Ok(Err(refusal)) => return refusal.into_response(),
         Err(error) => {
@@ -139,6 +139,14 @@ async fn receive(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) -
         }
     };
     let process = ingest.process_events.contains(&notification.event);
+    let documents = if process {
+        match ingest.publish_embedded(&notification).await {
+            Ok(documents) => documents,
+            Err(refusal) => return refusal.into_response(),
+        }
+    } else {
+        Vec::new()
+    };
     let record = ingest.record(&notification, documents, body_sha256, process);
     match ingest.committer.commit(record).await {
         Ok(Outcome::Duplicate) => {
@@ -179,16 +187,16 @@ impl IntoResponse for Refusal {
 }
 
 impl Ingest {
-    /// Parses the body (blocking), stages embedded documents, checks that a
-    /// per-account key vouched for the right account, and publishes the
-    /// documents of an event that will be processed.
+    /// Parses the body (blocking), stages embedded documents, and checks that
+    /// a per-account key vouched for the right account. The staged documents
+    /// of an event that will not be processed are discarded here.
     fn parse_and_stage(
         &self,
         spooled: spool::Spooled,
         format: Format,
         account_hint: Option<AccountId>,
         scope: Option<KeyScope>,
-    ) -> Result<(ConnectNotification, Vec<DocumentRecord>), Refusal> {
+    ) -> Result<ConnectNotification, Refusal> {
         let mut sink = self.documents.staging_sink();
         let reader = spooled.into_reader();
         let parsed = match format {
@@ -234,18 +242,36 @@ impl Ingest {
         }
         if !self.process_events.contains(&notification.event) {
             discard(&sink);
-            return Ok((notification, Vec::new()));
         }
+        Ok(notification)
+    }
+
+    /// Publishes the staged embedded documents of a notification that will
+    /// be processed. It runs before the notification is committed, so a 200
+    /// is only ever sent for documents that are stored; on failure the rest
+    /// is discarded and Connect, answered 503, sends everything again.
+    async fn publish_embedded(&self, notification: &ConnectNotification) -> Result<Vec<DocumentRecord>, Refusal> {
         let mut records = Vec::with_capacity(notification.embedded.len());
         for document in &notification.embedded {
-            let file_name = document_file_name(document, &notification);
-            let key = self
+            let file_name = document_file_name(document, notification);
+            let published = self
                 .documents
                 .publish(&document.storage_key, notification.account_id, notification.envelope_id, &file_name)
-                .map_err(|error| {
+                .await;
+            let key = match published {
+                Ok(key) => key,
+                Err(error) => {
                     tracing::error!(%error, "cannot publish an embedded document");
-                    Refusal(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "documents could not be stored".into())
-                })?;
+                    for document in &notification.embedded {
+                        self.documents.discard(&document.storage_key);
+                    }
+                    return Err(Refusal(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        "documents could not be stored".into(),
+                    ));
+                }
+            };
             records.push(DocumentRecord {
                 envelope_id: notification.envelope_id,
                 document_id: document.document_id.clone(),
@@ -258,7 +284,7 @@ impl Ingest {
                 stored_at: Utc::now(),
             });
         }
-        Ok((notification, records))
+        Ok(records)
     }
 
     fn record(

@@ -136,7 +136,7 @@ impl ProcessEnvelope {
         let (account, id) = (envelope.account_id, envelope.envelope_id);
         let downloaded = docusign.download(user, account, id, &wanted.document_id, &self.documents).await?;
         let file_name = stored_file_name(wanted, downloaded.file_name.as_deref(), id);
-        let key = self.documents.publish_async(downloaded.staged.key.clone(), account, id, file_name.clone()).await?;
+        let key = self.documents.publish(&downloaded.staged.key, account, id, &file_name).await?;
         let record = DocumentRecord {
             envelope_id: id,
             document_id: wanted.document_id.clone(),
