@@ -31,8 +31,13 @@ pub fn router(state: AppState, ingest: crate::ingest::Ingest) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_route))
         .with_state(state)
         .merge(crate::ingest::router(ingest))
+}
+
+async fn metrics_route(State(state): State<AppState>) -> Response {
+    crate::metrics::render(State(state.store.clone())).await
 }
 
 /// Alive: the process answers. Says nothing about dependencies on purpose, so

@@ -13,6 +13,7 @@ pub mod docusign;
 pub mod http;
 pub mod ids;
 pub mod ingest;
+pub mod metrics;
 pub mod pipeline;
 pub mod reconcile;
 pub mod sandbox;

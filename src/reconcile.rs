@@ -142,6 +142,8 @@ impl Reconciler {
         let refs: Vec<&Record> = records.iter().collect();
         let outcomes = write_records(&*self.store, &refs).await?;
         let found = outcomes.iter().filter(|o| **o == Outcome::Recorded).count();
+        metrics::counter!("countersign_reconcile_found_total", "account" => account.to_string())
+            .increment(found as u64);
         for record in records.iter().zip(&outcomes).filter(|(_, o)| **o == Outcome::Recorded).map(|(r, _)| r) {
             tracing::warn!(
                 %account,
@@ -295,6 +297,10 @@ pub async fn schedule(
     max_attempts: u32,
     stop: tokio_util::sync::CancellationToken,
 ) {
+    // Present from the start, so that an alert on any increase has a series to watch.
+    for account in accounts.iter().flatten() {
+        metrics::counter!("countersign_reconcile_found_total", "account" => account.to_string()).increment(0);
+    }
     loop {
         for account in &accounts {
             let name = account.map_or_else(|| "default".to_string(), |a| a.to_string());

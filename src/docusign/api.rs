@@ -95,6 +95,8 @@ struct Call<'a> {
     account: AccountId,
     /// The envelope the call is about (for DocuSign's per-envelope limits).
     envelope: Option<EnvelopeId>,
+    /// The route's name in metrics.
+    route: &'static str,
     what: &'a str,
     path: String,
     query: &'a [(&'a str, &'a str)],
@@ -112,6 +114,7 @@ impl DocuSign {
             user,
             account,
             envelope: Some(envelope),
+            route: "envelope",
             what: "the envelope",
             path: format!("envelopes/{envelope}"),
             query: &[("include", ENVELOPE_INCLUDE)],
@@ -149,6 +152,7 @@ impl DocuSign {
             user,
             account,
             envelope: None,
+            route: "listing",
             what: "the envelope listing",
             path: "envelopes".into(),
             query: &query,
@@ -184,6 +188,7 @@ impl DocuSign {
             user,
             account,
             envelope: Some(envelope),
+            route: "document",
             what: &what,
             path: format!("envelopes/{envelope}/documents/{document}"),
             query: &[],
@@ -233,15 +238,19 @@ impl DocuSign {
                 other => other?,
             };
             let url = format!("{}/v2.1/accounts/{}/{}", account.api_base, call.account, call.path);
-            let response = self
-                .http
-                .get(&url)
-                .query(call.query)
-                .bearer_auth(token.bearer())
-                .send()
-                .await
-                .map_err(|e| ApiError::Transient(format!("requesting {}: {e}", call.what)))?;
+            let response =
+                self.http.get(&url).query(call.query).bearer_auth(token.bearer()).send().await.map_err(|e| {
+                    metrics::counter!("countersign_docusign_requests_total", "route" => call.route, "status" => "error")
+                        .increment(1);
+                    ApiError::Transient(format!("requesting {}: {e}", call.what))
+                })?;
             let status = response.status();
+            metrics::counter!(
+                "countersign_docusign_requests_total",
+                "route" => call.route,
+                "status" => status.as_u16().to_string()
+            )
+            .increment(1);
             if status.is_success() {
                 self.limits.observe(call.account, status, response.headers(), None);
                 return Ok(response);

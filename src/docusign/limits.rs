@@ -76,6 +76,12 @@ impl RateLimits {
             .filter(|reset| *reset > Utc::now());
         let hourly_left = header_number(headers, "x-ratelimit-remaining");
         let burst_left = header_number(headers, "x-burstlimit-remaining");
+        for (window, left) in [("hourly", hourly_left), ("burst", burst_left)] {
+            if let Some(left) = left {
+                let labels = [("account", account.to_string()), ("window", window.to_string())];
+                metrics::gauge!("countersign_docusign_rate_limit_remaining", &labels).set(left as f64);
+            }
+        }
         let code = error_code.unwrap_or("").to_ascii_uppercase();
         let limit_error = status == StatusCode::TOO_MANY_REQUESTS
             || (status == StatusCode::BAD_REQUEST && code.ends_with("_LIMIT_EXCEEDED"));

@@ -133,7 +133,15 @@ impl TokenCache {
         {
             return Err(error.clone());
         }
-        match self.request(user).await {
+        let result = self.request(user).await;
+        let outcome = match &result {
+            Ok(_) => "issued",
+            Err(GrantError::ConsentRequired { .. }) => "consent_required",
+            Err(GrantError::Configuration { .. }) => "refused",
+            Err(GrantError::Transient(_)) => "failed",
+        };
+        metrics::counter!("countersign_docusign_token_requests_total", "outcome" => outcome).increment(1);
+        match result {
             Ok(token) => {
                 let token = Arc::new(token);
                 slot.token = Some(token.clone());

@@ -73,6 +73,8 @@ pub fn router(ingest: Ingest) -> Router {
 
 fn reject(status: StatusCode, error: &str, message: impl Into<String>) -> Response {
     let message = message.into();
+    metrics::counter!("countersign_notifications_total", "event" => "unknown", "outcome" => error.to_string())
+        .increment(1);
     tracing::warn!(status = status.as_u16(), error, %message, "notification refused");
     (status, Json(json!({ "error": error, "message": message }))).into_response()
 }
@@ -88,6 +90,7 @@ async fn receive(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) -
     }
     let signatures = auth::signatures(&headers);
     if auth.verifies_hmac() && signatures.is_empty() {
+        metrics::counter!("countersign_hmac_failures_total").increment(1);
         return reject(StatusCode::UNAUTHORIZED, "unauthorized", "no X-DocuSign-Signature-N header");
     }
     let declared =
@@ -117,7 +120,10 @@ async fn receive(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) -
     let scope = if auth.verifies_hmac() {
         match verifier.matching_scope(&signatures) {
             Some(scope) => Some(scope),
-            None => return reject(StatusCode::UNAUTHORIZED, "unauthorized", "no signature matches a configured key"),
+            None => {
+                metrics::counter!("countersign_hmac_failures_total").increment(1);
+                return reject(StatusCode::UNAUTHORIZED, "unauthorized", "no signature matches a configured key");
+            }
         }
     } else {
         None
@@ -150,11 +156,13 @@ async fn receive(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) -
     let record = ingest.record(&notification, documents, body_sha256, process);
     match ingest.committer.commit(record).await {
         Ok(Outcome::Duplicate) => {
+            count_notification(&notification.event, "duplicate");
             tracing::info!(envelope_id = %notification.envelope_id, event = %notification.event, "duplicate notification; nothing new");
             (StatusCode::OK, Json(json!({ "status": "duplicate" }))).into_response()
         }
         Ok(Outcome::Recorded) => {
             let status = if process { "accepted" } else { "ignored" };
+            count_notification(&notification.event, status);
             tracing::info!(
                 envelope_id = %notification.envelope_id,
                 event = %notification.event,
@@ -171,6 +179,11 @@ async fn receive(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) -
             reject(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the notification could not be stored; try again")
         }
     }
+}
+
+fn count_notification(event: &str, outcome: &'static str) {
+    metrics::counter!("countersign_notifications_total", "event" => event.to_string(), "outcome" => outcome)
+        .increment(1);
 }
 
 fn too_large(max: u64) -> Response {

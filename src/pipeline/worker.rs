@@ -201,6 +201,17 @@ impl WorkerPool {
             let started = std::time::Instant::now();
             let result = self.run_with_lease(&*handler, &job, &ctx, abort).await;
             let elapsed_ms = started.elapsed().as_millis() as u64;
+            let outcome = match &result {
+                Some(Ok(())) => "succeeded",
+                Some(Err(JobError::Retry { .. })) => "failed",
+                Some(Err(JobError::Fatal(_))) => "fatal",
+                Some(Err(JobError::Defer { parked: true, .. })) => "parked",
+                Some(Err(JobError::Defer { .. })) => "deferred",
+                Some(Err(JobError::LeaseLost)) | None => "abandoned",
+            };
+            let labels = [("kind", job.kind.clone()), ("outcome", outcome.to_string())];
+            metrics::counter!("countersign_job_runs_total", &labels).increment(1);
+            metrics::histogram!("countersign_job_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
             match result {
                 Some(Ok(())) => self.finish(&ctx, elapsed_ms).await,
                 Some(Err(error)) => self.fail(&job, &lease, error, elapsed_ms).await,
