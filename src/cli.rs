@@ -7,7 +7,8 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::Settings;
-use crate::ids::JobId;
+use crate::ids::{EventId, JobId};
+use crate::store::DeliveryFilter;
 use crate::{service, store, telemetry};
 
 #[derive(Debug, Parser)]
@@ -54,27 +55,42 @@ pub enum Command {
     ConsentUrl(ConfigArg),
     /// Validate the configuration and the store; exit status says whether `serve` could run.
     Check(ConfigArg),
-    /// List jobs that ran out of attempts, newest first, with their last error.
+    /// List what ran out of attempts, newest first: event deliveries (event,
+    /// sink, attempts, last error), disabled sinks, and other jobs.
     DeadLetters {
         #[command(flatten)]
         config: ConfigArg,
-        /// How many to show.
+        /// How many to show of each.
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Only deliveries to this sink.
+        #[arg(long, value_name = "NAME")]
+        sink: Option<String>,
         /// One JSON object per line instead of a table.
         #[arg(long)]
         json: bool,
     },
-    /// Give dead-lettered jobs a fresh set of attempts.
+    /// Give dead letters a fresh set of attempts: jobs by id, or event
+    /// deliveries by event and/or sink. Replaying a disabled sink's
+    /// deliveries enables it again.
     Replay {
         #[command(flatten)]
         config: ConfigArg,
         /// Job ids as shown by `dead-letters`.
-        #[arg(value_name = "JOB_ID", required_unless_present = "all")]
+        #[arg(value_name = "JOB_ID", required_unless_present_any = ["all", "event", "sink"])]
         jobs: Vec<String>,
         /// Replay every dead letter.
-        #[arg(long, conflicts_with = "jobs")]
+        #[arg(long, conflicts_with_all = ["jobs", "event", "sink", "since"])]
         all: bool,
+        /// The dead deliveries of this event.
+        #[arg(long, value_name = "ID", conflicts_with = "jobs")]
+        event: Option<String>,
+        /// The dead deliveries to this sink.
+        #[arg(long, value_name = "NAME", conflicts_with = "jobs")]
+        sink: Option<String>,
+        /// Only deliveries that died since TIME: RFC 3339 (2026-11-28T09:00:00Z) or a duration ago (2h).
+        #[arg(long, value_name = "TIME", conflicts_with = "jobs")]
+        since: Option<String>,
     },
     /// Find completed envelopes Connect never delivered and process them.
     Reconcile {
@@ -125,8 +141,14 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check(arg) => check(&arg).await,
-        Command::DeadLetters { config, limit, json } => dead_letters(&config, limit, json).await,
-        Command::Replay { config, jobs, all } => replay(&config, &jobs, all).await,
+        Command::DeadLetters { config, limit, sink, json } => dead_letters(&config, limit, sink, json).await,
+        Command::Replay { config, jobs, all, event, sink, since } => {
+            if event.is_some() || sink.is_some() {
+                replay_deliveries(&config, event.as_deref(), sink, since.as_deref()).await
+            } else {
+                replay(&config, &jobs, all).await
+            }
+        }
         Command::Demo { data } => {
             telemetry::init(&crate::config::LogSettings {
                 format: crate::config::LogFormat::Human,
@@ -271,34 +293,68 @@ async fn reconcile(arg: &ConfigArg, since: &str, account: Option<&str>) -> anyho
     Ok(ExitCode::SUCCESS)
 }
 
-/// `--since`: an RFC 3339 time, or a date (midnight UTC).
-fn parse_since(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
-    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
-        return Ok(time.with_timezone(&chrono::Utc));
-    }
-    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .ok()
-        .and_then(|date| date.and_hms_opt(0, 0, 0))
-        .map(|time| time.and_utc())
-        .with_context(|| format!("--since {text:?}: expected an RFC 3339 time (2026-11-01T00:00:00Z) or a date"))
-}
-
-async fn dead_letters(arg: &ConfigArg, limit: u32, json: bool) -> anyhow::Result<ExitCode> {
+async fn dead_letters(arg: &ConfigArg, limit: u32, sink: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
     let settings = load(arg)?;
     let store = store::open(&settings.store.url, 1).await?;
-    let jobs = store.dead_jobs(limit).await?;
+    let filter = DeliveryFilter { sink: sink.clone(), ..DeliveryFilter::default() };
+    let deliveries = store.dead_deliveries(&filter, limit).await?;
+    let disabled = store.disabled_sinks().await?;
+    let disabled: Vec<_> = disabled.into_iter().filter(|d| sink.as_ref().is_none_or(|s| *s == d.sink)).collect();
+    // Deliveries are listed as deliveries; the other kinds as jobs.
+    let jobs: Vec<_> = match sink {
+        Some(_) => Vec::new(),
+        None => store.dead_jobs(limit).await?.into_iter().filter(|job| job.kind != crate::deliver::DELIVER).collect(),
+    };
     if json {
+        for sink in &disabled {
+            let mut row = serde_json::to_value(sink)?;
+            row["kind"] = "disabled_sink".into();
+            println!("{row}");
+        }
+        for delivery in &deliveries {
+            let mut row = serde_json::to_value(delivery)?;
+            row["kind"] = crate::deliver::DELIVER.into();
+            println!("{row}");
+        }
         for job in &jobs {
             println!("{}", serde_json::to_string(job)?);
         }
-    } else if jobs.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default()
+    };
+    let first_line = |error: Option<&str>| error.unwrap_or("").lines().next().unwrap_or("").to_string();
+    for sink in &disabled {
+        println!("sink {} is DISABLED since {}: {}", sink.sink, time(Some(sink.disabled_at)), sink.reason);
+        println!("  fix it, then: countersign replay --sink {}\n", sink.sink);
+    }
+    if deliveries.is_empty() && jobs.is_empty() {
         println!("no dead letters");
-    } else {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !deliveries.is_empty() {
+        println!("{:<36}  {:<16}  {:<28}  {:>8}  {:<19}  last error", "event", "sink", "type", "attempts", "failed at");
+        for d in &deliveries {
+            println!(
+                "{:<36}  {:<16}  {:<28}  {:>8}  {:<19}  {}",
+                d.event_id,
+                d.sink,
+                d.event_type,
+                d.attempts,
+                time(d.failed_at),
+                first_line(d.last_error.as_deref())
+            );
+        }
+    }
+    if !jobs.is_empty() {
+        if !deliveries.is_empty() {
+            println!();
+        }
         println!("{:<36}  {:<18}  {:>8}  {:<20}  last error", "job", "kind", "attempts", "failed at");
         for job in &jobs {
-            let failed = job.finished_at.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default();
-            let error = job.last_error.as_deref().unwrap_or("").lines().next().unwrap_or("");
-            println!("{:<36}  {:<18}  {:>8}  {:<20}  {error}", job.id, job.kind, job.attempts, failed);
+            let error = first_line(job.last_error.as_deref());
+            println!("{:<36}  {:<18}  {:>8}  {:<20}  {error}", job.id, job.kind, job.attempts, time(job.finished_at));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -308,7 +364,13 @@ async fn replay(arg: &ConfigArg, ids: &[String], all: bool) -> anyhow::Result<Ex
     let settings = load(arg)?;
     let store = store::open(&settings.store.url, 1).await?;
     let ids: Vec<JobId> = if all {
-        store.dead_jobs(u32::MAX).await?.into_iter().map(|job| job.id).collect()
+        // Deliveries go through their own replay, which also enables their sinks.
+        let replayed = replay_matching(&*store, &settings, &DeliveryFilter::default()).await?;
+        let others = store.dead_jobs(u32::MAX).await?.into_iter().filter(|job| job.kind != crate::deliver::DELIVER);
+        if replayed == 0 && others.clone().next().is_none() {
+            println!("no dead letters");
+        }
+        others.map(|job| job.id).collect()
     } else {
         ids.iter()
             .map(|id| JobId::parse(id).with_context(|| format!("{id:?} is not a job id")))
@@ -324,4 +386,76 @@ async fn replay(arg: &ConfigArg, ids: &[String], all: bool) -> anyhow::Result<Ex
         }
     }
     Ok(if missing == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// `replay --event ID` / `replay --sink NAME [--since TIME]`.
+async fn replay_deliveries(
+    arg: &ConfigArg,
+    event: Option<&str>,
+    sink: Option<String>,
+    since: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let settings = load(arg)?;
+    let event = event.map(|e| EventId::parse(e).with_context(|| format!("{e:?} is not an event id"))).transpose()?;
+    let since = since.map(parse_since).transpose()?;
+    if let Some(name) = &sink
+        && !settings.sinks.iter().any(|s| &s.name == name)
+    {
+        anyhow::bail!("no sink named {name:?} is configured ([[sinks]])");
+    }
+    let store = store::open(&settings.store.url, 1).await?;
+    let mut enabled = false;
+    if let Some(name) = &sink {
+        // Enabled before its deliveries are queued, or they would die again at once.
+        enabled = store.enable_sink(name).await?;
+        if enabled {
+            println!("sink {name} enabled again");
+        }
+    }
+    let replayed = replay_matching(&*store, &settings, &DeliveryFilter { event, sink, since }).await?;
+    if replayed == 0 {
+        println!("no dead deliveries match");
+    }
+    Ok(if replayed > 0 || enabled { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Replays the dead deliveries `filter` matches, enabling their sinks first.
+async fn replay_matching(
+    store: &dyn store::Store,
+    settings: &Settings,
+    filter: &DeliveryFilter,
+) -> anyhow::Result<usize> {
+    let dead = store.dead_deliveries(filter, u32::MAX).await?;
+    let mut sinks: Vec<&str> = dead.iter().map(|d| d.sink.as_str()).collect();
+    sinks.sort_unstable();
+    sinks.dedup();
+    for sink in sinks {
+        if store.enable_sink(sink).await? {
+            println!("sink {sink} enabled again");
+        }
+    }
+    let replayed = store.replay_deliveries(filter, settings.delivery.max_attempts()).await?;
+    for delivery in &replayed {
+        println!("replayed event {} to sink {}", delivery.event_id, delivery.sink);
+    }
+    Ok(replayed.len())
+}
+
+/// `--since`: an RFC 3339 time, a date (midnight UTC), or a duration before now (`2h`, `30m`).
+fn parse_since(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(time.with_timezone(&chrono::Utc));
+    }
+    if let Some(midnight) =
+        chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").ok().and_then(|date| date.and_hms_opt(0, 0, 0))
+    {
+        return Ok(midnight.and_utc());
+    }
+    let ago = humantime_serde::re::humantime::parse_duration(text).map_err(|_| {
+        anyhow::anyhow!(
+            "--since {text:?}: give an RFC 3339 time (2026-11-28T09:00:00Z), a date (2026-11-01) or a duration ago (2h)"
+        )
+    })?;
+    let ago = chrono::Duration::from_std(ago)?;
+    chrono::Utc::now().checked_sub_signed(ago).context("--since is too far back")
 }

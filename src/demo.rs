@@ -12,6 +12,7 @@ use anyhow::{Context, bail, ensure};
 use sha2::{Digest, Sha256};
 
 use crate::config::Settings;
+use crate::deliver::receiver::WebhookReceiver;
 use crate::sandbox::connect::{ConnectFormat, ConnectSender, NotificationOptions, RetryPolicy};
 use crate::sandbox::{Envelope, Sandbox, SandboxConfig, pdf};
 use crate::service::Service;
@@ -34,7 +35,12 @@ pub async fn run(data: Option<PathBuf>) -> anyhow::Result<()> {
     let sandbox_url = running_sandbox.base_url();
     step("DocuSign sandbox", &sandbox_url);
 
-    let settings = settings_for(&sandbox, &sandbox_url, &dir)?;
+    // The IT system's end: it verifies the signature of every event it gets.
+    let webhook_secret = crate::deliver::receiver::random_secret();
+    let receiver = WebhookReceiver::spawn(&[&webhook_secret]).await.context("starting the event receiver")?;
+    step("event receiver", &format!("{} (verifies every Standard Webhooks signature)", receiver.url()));
+
+    let settings = settings_for(&sandbox, &sandbox_url, &dir, &format_sink(receiver.url(), &webhook_secret))?;
     let service = Service::build(settings.clone()).await?;
     let store = service.store.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -114,7 +120,15 @@ fn step(what: &str, detail: &str) {
     println!("  ✓ {what:<17} {detail}");
 }
 
-fn settings_for(sandbox: &Sandbox, sandbox_url: &str, dir: &Path) -> anyhow::Result<Settings> {
+/// The demo's one sink: the local receiver, with a token to fetch documents.
+fn format_sink(url: &str, secret: &str) -> String {
+    let token = uuid::Uuid::new_v4().simple();
+    format!(
+        "[[sinks]]\nname = \"demo-receiver\"\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"{secret}\"\ntoken = \"{token}\"\n"
+    )
+}
+
+fn settings_for(sandbox: &Sandbox, sandbox_url: &str, dir: &Path, sinks: &str) -> anyhow::Result<Settings> {
     let identity = sandbox.identity();
     let key_path = dir.join("sandbox-private-key.pem");
     std::fs::write(&key_path, &identity.private_key_pem)?;
@@ -124,7 +138,7 @@ fn settings_for(sandbox: &Sandbox, sandbox_url: &str, dir: &Path) -> anyhow::Res
          [connect]\nhmac_keys = [{keys}]\n\
          [docusign]\nauth_server = \"{aud}\"\nauth_url = \"{sandbox_url}\"\nintegration_key = \"{ik}\"\n\
          user_id = \"{user}\"\nredirect_uri = \"{redirect}\"\nprivate_key_file = \"{key}\"\nrecheck_base = \"1s\"\nrecheck_cap = \"5s\"\n\
-         [log]\nformat = \"human\"\nfilter = \"warn\"\n",
+         [log]\nformat = \"human\"\nfilter = \"warn\"\n{sinks}",
         db = dir.join("countersign.db").display(),
         docs = dir.join("documents").display(),
         keys = keys.join(", "),

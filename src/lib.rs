@@ -7,9 +7,11 @@
 
 pub mod cli;
 pub mod config;
+pub mod deliver;
 pub mod demo;
 pub mod documents;
 pub mod docusign;
+pub mod events;
 pub mod http;
 pub mod ids;
 pub mod ingest;

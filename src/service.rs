@@ -11,8 +11,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
+use crate::deliver::Deliver;
 use crate::documents::DocumentStore;
 use crate::docusign::DocuSign;
+use crate::events::documents::DocumentAccess;
 use crate::http::{self, AppState};
 use crate::ingest::{ConnectAuth, Ingest, KeyRing};
 use crate::pipeline::{JobHandler, ProcessEnvelope, WorkerPool};
@@ -57,8 +59,11 @@ impl Service {
                  docusign.private_key_file): only notifications that carry their documents and data can be processed"
             );
         }
-        let mut handlers: Vec<Arc<dyn JobHandler>> =
-            vec![Arc::new(ProcessEnvelope::new(&settings, docusign.clone(), documents.clone()))];
+        warn_about_sinks(&settings);
+        let mut handlers: Vec<Arc<dyn JobHandler>> = vec![
+            Arc::new(ProcessEnvelope::new(&settings, docusign.clone(), documents.clone())?),
+            Arc::new(Deliver::from_settings(&settings)?),
+        ];
         if let Some(docusign) = docusign.as_ref().filter(|_| settings.reconcile.enabled) {
             let reconciler = Reconciler::new(&settings, docusign.clone(), store.clone());
             handlers.push(Arc::new(ReconcileAccount::new(&settings, reconciler)));
@@ -96,7 +101,9 @@ impl Service {
 
         let ingest = Ingest::new(&self.settings, self.store.clone(), self.documents.clone(), self.keys.clone());
         let access = self.docusign.as_ref().map(|d| d.status().clone());
-        let app = http::router(AppState { store: self.store.clone(), access }, ingest);
+        let documents = DocumentAccess::new(&self.settings, self.store.clone(), self.documents.clone())?;
+        let app = http::router(AppState { store: self.store.clone(), access }, ingest)
+            .merge(crate::events::documents::router(documents));
         let reloader =
             tokio::spawn(reload_keys_on_sighup(self.settings.source.clone(), self.keys.clone(), stop.clone()));
         let server_stop = stop.clone();
@@ -184,6 +191,20 @@ fn warn_about_connect_security(settings: &Settings) {
     } else if connect.hmac_keys.is_empty() && connect.accounts.is_empty() {
         tracing::warn!(
             "no Connect HMAC keys configured (connect.hmac_keys): every notification will be refused with 401"
+        );
+    }
+}
+
+/// Consumers who cannot fetch the documents their events link to would
+/// only find out from a 401.
+fn warn_about_sinks(settings: &Settings) {
+    if settings.events.link_key.is_some() {
+        return;
+    }
+    for sink in settings.sinks.iter().filter(|s| s.token.is_none()) {
+        tracing::warn!(
+            sink = %sink.name,
+            "sink has no token and events.link_key is not set: its consumers cannot fetch the documents events link to"
         );
     }
 }

@@ -230,3 +230,71 @@ async fn sighup_rereads_the_connect_keys_without_a_restart() {
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     assert!(child.wait().unwrap().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dead_deliveries_are_listed_and_replayed_by_sink_which_enables_it_again() {
+    use common::envelopes::{SECRET, publish_many};
+    use countersign::deliver::receiver::{Reply, WebhookReceiver};
+
+    let receiver = WebhookReceiver::spawn(&[SECRET]).await.unwrap();
+    receiver.set_default_reply(Reply::status(410));
+    let sinks = format!(
+        "[delivery]\nschedule = [\"50ms\"]\n\
+         [[sinks]]\nname = \"hr\"\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\n",
+        receiver.url()
+    );
+    // PostgreSQL: the running service hears the CLI's replay through LISTEN/NOTIFY.
+    let db = common::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.toml"), format!("[store]\nurl = \"{}\"\n{sinks}", db.url)).unwrap();
+    let app = common::TestApp::spawn(db, &sinks).await;
+    let planner = countersign::events::Planner::from_settings(&app.settings).unwrap();
+    let plans = publish_many(&*app.store, &planner, 2).await;
+    let events: Vec<String> = plans.iter().map(|p| p.events[0].event.id.to_string()).collect();
+    common::eventually(Duration::from_secs(60), "both deliveries to be dead letters", || async {
+        (app.store.dead_deliveries(&Default::default(), 10).await.unwrap().len() == 2).then_some(())
+    })
+    .await;
+
+    let out = countersign(&["dead-letters", "--config", "c.toml"], dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listing = text(&out.stdout);
+    assert!(listing.contains("sink hr is DISABLED"), "{listing}");
+    assert!(listing.contains("countersign replay --sink hr"), "the listing says how to recover: {listing}");
+    for event in &events {
+        let row =
+            listing.lines().find(|l| l.starts_with(event.as_str())).unwrap_or_else(|| panic!("{event} in {listing}"));
+        assert!(row.contains(" hr ") && row.contains("envelope.completed"), "{row}");
+    }
+    assert!(listing.contains("HTTP 410"), "{listing}");
+    let out = countersign(&["dead-letters", "--config", "c.toml", "--json"], dir.path());
+    let rows: Vec<serde_json::Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.iter().filter(|r| r["kind"] == "disabled_sink").count(), 1);
+    let deliveries: Vec<_> = rows.iter().filter(|r| r["kind"] == "deliver").collect();
+    assert_eq!(deliveries.len(), 2);
+    assert!(deliveries.iter().all(|r| r["sink"] == "hr" && r["attempts"] == 1));
+
+    receiver.set_default_reply(Reply::OK);
+    let out = countersign(&["replay", "--config", "c.toml", "--sink", "hr", "--since", "1h"], dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let replayed = text(&out.stdout);
+    assert!(replayed.contains("sink hr enabled again"), "{replayed}");
+    for event in &events {
+        assert!(replayed.contains(&format!("replayed event {event} to sink hr")), "{replayed}");
+    }
+    let delivered = receiver.wait_for_delivered(2, Duration::from_secs(60)).await.unwrap();
+    let mut received: Vec<String> = delivered.iter().map(|r| r.webhook_id.clone().unwrap()).collect();
+    received.sort();
+    let mut expected = events.clone();
+    expected.sort();
+    assert_eq!(received, expected);
+
+    let out = countersign(&["dead-letters", "--config", "c.toml"], dir.path());
+    assert_eq!(text(&out.stdout).trim(), "no dead letters");
+    let out = countersign(&["replay", "--config", "c.toml", "--event", &events[0]], dir.path());
+    assert!(!out.status.success(), "nothing left to replay");
+    assert!(text(&out.stdout).contains("no dead deliveries match"));
+    let out = countersign(&["replay", "--config", "c.toml", "--sink", "erp"], dir.path());
+    assert!(text(&out.stderr).contains("no sink named \"erp\""), "{}", text(&out.stderr));
+    app.shutdown().await;
+}

@@ -48,7 +48,7 @@ fn the_environment_overrides_the_file_which_overrides_the_defaults() {
             name = "hr"
             kind = "webhook"
             url = "https://hr.example.com/hooks"
-            secret = "whsec_ZmlsZQ=="
+            secret = "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
             "#,
         )?;
         jail.set_env("COUNTERSIGN_STORE__URL", "postgres://countersign@db/countersign");
@@ -67,7 +67,10 @@ fn the_environment_overrides_the_file_which_overrides_the_defaults() {
         let keys: Vec<_> = settings.connect.hmac_keys.iter().map(|k| k.expose().to_string()).collect();
         assert_eq!(keys, ["k1", "k2"]);
         assert_eq!(settings.sinks[0].kind, SinkKind::Webhook);
-        assert_eq!(settings.sinks[0].secret.as_ref().unwrap().expose(), "whsec_ZmlsZQ==");
+        assert_eq!(
+            settings.sinks[0].secret.as_ref().unwrap().expose(),
+            "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+        );
         Ok(())
     });
 }
@@ -201,12 +204,29 @@ fn secrets_never_appear_in_debug_output() {
             name = "hr"
             kind = "webhook"
             url = "https://hr.example.com"
-            secret = "whsec_SINK-SECRET"
+            secret = "whsec_U0lOSy1TRUNSRVQtU0lOSy1TRUNSRVQtMTIzNA=="
+            token = "SINK-TOKEN-0123456789"
+            [[sinks]]
+            name = "erp"
+            kind = "amqp"
+            url = "amqp://guest:AMQP-PASSWORD@127.0.0.1:5672/%2f"
+            [events]
+            link_key = "LINK-KEY-0123456789"
             "#,
         )?;
         let settings = Settings::load(Some(Path::new("countersign.toml"))).unwrap();
         let printed = format!("{settings:?} {settings:#?}");
-        for secret in ["HMAC-SECRET-ONE", "HMAC-SECRET-TWO", &pem_body_line, "ADMIN-SECRET", "SINK-SECRET"] {
+        let secrets = [
+            "HMAC-SECRET-ONE",
+            "HMAC-SECRET-TWO",
+            &pem_body_line,
+            "ADMIN-SECRET",
+            "U0lOSy1TRUNSRVQ",
+            "SINK-TOKEN",
+            "AMQP-PASSWORD",
+            "LINK-KEY",
+        ];
+        for secret in secrets {
             assert!(!printed.contains(secret), "{secret} leaked into Debug output");
         }
         assert!(printed.contains("[redacted]"));

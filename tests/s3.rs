@@ -316,14 +316,15 @@ impl Drop for S3App {
     }
 }
 
-/// The `[connect]`, `[docusign]` and `[queue]` tables for `sandbox`.
+/// The `[connect]`, `[docusign]` and `[queue]` tables for `sandbox`. Reconciliation is off: its first pass would
+/// find the test's envelopes itself and race the notifications the test sends.
 fn pipeline_toml(sandbox: &RunningSandbox) -> String {
     let id = sandbox.sandbox.identity();
     let keys: Vec<String> = id.hmac_keys.iter().map(|k| format!("{k:?}")).collect();
     format!(
         "[connect]\nhmac_keys = [{}]\n[docusign]\nauth_server = {:?}\nauth_url = {:?}\nintegration_key = \"{}\"\n\
          user_id = \"{}\"\nredirect_uri = {:?}\nprivate_key = '''\n{}'''\n\
-         [queue]\nbackoff_base = \"100ms\"\nbackoff_cap = \"1s\"\n",
+         [queue]\nbackoff_base = \"100ms\"\nbackoff_cap = \"1s\"\n[reconcile]\nenabled = false\n",
         keys.join(", "),
         sandbox.sandbox.config().auth_host,
         sandbox.base_url(),

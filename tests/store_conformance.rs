@@ -64,6 +64,11 @@ conformance!(
     a_parked_job_waits_until_woken,
     a_recurring_job_is_armed_again_only_once_finished,
     a_reconciliation_checkpoint_only_moves_forward,
+    an_outbox_write_yields_events_deliveries_and_one_job_each,
+    a_delivery_outcome_is_recorded_on_its_row,
+    an_earlier_pending_event_holds_back_later_ones_to_the_same_sink,
+    dead_deliveries_are_listed_and_replayed_by_event_sink_and_time,
+    a_disabled_sink_stays_disabled_until_enabled,
 );
 
 fn job(kind: &str, n: u32) -> NewJob {
@@ -474,6 +479,7 @@ async fn envelope_documents_events_and_deliveries_round_trip(db: &common::TestSt
         event_type: "employee.onboarding.signed".into(),
         body: json!({ "specversion": "1.0", "data": { "n": 1 } }),
         created_at: completed_at,
+        ordinal: 0,
     };
     let mut tx = store.begin().await.unwrap();
     tx.upsert_envelope(&EnvelopeUpsert {
@@ -612,4 +618,206 @@ async fn reclaiming_one_expired_job_leaves_the_others_history_alone(db: &common:
     assert!(store.complete_job(&left.lease).await.unwrap(), "and that worker can still finish it");
     let outcomes: Vec<_> = store.job_attempts(left.job.id).await.unwrap().into_iter().map(|a| a.outcome).collect();
     assert_eq!(outcomes, [Some(AttemptOutcome::Succeeded)]);
+}
+
+/// An envelope with `events` events planned together, each to `sinks`, written through the outbox.
+async fn outbox(store: &dyn Store, envelope: &str, events: &[&str], sinks: &[&str]) -> Vec<EventId> {
+    let envelope = EnvelopeId::parse(envelope).unwrap();
+    let now = Utc::now();
+    let plan = countersign::events::Plan {
+        envelope_id: envelope,
+        events: events
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| countersign::events::PlannedEvent {
+                event: EventRecord {
+                    id: countersign::events::event_id(envelope, rule),
+                    envelope_id: envelope,
+                    rule: (*rule).into(),
+                    event_type: format!("test.{rule}"),
+                    body: json!({ "specversion": "1.0", "rule": rule }),
+                    created_at: now,
+                    ordinal: i as u32,
+                },
+                sinks: sinks.iter().map(|s| (*s).to_string()).collect(),
+            })
+            .collect(),
+        flags: Vec::new(),
+        unmatched: false,
+        max_attempts: 3,
+    };
+    let mut tx = store.begin().await.unwrap();
+    tx.upsert_envelope(&EnvelopeUpsert {
+        envelope_id: envelope,
+        account_id: AccountId::parse("f2a3b4c5-d6e7-4f80-9a1b-2c3d4e5f6a7b").unwrap(),
+        status: EnvelopeStatus::Processed,
+        subject: None,
+        completed_at: None,
+    })
+    .await
+    .unwrap();
+    countersign::events::write_outbox(&mut *tx, &plan).await.unwrap();
+    tx.commit().await.unwrap();
+    plan.events.iter().map(|e| e.event.id).collect()
+}
+
+const ENVELOPE_A: &str = "0b9c1d2e-3f40-4a5b-8c6d-7e8f90a1b2c3";
+const ENVELOPE_B: &str = "1c2d3e4f-5a6b-4c7d-8e9f-a0b1c2d3e4f5";
+
+/// Claims the deliver job of (event, sink), putting the others it meets back for a moment.
+async fn claim_delivery(store: &dyn Store, event: EventId, sink: &str) -> ClaimedJob {
+    let key = countersign::deliver::delivery_key(event, sink);
+    for _ in 0..50 {
+        let claimed = claim_one(store, "deliver", "w", LEASE).await.expect("a deliver job is due");
+        if claimed.job.unique_key.as_deref() == Some(key.as_str()) {
+            return claimed;
+        }
+        let later = Utc::now() + TimeDelta::milliseconds(200);
+        store.defer_job(&claimed.lease, "not this one", later, false).await.unwrap();
+    }
+    panic!("no deliver job for {key}");
+}
+
+async fn an_outbox_write_yields_events_deliveries_and_one_job_each(db: &common::TestStore) {
+    let store = &*db.store;
+    let events = outbox(store, ENVELOPE_A, &["first", "second"], &["hr", "crm"]).await;
+    let again = outbox(store, ENVELOPE_A, &["first", "second"], &["hr", "crm"]).await;
+    assert_eq!(events, again, "event ids are deterministic per (envelope, rule)");
+    let stored = store.events_for(EnvelopeId::parse(ENVELOPE_A).unwrap()).await.unwrap();
+    assert_eq!(stored.iter().map(|e| (e.rule.as_str(), e.ordinal)).collect::<Vec<_>>(), [("first", 0), ("second", 1)]);
+    assert_eq!(store.event(events[1]).await.unwrap().as_ref(), Some(&stored[1]));
+    assert_eq!(store.event(EventId::new()).await.unwrap(), None);
+    for event in &events {
+        let deliveries = store.deliveries_for(*event).await.unwrap();
+        assert_eq!(deliveries.iter().map(|d| d.sink.as_str()).collect::<Vec<_>>(), ["crm", "hr"]);
+        for sink in ["crm", "hr"] {
+            let job = store.job_by_key("deliver", &countersign::deliver::delivery_key(*event, sink)).await.unwrap();
+            let job = job.expect("one deliver job per delivery");
+            assert_eq!(job.max_attempts, 3);
+            assert_eq!(job.payload, json!({ "event_id": event, "sink": sink }));
+        }
+    }
+    let stats = store.queue_stats().await.unwrap();
+    let deliver: u64 = stats.iter().filter(|s| s.kind == "deliver").map(|s| s.count).sum();
+    assert_eq!(deliver, 4, "a rerun enqueues nothing more");
+    let envelope = EnvelopeId::parse(ENVELOPE_A).unwrap();
+    assert!(store.envelope_has_sink(envelope, "hr").await.unwrap());
+    assert!(!store.envelope_has_sink(envelope, "erp").await.unwrap());
+    assert!(!store.envelope_has_sink(EnvelopeId::parse(ENVELOPE_B).unwrap(), "hr").await.unwrap());
+}
+
+async fn a_delivery_outcome_is_recorded_on_its_row(db: &common::TestStore) {
+    let store = &*db.store;
+    let event = outbox(store, ENVELOPE_A, &["only"], &["hr"]).await[0];
+    let failed = DeliveryUpdate {
+        event_id: event,
+        sink: "hr".into(),
+        state: DeliveryState::Pending,
+        attempts: 1,
+        last_error: Some("sink hr answered HTTP 500".into()),
+    };
+    store.record_delivery(&failed).await.unwrap();
+    let row = store.deliveries_for(event).await.unwrap().remove(0);
+    assert_eq!(
+        (row.state, row.attempts, row.last_error.as_deref()),
+        (DeliveryState::Pending, 1, Some("sink hr answered HTTP 500"))
+    );
+    assert_eq!(row.delivered_at, None);
+    let mut tx = store.begin().await.unwrap();
+    tx.record_delivery(&DeliveryUpdate { state: DeliveryState::Delivered, attempts: 2, last_error: None, ..failed })
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let row = store.deliveries_for(event).await.unwrap().remove(0);
+    assert_eq!((row.state, row.attempts, row.last_error), (DeliveryState::Delivered, 2, None));
+    assert!(row.delivered_at.is_some());
+}
+
+async fn an_earlier_pending_event_holds_back_later_ones_to_the_same_sink(db: &common::TestStore) {
+    let store = &*db.store;
+    let events = outbox(store, ENVELOPE_A, &["first", "second", "third"], &["hr"]).await;
+    let other = outbox(store, ENVELOPE_B, &["first"], &["hr"]).await;
+    outbox(store, ENVELOPE_A, &["fourth"], &["crm"]).await;
+    assert_eq!(store.earlier_pending_delivery(events[0], "hr").await.unwrap(), None, "the first goes first");
+    let held = store.earlier_pending_delivery(events[2], "hr").await.unwrap().expect("the first is pending");
+    assert_eq!(held.event_id, events[0], "the earliest pending event is named");
+    assert!(held.next_attempt_at.is_some(), "a ready job says when it runs");
+    assert_eq!(store.earlier_pending_delivery(other[0], "hr").await.unwrap(), None, "other envelopes do not count");
+    let fourth = countersign::events::event_id(EnvelopeId::parse(ENVELOPE_A).unwrap(), "fourth");
+    assert_eq!(store.earlier_pending_delivery(fourth, "crm").await.unwrap(), None, "other sinks do not count");
+
+    let running = claim_delivery(store, events[0], "hr").await;
+    let held = store.earlier_pending_delivery(events[1], "hr").await.unwrap().unwrap();
+    assert_eq!((held.event_id, held.next_attempt_at), (events[0], None), "a running delivery has no next time");
+    let delivered = DeliveryUpdate {
+        event_id: events[0],
+        sink: "hr".into(),
+        state: DeliveryState::Delivered,
+        attempts: 1,
+        last_error: None,
+    };
+    let mut tx = store.begin().await.unwrap();
+    tx.record_delivery(&delivered).await.unwrap();
+    assert!(tx.complete_job(&running.lease).await.unwrap());
+    tx.commit().await.unwrap();
+    let held = store.earlier_pending_delivery(events[2], "hr").await.unwrap().unwrap();
+    assert_eq!(held.event_id, events[1], "once the first is delivered the second holds the third");
+
+    // A delivery whose job died without updating its row must not block the rest forever.
+    let second = claim_delivery(store, events[1], "hr").await;
+    store.fail_job(&second.lease, "out of attempts", Retry::Never).await.unwrap();
+    assert_eq!(store.earlier_pending_delivery(events[2], "hr").await.unwrap(), None);
+}
+
+async fn dead_deliveries_are_listed_and_replayed_by_event_sink_and_time(db: &common::TestStore) {
+    let store = &*db.store;
+    let events = outbox(store, ENVELOPE_A, &["first", "second"], &["hr", "crm"]).await;
+    let before = Utc::now() - TimeDelta::seconds(1);
+    for (event, sink) in [(events[0], "hr"), (events[0], "crm"), (events[1], "hr")] {
+        let claimed = claim_delivery(store, event, sink).await;
+        store.fail_job(&claimed.lease, &format!("{sink} answered HTTP 410"), Retry::Never).await.unwrap();
+    }
+    let all = store.dead_deliveries(&DeliveryFilter::default(), 10).await.unwrap();
+    assert_eq!(all.len(), 3);
+    let first = all.iter().find(|d| d.event_id == events[0] && d.sink == "crm").unwrap();
+    assert_eq!(first.event_type, "test.first");
+    assert_eq!(first.envelope_id, EnvelopeId::parse(ENVELOPE_A).unwrap());
+    assert_eq!(first.attempts, 1);
+    assert_eq!(first.last_error.as_deref(), Some("crm answered HTTP 410"));
+    assert!(first.failed_at.unwrap() >= before);
+    let by_sink = DeliveryFilter { sink: Some("hr".into()), ..DeliveryFilter::default() };
+    assert_eq!(store.dead_deliveries(&by_sink, 10).await.unwrap().len(), 2);
+    let by_event = DeliveryFilter { event: Some(events[0]), ..DeliveryFilter::default() };
+    assert_eq!(store.dead_deliveries(&by_event, 10).await.unwrap().len(), 2);
+    let future = DeliveryFilter { since: Some(Utc::now() + TimeDelta::hours(1)), ..DeliveryFilter::default() };
+    assert!(store.dead_deliveries(&future, 10).await.unwrap().is_empty());
+    assert_eq!(store.dead_deliveries(&DeliveryFilter::default(), 1).await.unwrap().len(), 1, "the limit holds");
+
+    let since = DeliveryFilter { sink: Some("hr".into()), since: Some(before), ..DeliveryFilter::default() };
+    let replayed = store.replay_deliveries(&since, 4).await.unwrap();
+    assert_eq!(replayed.len(), 2);
+    for delivery in &replayed {
+        let job = store.job(delivery.job_id).await.unwrap().unwrap();
+        assert_eq!((job.state, job.max_attempts), (JobState::Ready, job.attempts + 4));
+        let row = store.deliveries_for(delivery.event_id).await.unwrap();
+        assert!(row.iter().any(|d| d.sink == "hr" && d.state == DeliveryState::Pending));
+    }
+    let left = store.dead_deliveries(&DeliveryFilter::default(), 10).await.unwrap();
+    assert_eq!(left.iter().map(|d| (d.event_id, d.sink.as_str())).collect::<Vec<_>>(), [(events[0], "crm")]);
+    assert!(store.replay_deliveries(&by_sink, 4).await.unwrap().is_empty(), "nothing dead is left for hr");
+}
+
+async fn a_disabled_sink_stays_disabled_until_enabled(db: &common::TestStore) {
+    let store = &*db.store;
+    assert!(store.disabled_sinks().await.unwrap().is_empty());
+    assert!(store.disable_sink("hr", "sink hr answered HTTP 410 Gone").await.unwrap());
+    assert!(!store.disable_sink("hr", "again").await.unwrap(), "already disabled");
+    let disabled = store.disabled_sinks().await.unwrap();
+    assert_eq!(disabled.len(), 1);
+    assert_eq!((disabled[0].sink.as_str(), disabled[0].reason.as_str()), ("hr", "sink hr answered HTTP 410 Gone"));
+    let other = common::reopen(db).await;
+    assert_eq!(other.disabled_sinks().await.unwrap().len(), 1, "every replica sees it");
+    assert!(store.enable_sink("hr").await.unwrap());
+    assert!(!store.enable_sink("hr").await.unwrap());
+    assert!(store.disabled_sinks().await.unwrap().is_empty());
 }

@@ -3,6 +3,7 @@
 //! Every secret may be given inline or as a `*_file` path; files are read
 //! once at load time so that a missing secret fails start-up, not a request.
 
+mod events;
 mod secret;
 
 use std::net::SocketAddr;
@@ -13,6 +14,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 
+pub use events::{DEFAULT_RULE, DeliverySettings, EventsSettings, FieldSettings, MatchSettings, RuleSettings, Wait};
 pub use secret::Secret;
 
 use crate::ids::{AccountId, UserId};
@@ -71,8 +73,24 @@ impl From<figment::Error> for ConfigError {
             },
             None => String::new(),
         };
-        Self::Parse { key: path.join("."), origin, reason }
+        Self::Parse { key: key_path(&path), origin, reason }
     }
+}
+
+/// `rules.0.match` as the operator reads it: `rules[0].match`.
+fn key_path(path: &[String]) -> String {
+    let mut key = String::new();
+    for part in path {
+        if part.parse::<usize>().is_ok() {
+            key.push_str(&format!("[{part}]"));
+        } else {
+            if !key.is_empty() {
+                key.push('.');
+            }
+            key.push_str(part);
+        }
+    }
+    key
 }
 
 /// What kind of value was found, without the value.
@@ -103,6 +121,9 @@ pub struct Settings {
     pub reconcile: ReconcileSettings,
     pub log: LogSettings,
     pub sinks: Vec<SinkSettings>,
+    pub events: EventsSettings,
+    pub delivery: DeliverySettings,
+    pub rules: Vec<RuleSettings>,
     /// The file these settings were read from, to read it again on reload.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -116,11 +137,18 @@ pub struct ServerSettings {
     /// their leases are released and the process exits.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// The address event consumers reach this service at; document URLs in
+    /// events start with it.
+    pub public_url: String,
 }
 
 impl Default for ServerSettings {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([0, 0, 0, 0], 8080)), shutdown_grace: Duration::from_secs(20) }
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            shutdown_grace: Duration::from_secs(20),
+            public_url: "http://localhost:8080".into(),
+        }
     }
 }
 
@@ -420,16 +448,57 @@ pub enum SinkKind {
     Amqp,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkSettings {
     pub name: String,
     pub kind: SinkKind,
+    /// May carry credentials (`amqp://user:password@host`): printed redacted.
     pub url: String,
+    /// webhook: the signing secret (`whsec_...`); nats: an auth token;
+    /// amqp: the password, replacing any in `url`.
     #[serde(default)]
     pub secret: Option<Secret>,
     #[serde(default)]
     pub secret_file: Option<PathBuf>,
+    /// webhook: more signing secrets, used together with `secret` while a
+    /// secret is rotated (every request carries one signature per secret).
+    #[serde(default)]
+    pub secrets: Vec<Secret>,
+    /// The bearer token this sink's consumers fetch documents with.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Overrides `delivery.timeout` for this sink.
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// Deliveries to this sink running at once in this process; the rest
+    /// wait, so a slow sink cannot take every worker. Default: half of `queue.workers`.
+    #[serde(default)]
+    pub max_in_flight: Option<usize>,
+    /// nats: subjects are `{subject_prefix}.{event type}` (just the type without it).
+    #[serde(default)]
+    pub subject_prefix: Option<String>,
+    /// amqp: the topic exchange published to (declared durable); the routing key is the event type.
+    #[serde(default)]
+    pub exchange: Option<String>,
+}
+
+impl std::fmt::Debug for SinkSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SinkSettings")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("url", &crate::store::redact_url(&self.url))
+            .field("secrets", &self.signing_secrets().len())
+            .field("token", &self.token)
+            .field("timeout", &self.timeout)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("subject_prefix", &self.subject_prefix)
+            .field("exchange", &self.exchange)
+            .finish()
+    }
 }
 
 impl DocusignSettings {
@@ -504,7 +573,9 @@ impl Settings {
         )?;
         for (i, sink) in self.sinks.iter_mut().enumerate() {
             resolve_secret(&mut sink.secret, &sink.secret_file, &format!("sinks[{i}].secret"))?;
+            resolve_secret(&mut sink.token, &sink.token_file, &format!("sinks[{i}].token"))?;
         }
+        resolve_secret(&mut self.events.link_key, &self.events.link_key_file, "events.link_key")?;
         Ok(())
     }
 
@@ -630,7 +701,15 @@ impl Settings {
             if sink.url.trim().is_empty() {
                 return Err(ConfigError::invalid(format!("sinks[{i}].url"), "must not be empty"));
             }
+            events::validate_sink(i, sink)?;
         }
+        let public = url::Url::parse(&self.server.public_url).ok();
+        if !public.is_some_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host()) {
+            return Err(ConfigError::invalid("server.public_url", "must be an http:// or https:// URL"));
+        }
+        events::validate_events(&self.events, &self.sinks)?;
+        events::validate_delivery(&self.delivery)?;
+        events::validate_rules(&self.rules, &self.sinks)?;
         Ok(())
     }
 }

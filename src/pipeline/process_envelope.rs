@@ -6,8 +6,10 @@
 //!
 //! Each downloaded document is recorded in its own transaction as soon as it
 //! is stored, so a retry after a partial failure fetches only what is
-//! missing. The envelope's final state is written in the transaction that
-//! completes the job.
+//! missing. The envelope's final state and its events (the outbox: events,
+//! delivery rows and `deliver` jobs) are written in the transaction that
+//! completes the job, so an envelope is never processed without its events
+//! being on their way.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +22,7 @@ use super::{JobContext, JobError, JobHandler};
 use crate::config::{DownloadMode, Settings};
 use crate::documents::{DocumentStore, sanitise_file_name};
 use crate::docusign::{ApiError, DocuSign, GrantError};
+use crate::events::{Planner, write_outbox};
 use crate::ids::{AccountId, EnvelopeId, NotificationId, UserId};
 use crate::ingest::notification::{ConnectNotification, DocumentKind, DocumentSink, EmbeddedDocument};
 use crate::store::{DocumentRecord, EnvelopeStatus, EnvelopeUpsert, Job};
@@ -44,6 +47,7 @@ struct Wanted {
 #[derive(Debug)]
 pub struct ProcessEnvelope {
     docusign: Option<Arc<DocuSign>>,
+    planner: Planner,
     documents: DocumentStore,
     download: DownloadMode,
     recheck_base: Duration,
@@ -51,14 +55,19 @@ pub struct ProcessEnvelope {
 }
 
 impl ProcessEnvelope {
-    pub fn new(settings: &Settings, docusign: Option<Arc<DocuSign>>, documents: DocumentStore) -> Self {
-        Self {
+    pub fn new(
+        settings: &Settings,
+        docusign: Option<Arc<DocuSign>>,
+        documents: DocumentStore,
+    ) -> Result<Self, crate::config::ConfigError> {
+        Ok(Self {
             docusign,
+            planner: Planner::from_settings(settings)?,
             documents,
             download: settings.documents.download,
             recheck_base: settings.docusign.recheck_base,
             recheck_cap: settings.docusign.recheck_cap,
-        }
+        })
     }
 
     /// How long a job that waits on an operator sleeps before checking
@@ -273,17 +282,34 @@ impl JobHandler for ProcessEnvelope {
             }
         }
 
+        // Template ids are not fetched (one more call per envelope): rules
+        // that match on templates see none.
+        let plan = self.planner.plan(&envelope, &stored, &[], Utc::now());
+        let status = if plan.needs_operator() { EnvelopeStatus::Flagged } else { EnvelopeStatus::Processed };
         let mut tx = ctx.store.begin().await?;
+        // The envelope row first: events refer to it.
         tx.upsert_envelope(&EnvelopeUpsert {
             envelope_id: envelope.envelope_id,
             account_id: account,
-            status: EnvelopeStatus::Processed,
+            status,
             subject: envelope.subject.clone(),
             completed_at: envelope.completed_at,
         })
         .await?;
+        let written = write_outbox(&mut *tx, &plan).await?;
         ctx.complete_with(tx).await?;
-        tracing::info!(documents = stored.len(), "envelope processed");
+        if plan.needs_operator() {
+            tracing::warn!(flags = ?plan.flags, "envelope flagged for an operator: a rule's required field is missing");
+        }
+        if plan.unmatched {
+            tracing::info!("no rule matched and the default event is off: no event for this envelope");
+        }
+        tracing::info!(
+            documents = stored.len(),
+            events = written.events,
+            deliveries = written.deliveries,
+            "envelope processed"
+        );
         Ok(())
     }
 }

@@ -127,6 +127,33 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         listed_until: DateTime<Utc>,
         found: u64,
     ) -> StoreResult<()>;
+    // ---- events and their delivery ----
+
+    /// One event, as it is delivered.
+    async fn event(&self, id: EventId) -> StoreResult<Option<EventRecord>>;
+    /// The first earlier event of the same envelope whose delivery to `sink`
+    /// is still pending, if any: events reach a sink in the order they were
+    /// created. A delivery whose job is dead or gone does not hold others back.
+    async fn earlier_pending_delivery(&self, event: EventId, sink: &str) -> StoreResult<Option<EarlierDelivery>>;
+    /// Whether any event of `envelope` is (or was) delivered to `sink`.
+    async fn envelope_has_sink(&self, envelope: EnvelopeId, sink: &str) -> StoreResult<bool>;
+    /// Dead `deliver` jobs matching `filter`, most recent failure first.
+    async fn dead_deliveries(&self, filter: &DeliveryFilter, limit: u32) -> StoreResult<Vec<DeadDelivery>>;
+    /// Gives the dead deliveries matching `filter` `attempts` more attempts
+    /// (their jobs become ready now, their rows pending); returns them.
+    async fn replay_deliveries(&self, filter: &DeliveryFilter, attempts: u32) -> StoreResult<Vec<DeadDelivery>>;
+    /// Marks a sink disabled; `false` if it already was.
+    async fn disable_sink(&self, sink: &str, reason: &str) -> StoreResult<bool>;
+    /// Lifts a sink's disabling; `false` if it was not disabled.
+    async fn enable_sink(&self, sink: &str) -> StoreResult<bool>;
+    async fn disabled_sinks(&self) -> StoreResult<Vec<DisabledSink>>;
+
+    /// Records a delivery attempt on its own.
+    async fn record_delivery(&self, update: &DeliveryUpdate) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        tx.record_delivery(update).await?;
+        tx.commit().await
+    }
 
     /// Completes a job on its own, for jobs that write nothing else.
     async fn complete_job(&self, lease: &Lease) -> StoreResult<bool> {
@@ -180,6 +207,9 @@ pub trait StoreTx: Send {
     async fn upsert_document(&mut self, document: &DocumentRecord) -> StoreResult<()>;
     async fn insert_event(&mut self, event: &EventRecord) -> StoreResult<Inserted<EventId>>;
     async fn insert_delivery(&mut self, event: EventId, sink: &str) -> StoreResult<Inserted<()>>;
+    /// Writes an attempt's outcome to the delivery row; `delivered_at` is set
+    /// when the state becomes delivered.
+    async fn record_delivery(&mut self, update: &DeliveryUpdate) -> StoreResult<()>;
     async fn commit(self: Box<Self>) -> StoreResult<()>;
 }
 

@@ -303,6 +303,9 @@ pub struct EventRecord {
     /// The CloudEvent exactly as it is delivered.
     pub body: serde_json::Value,
     pub created_at: DateTime<Utc>,
+    /// Position among the events of its envelope created together: events
+    /// reach each sink in (created_at, ordinal) order.
+    pub ordinal: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -337,4 +340,55 @@ pub struct ReconcilePass {
     pub position: u64,
     /// Envelopes found so far in this pass.
     pub found: u64,
+}
+
+/// The outcome of one delivery attempt, written to its delivery row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryUpdate {
+    pub event_id: EventId,
+    pub sink: String,
+    pub state: DeliveryState,
+    /// Attempts made so far, this one included.
+    pub attempts: u32,
+    /// `None` on success.
+    pub last_error: Option<String>,
+}
+
+/// Which dead deliveries to list or replay; every condition given must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryFilter {
+    pub event: Option<EventId>,
+    pub sink: Option<String>,
+    /// Only deliveries that died at or after this time.
+    pub since: Option<DateTime<Utc>>,
+}
+
+/// A delivery that ran out of attempts (or hit a failure retrying cannot fix).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeadDelivery {
+    pub event_id: EventId,
+    pub envelope_id: EnvelopeId,
+    pub event_type: String,
+    pub sink: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub failed_at: Option<DateTime<Utc>>,
+    /// The `deliver` job that carries it.
+    pub job_id: JobId,
+}
+
+/// An earlier event of the same envelope still waiting to reach the same sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EarlierDelivery {
+    pub event_id: EventId,
+    /// When its job runs next (`None` while it runs, or if it has no job).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// A sink an operator must look at (a webhook that answered 410 Gone).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DisabledSink {
+    pub sink: String,
+    pub reason: String,
+    pub disabled_at: DateTime<Utc>,
 }

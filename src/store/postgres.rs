@@ -36,7 +36,8 @@ impl Drop for PostgresStore {
 impl PostgresStore {
     pub async fn open(url: &str, max_connections: u32) -> StoreResult<Self> {
         let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
+            // The job listener keeps one connection for good; queries need at least one more.
+            .max_connections(max_connections.max(2))
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await
@@ -95,6 +96,43 @@ fn envelope_id(row: &PgRow, column: &str) -> StoreResult<EnvelopeId> {
     let text: String = row.try_get(column)?;
     EnvelopeId::parse(&text).map_err(|_| corrupt(column, &text))
 }
+
+fn event_from_row(row: &PgRow) -> StoreResult<EventRecord> {
+    Ok(EventRecord {
+        id: EventId(row.try_get("id")?),
+        envelope_id: envelope_id(row, "envelope_id")?,
+        rule: row.try_get("rule")?,
+        event_type: row.try_get("event_type")?,
+        body: row.try_get("body")?,
+        created_at: row.try_get("created_at")?,
+        ordinal: u32_column(row, "ordinal")?,
+    })
+}
+
+fn dead_delivery_from_row(row: &PgRow) -> StoreResult<DeadDelivery> {
+    Ok(DeadDelivery {
+        event_id: EventId(row.try_get("event_id")?),
+        envelope_id: envelope_id(row, "envelope_id")?,
+        event_type: row.try_get("event_type")?,
+        sink: row.try_get("sink")?,
+        attempts: u32_column(row, "attempts")?,
+        last_error: row.try_get("last_error")?,
+        failed_at: row.try_get("failed_at")?,
+        job_id: JobId(row.try_get("job_id")?),
+    })
+}
+
+/// Dead `deliver` jobs with their delivery, filtered by $1 event, $2 sink, $3 since (each may be NULL).
+const DEAD_DELIVERIES: &str = "SELECT d.event_id, e.envelope_id, e.event_type, d.sink, j.attempts,
+         COALESCE(j.last_error, d.last_error) AS last_error, j.finished_at AS failed_at, j.id AS job_id
+     FROM jobs j
+     JOIN deliveries d ON j.unique_key = d.event_id::text || '/' || d.sink
+     JOIN events e ON e.id = d.event_id
+     WHERE j.kind = 'deliver' AND j.state = 'dead'
+       AND ($1::uuid IS NULL OR d.event_id = $1) AND ($2::text IS NULL OR d.sink = $2)
+       AND ($3::timestamptz IS NULL OR j.finished_at >= $3)
+     ORDER BY j.finished_at DESC, j.id
+     LIMIT $4";
 
 fn kinds_vec(kinds: &[&str]) -> Vec<String> {
     kinds.iter().map(|k| (*k).to_string()).collect()
@@ -592,22 +630,11 @@ impl Store for PostgresStore {
     }
 
     async fn events_for(&self, envelope: EnvelopeId) -> StoreResult<Vec<EventRecord>> {
-        let rows = sqlx::query("SELECT * FROM events WHERE envelope_id = $1 ORDER BY created_at, id")
+        let rows = sqlx::query("SELECT * FROM events WHERE envelope_id = $1 ORDER BY created_at, ordinal, id")
             .bind(envelope.to_string())
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(EventRecord {
-                    id: EventId(row.try_get("id")?),
-                    envelope_id: envelope_id(row, "envelope_id")?,
-                    rule: row.try_get("rule")?,
-                    event_type: row.try_get("event_type")?,
-                    body: row.try_get("body")?,
-                    created_at: row.try_get("created_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(event_from_row).collect()
     }
 
     async fn deliveries_for(&self, event: EventId) -> StoreResult<Vec<DeliveryRecord>> {
@@ -630,6 +657,118 @@ impl Store for PostgresStore {
                 })
             })
             .collect()
+    }
+
+    async fn event(&self, id: EventId) -> StoreResult<Option<EventRecord>> {
+        let row = sqlx::query("SELECT * FROM events WHERE id = $1").bind(id.0).fetch_optional(&self.pool).await?;
+        row.as_ref().map(event_from_row).transpose()
+    }
+
+    async fn earlier_pending_delivery(&self, event: EventId, sink: &str) -> StoreResult<Option<EarlierDelivery>> {
+        let row: Option<(uuid::Uuid, String, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT e.id, j.state, j.run_at
+             FROM events me
+             JOIN events e ON e.envelope_id = me.envelope_id AND e.id <> me.id
+                 AND (e.created_at < me.created_at OR (e.created_at = me.created_at AND e.ordinal < me.ordinal))
+             JOIN deliveries d ON d.event_id = e.id AND d.sink = $2 AND d.state = 'pending'
+             JOIN jobs j ON j.kind = 'deliver' AND j.unique_key = e.id::text || '/' || $2 AND j.state <> 'dead'
+             WHERE me.id = $1
+             ORDER BY e.created_at, e.ordinal
+             LIMIT 1",
+        )
+        .bind(event.0)
+        .bind(sink)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(id, state, run_at)| EarlierDelivery {
+            event_id: EventId(id),
+            next_attempt_at: (state != "running").then_some(run_at),
+        }))
+    }
+
+    async fn envelope_has_sink(&self, envelope: EnvelopeId, sink: &str) -> StoreResult<bool> {
+        let found: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM deliveries d JOIN events e ON e.id = d.event_id
+             WHERE e.envelope_id = $1 AND d.sink = $2 LIMIT 1",
+        )
+        .bind(envelope.to_string())
+        .bind(sink)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
+    }
+
+    async fn dead_deliveries(&self, filter: &DeliveryFilter, limit: u32) -> StoreResult<Vec<DeadDelivery>> {
+        let rows = sqlx::query(DEAD_DELIVERIES)
+            .bind(filter.event.map(|e| e.0))
+            .bind(filter.sink.as_deref())
+            .bind(filter.since)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(dead_delivery_from_row).collect()
+    }
+
+    async fn replay_deliveries(&self, filter: &DeliveryFilter, attempts: u32) -> StoreResult<Vec<DeadDelivery>> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(&format!("{DEAD_DELIVERIES} FOR UPDATE OF j"))
+            .bind(filter.event.map(|e| e.0))
+            .bind(filter.sink.as_deref())
+            .bind(filter.since)
+            .bind(i64::MAX)
+            .fetch_all(&mut *tx)
+            .await?;
+        let dead: Vec<DeadDelivery> = rows.iter().map(dead_delivery_from_row).collect::<StoreResult<_>>()?;
+        if dead.is_empty() {
+            return Ok(dead);
+        }
+        sqlx::query(
+            "UPDATE jobs SET state = 'ready', max_attempts = attempts + $1, run_at = now(), finished_at = NULL,
+                 updated_at = now()
+             WHERE id = ANY($2) AND state = 'dead'",
+        )
+        .bind(i32_of(attempts))
+        .bind(dead.iter().map(|d| d.job_id.0).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE deliveries d SET state = 'pending', updated_at = now()
+             FROM UNNEST($1::uuid[], $2::text[]) AS t(event_id, sink)
+             WHERE d.event_id = t.event_id AND d.sink = t.sink",
+        )
+        .bind(dead.iter().map(|d| d.event_id.0).collect::<Vec<_>>())
+        .bind(dead.iter().map(|d| d.sink.clone()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+        notify(&mut tx, "replayed").await?;
+        tx.commit().await?;
+        self.signal.send_modify(|v| *v += 1);
+        Ok(dead)
+    }
+
+    async fn disable_sink(&self, sink: &str, reason: &str) -> StoreResult<bool> {
+        let result = sqlx::query(
+            "INSERT INTO sink_status (sink, state, reason, changed_at) VALUES ($1, 'disabled', $2, now())
+             ON CONFLICT (sink) DO NOTHING",
+        )
+        .bind(sink)
+        .bind(clip(reason))
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn enable_sink(&self, sink: &str) -> StoreResult<bool> {
+        let result = sqlx::query("DELETE FROM sink_status WHERE sink = $1").bind(sink).execute(&self.pool).await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn disabled_sinks(&self) -> StoreResult<Vec<DisabledSink>> {
+        let rows: Vec<(String, String, DateTime<Utc>)> =
+            sqlx::query_as("SELECT sink, reason, changed_at FROM sink_status WHERE state = 'disabled' ORDER BY sink")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(|(sink, reason, disabled_at)| DisabledSink { sink, reason, disabled_at }).collect())
     }
 }
 
@@ -829,8 +968,8 @@ impl StoreTx for PgTx {
 
     async fn insert_event(&mut self, e: &EventRecord) -> StoreResult<Inserted<EventId>> {
         let result = sqlx::query(
-            "INSERT INTO events (id, envelope_id, rule, event_type, body, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            "INSERT INTO events (id, envelope_id, rule, event_type, body, created_at, ordinal)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
         )
         .bind(e.id.0)
         .bind(e.envelope_id.to_string())
@@ -838,6 +977,7 @@ impl StoreTx for PgTx {
         .bind(&e.event_type)
         .bind(&e.body)
         .bind(e.created_at)
+        .bind(i32_of(e.ordinal))
         .execute(&mut *self.tx)
         .await?;
         Ok(if result.rows_affected() == 1 { Inserted::Created(e.id) } else { Inserted::Duplicate })
@@ -853,6 +993,22 @@ impl StoreTx for PgTx {
         .execute(&mut *self.tx)
         .await?;
         Ok(if result.rows_affected() == 1 { Inserted::Created(()) } else { Inserted::Duplicate })
+    }
+
+    async fn record_delivery(&mut self, u: &DeliveryUpdate) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE deliveries SET state = $1, attempts = $2, last_error = $3, updated_at = now(),
+                 delivered_at = CASE WHEN $1 = 'delivered' THEN now() ELSE delivered_at END
+             WHERE event_id = $4 AND sink = $5",
+        )
+        .bind(u.state.as_str())
+        .bind(i32_of(u.attempts))
+        .bind(u.last_error.as_deref().map(clip))
+        .bind(u.event_id.0)
+        .bind(&u.sink)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
     }
 
     async fn commit(self: Box<Self>) -> StoreResult<()> {

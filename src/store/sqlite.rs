@@ -106,6 +106,42 @@ fn job_from_row(row: &SqliteRow) -> StoreResult<Job> {
     })
 }
 
+fn event_from_row(row: &SqliteRow) -> StoreResult<EventRecord> {
+    Ok(EventRecord {
+        id: EventId(parse_uuid("events.id", &row.try_get::<String, _>("id")?)?),
+        envelope_id: envelope_id(row, "envelope_id")?,
+        rule: row.try_get("rule")?,
+        event_type: row.try_get("event_type")?,
+        body: json_column(row, "body")?,
+        created_at: to_time(row.try_get("created_at")?),
+        ordinal: u32_column(row, "ordinal")?,
+    })
+}
+
+fn dead_delivery_from_row(row: &SqliteRow) -> StoreResult<DeadDelivery> {
+    Ok(DeadDelivery {
+        event_id: EventId(parse_uuid("deliveries.event_id", &row.try_get::<String, _>("event_id")?)?),
+        envelope_id: envelope_id(row, "envelope_id")?,
+        event_type: row.try_get("event_type")?,
+        sink: row.try_get("sink")?,
+        attempts: u32_column(row, "attempts")?,
+        last_error: row.try_get("last_error")?,
+        failed_at: opt_time(row.try_get("failed_at")?),
+        job_id: JobId(parse_uuid("jobs.id", &row.try_get::<String, _>("job_id")?)?),
+    })
+}
+
+/// Dead `deliver` jobs with their delivery, filtered by ?1 event, ?2 sink, ?3 since (each may be NULL).
+const DEAD_DELIVERIES: &str = "SELECT d.event_id, e.envelope_id, e.event_type, d.sink, j.attempts,
+         COALESCE(j.last_error, d.last_error) AS last_error, j.finished_at AS failed_at, j.id AS job_id
+     FROM jobs j
+     JOIN deliveries d ON j.unique_key = d.event_id || '/' || d.sink
+     JOIN events e ON e.id = d.event_id
+     WHERE j.kind = 'deliver' AND j.state = 'dead'
+       AND (?1 IS NULL OR d.event_id = ?1) AND (?2 IS NULL OR d.sink = ?2) AND (?3 IS NULL OR j.finished_at >= ?3)
+     ORDER BY j.finished_at DESC, j.id
+     LIMIT ?4";
+
 fn envelope_id(row: &SqliteRow, column: &str) -> StoreResult<EnvelopeId> {
     let text: String = row.try_get(column)?;
     EnvelopeId::parse(&text).map_err(|_| corrupt(column, &text))
@@ -653,22 +689,11 @@ impl Store for SqliteStore {
     }
 
     async fn events_for(&self, envelope: EnvelopeId) -> StoreResult<Vec<EventRecord>> {
-        let rows = sqlx::query("SELECT * FROM events WHERE envelope_id = ?1 ORDER BY created_at, id")
+        let rows = sqlx::query("SELECT * FROM events WHERE envelope_id = ?1 ORDER BY created_at, ordinal, id")
             .bind(envelope.to_string())
             .fetch_all(&self.reader)
             .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(EventRecord {
-                    id: EventId(parse_uuid("events.id", &row.try_get::<String, _>("id")?)?),
-                    envelope_id: envelope_id(row, "envelope_id")?,
-                    rule: row.try_get("rule")?,
-                    event_type: row.try_get("event_type")?,
-                    body: json_column(row, "body")?,
-                    created_at: to_time(row.try_get("created_at")?),
-                })
-            })
-            .collect()
+        rows.iter().map(event_from_row).collect()
     }
 
     async fn deliveries_for(&self, event: EventId) -> StoreResult<Vec<DeliveryRecord>> {
@@ -688,6 +713,129 @@ impl Store for SqliteStore {
                     created_at: to_time(row.try_get("created_at")?),
                     updated_at: to_time(row.try_get("updated_at")?),
                     delivered_at: opt_time(row.try_get("delivered_at")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn event(&self, id: EventId) -> StoreResult<Option<EventRecord>> {
+        let row =
+            sqlx::query("SELECT * FROM events WHERE id = ?1").bind(id.to_string()).fetch_optional(&self.reader).await?;
+        row.as_ref().map(event_from_row).transpose()
+    }
+
+    async fn earlier_pending_delivery(&self, event: EventId, sink: &str) -> StoreResult<Option<EarlierDelivery>> {
+        let row: Option<(String, String, i64)> = sqlx::query_as(
+            "SELECT e.id, j.state, j.run_at
+             FROM events me
+             JOIN events e ON e.envelope_id = me.envelope_id AND e.id <> me.id
+                 AND (e.created_at < me.created_at OR (e.created_at = me.created_at AND e.ordinal < me.ordinal))
+             JOIN deliveries d ON d.event_id = e.id AND d.sink = ?2 AND d.state = 'pending'
+             JOIN jobs j ON j.kind = 'deliver' AND j.unique_key = e.id || '/' || ?2 AND j.state <> 'dead'
+             WHERE me.id = ?1
+             ORDER BY e.created_at, e.ordinal
+             LIMIT 1",
+        )
+        .bind(event.to_string())
+        .bind(sink)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.map(|(id, state, run_at)| {
+            Ok(EarlierDelivery {
+                event_id: EventId(parse_uuid("events.id", &id)?),
+                next_attempt_at: (state != "running").then(|| to_time(run_at)),
+            })
+        })
+        .transpose()
+    }
+
+    async fn envelope_has_sink(&self, envelope: EnvelopeId, sink: &str) -> StoreResult<bool> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM deliveries d JOIN events e ON e.id = d.event_id
+             WHERE e.envelope_id = ?1 AND d.sink = ?2 LIMIT 1",
+        )
+        .bind(envelope.to_string())
+        .bind(sink)
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(found.is_some())
+    }
+
+    async fn dead_deliveries(&self, filter: &DeliveryFilter, limit: u32) -> StoreResult<Vec<DeadDelivery>> {
+        let rows = sqlx::query(DEAD_DELIVERIES)
+            .bind(filter.event.map(|e| e.to_string()))
+            .bind(filter.sink.as_deref())
+            .bind(filter.since.map(|t| t.timestamp_millis()))
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(dead_delivery_from_row).collect()
+    }
+
+    async fn replay_deliveries(&self, filter: &DeliveryFilter, attempts: u32) -> StoreResult<Vec<DeadDelivery>> {
+        let now = now_ms();
+        let mut tx = self.write_tx().await?;
+        let rows = sqlx::query(DEAD_DELIVERIES)
+            .bind(filter.event.map(|e| e.to_string()))
+            .bind(filter.sink.as_deref())
+            .bind(filter.since.map(|t| t.timestamp_millis()))
+            .bind(i64::MAX)
+            .fetch_all(&mut *tx)
+            .await?;
+        let dead: Vec<DeadDelivery> = rows.iter().map(dead_delivery_from_row).collect::<StoreResult<_>>()?;
+        for delivery in &dead {
+            sqlx::query(
+                "UPDATE jobs SET state = 'ready', max_attempts = attempts + ?1, run_at = ?2, finished_at = NULL,
+                     updated_at = ?2
+                 WHERE id = ?3 AND state = 'dead'",
+            )
+            .bind(i64::from(attempts))
+            .bind(now)
+            .bind(delivery.job_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE deliveries SET state = 'pending', updated_at = ?1 WHERE event_id = ?2 AND sink = ?3")
+                .bind(now)
+                .bind(delivery.event_id.to_string())
+                .bind(&delivery.sink)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        if !dead.is_empty() {
+            self.signal.send_modify(|v| *v += 1);
+        }
+        Ok(dead)
+    }
+
+    async fn disable_sink(&self, sink: &str, reason: &str) -> StoreResult<bool> {
+        let result = sqlx::query(
+            "INSERT INTO sink_status (sink, state, reason, changed_at) VALUES (?1, 'disabled', ?2, ?3)
+             ON CONFLICT (sink) DO NOTHING",
+        )
+        .bind(sink)
+        .bind(clip(reason))
+        .bind(now_ms())
+        .execute(&self.writer)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn enable_sink(&self, sink: &str) -> StoreResult<bool> {
+        let result = sqlx::query("DELETE FROM sink_status WHERE sink = ?1").bind(sink).execute(&self.writer).await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn disabled_sinks(&self) -> StoreResult<Vec<DisabledSink>> {
+        let rows = sqlx::query("SELECT * FROM sink_status WHERE state = 'disabled' ORDER BY sink")
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(DisabledSink {
+                    sink: row.try_get("sink")?,
+                    reason: row.try_get("reason")?,
+                    disabled_at: to_time(row.try_get("changed_at")?),
                 })
             })
             .collect()
@@ -887,8 +1035,8 @@ impl StoreTx for SqliteTx {
 
     async fn insert_event(&mut self, e: &EventRecord) -> StoreResult<Inserted<EventId>> {
         let result = sqlx::query(
-            "INSERT INTO events (id, envelope_id, rule, event_type, body, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+            "INSERT INTO events (id, envelope_id, rule, event_type, body, created_at, ordinal)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
         )
         .bind(e.id.to_string())
         .bind(e.envelope_id.to_string())
@@ -896,6 +1044,7 @@ impl StoreTx for SqliteTx {
         .bind(&e.event_type)
         .bind(e.body.to_string())
         .bind(e.created_at.timestamp_millis())
+        .bind(i64::from(e.ordinal))
         .execute(&mut *self.tx)
         .await?;
         Ok(if result.rows_affected() == 1 { Inserted::Created(e.id) } else { Inserted::Duplicate })
@@ -913,6 +1062,24 @@ impl StoreTx for SqliteTx {
         .execute(&mut *self.tx)
         .await?;
         Ok(if result.rows_affected() == 1 { Inserted::Created(()) } else { Inserted::Duplicate })
+    }
+
+    async fn record_delivery(&mut self, u: &DeliveryUpdate) -> StoreResult<()> {
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE deliveries SET state = ?1, attempts = ?2, last_error = ?3, updated_at = ?4,
+                 delivered_at = CASE WHEN ?1 = 'delivered' THEN ?4 ELSE delivered_at END
+             WHERE event_id = ?5 AND sink = ?6",
+        )
+        .bind(u.state.as_str())
+        .bind(i64::from(u.attempts))
+        .bind(u.last_error.as_deref().map(clip))
+        .bind(now)
+        .bind(u.event_id.to_string())
+        .bind(&u.sink)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
     }
 
     async fn commit(self: Box<Self>) -> StoreResult<()> {

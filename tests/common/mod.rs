@@ -2,6 +2,9 @@
 //! running service on a random port.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod envelopes;
+pub mod schema;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -111,6 +114,7 @@ pub struct TestApp {
     pub keys: countersign::ingest::KeyRing,
     pub db: Arc<TestStore>,
     pub documents_dir: tempfile::TempDir,
+    pub settings: countersign::config::Settings,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -130,7 +134,7 @@ impl TestApp {
             documents_dir.path().display()
         );
         let settings = countersign::config::Settings::from_toml(&toml).unwrap();
-        let service = countersign::service::Service::build(settings).await.unwrap();
+        let service = countersign::service::Service::build(settings.clone()).await.unwrap();
         let store = service.store.clone();
         let keys = service.keys.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -139,7 +143,7 @@ impl TestApp {
         let task = tokio::spawn(service.run(listener, async {
             let _ = stopped.await;
         }));
-        Self { base_url, store, keys, db, documents_dir, stop: Some(stop), task: Some(task) }
+        Self { base_url, store, keys, db, documents_dir, settings, stop: Some(stop), task: Some(task) }
     }
 
     pub fn connect_url(&self) -> String {
