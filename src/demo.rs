@@ -1,9 +1,10 @@
 //! `countersign demo`: the whole pipeline as far as it is built, in one
 //! process, on embedded defaults: the DocuSign sandbox, countersign
 //! configured against it, consent granted through the consent page the way
-//! a user grants it, completed envelopes sent by Connect in JSON and XML,
-//! and a report of what countersign stored. Exit status 0 only when every
-//! step succeeded.
+//! a user grants it, completed envelopes sent by Connect in JSON and XML, a
+//! report of what countersign stored, and the provisioning events a webhook
+//! receiver got (signatures verified, documents fetched through the event's
+//! links). Exit status 0 only when every step succeeded.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,7 +13,7 @@ use anyhow::{Context, bail, ensure};
 use sha2::{Digest, Sha256};
 
 use crate::config::Settings;
-use crate::deliver::receiver::WebhookReceiver;
+use crate::deliver::receiver::{ReceivedWebhook, WebhookReceiver};
 use crate::sandbox::connect::{ConnectFormat, ConnectSender, NotificationOptions, RetryPolicy};
 use crate::sandbox::{Envelope, Sandbox, SandboxConfig, pdf};
 use crate::service::Service;
@@ -40,20 +41,22 @@ pub async fn run(data: Option<PathBuf>) -> anyhow::Result<()> {
     let receiver = WebhookReceiver::spawn(&[&webhook_secret]).await.context("starting the event receiver")?;
     step("event receiver", &format!("{} (verifies every Standard Webhooks signature)", receiver.url()));
 
-    let settings = settings_for(&sandbox, &sandbox_url, &dir, &format_sink(receiver.url(), &webhook_secret))?;
-    let service = Service::build(settings.clone()).await?;
-    let store = service.store.clone();
+    // Bound first: its address is the public URL the events' document links point at.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let countersign_url = format!("http://{}", listener.local_addr()?);
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let sinks = format_sink(receiver.url(), &webhook_secret, &token);
+    let settings = settings_for(&sandbox, &sandbox_url, &countersign_url, &dir, &sinks)?;
+    grant_consent(&settings).await?;
+    step("consent", "granted through the sandbox's consent page");
+    let service = Service::build(settings.clone()).await?;
+    let store = service.store.clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(service.run(listener, async {
         let _ = stopped.await;
     }));
     wait_ready(&countersign_url).await?;
     step("countersign", &format!("{countersign_url} (SQLite and documents under {})", dir.display()));
-
-    grant_consent(&settings).await?;
-    step("consent", "granted through the sandbox's consent page");
 
     let identity = sandbox.identity();
 
@@ -102,11 +105,18 @@ pub async fn run(data: Option<PathBuf>) -> anyhow::Result<()> {
         calls("combined")
     );
 
+    println!("\nProvisioning events received by the webhook receiver (Standard Webhooks signature verified):");
+    if let Err(error) = report_events(&receiver, &token, &envelopes).await {
+        failures.push(format!("{error:#}"));
+    }
+
     let _ = stop.send(());
     serving.await.context("countersign task")??;
-    println!("\nNot yet in this build: provisioning events and their delivery.");
     if failures.is_empty() {
-        println!("\nDemo complete: every notification was acknowledged, and every envelope's documents stored.");
+        println!(
+            "\nDemo complete: every notification was acknowledged, every envelope's documents stored, and its event \
+             delivered."
+        );
         Ok(())
     } else {
         for failure in &failures {
@@ -120,21 +130,38 @@ fn step(what: &str, detail: &str) {
     println!("  ✓ {what:<17} {detail}");
 }
 
-/// The demo's one sink: the local receiver, with a token to fetch documents.
-fn format_sink(url: &str, secret: &str) -> String {
-    let token = uuid::Uuid::new_v4().simple();
+/// The demo's one sink (the local receiver, with a token to fetch documents)
+/// and two rules for the sandbox's scenarios; other envelopes get the default event.
+fn format_sink(url: &str, secret: &str, token: &str) -> String {
     format!(
-        "[[sinks]]\nname = \"demo-receiver\"\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"{secret}\"\ntoken = \"{token}\"\n"
+        "[[sinks]]\nname = \"demo-receiver\"\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"{secret}\"\ntoken = \"{token}\"\n\
+         [[rules]]\nname = \"onboarding\"\nevent_type = \"employee.onboarding.signed\"\nsinks = [\"demo-receiver\"]\n\
+         [rules.match]\nsubject = \"Offer letter*\"\n\
+         [rules.fields]\nemployee_id = {{ custom_field = \"employee_id\", required = true }}\n\
+         department = {{ custom_field = \"department\" }}\n\
+         start_date = {{ tab = \"start_date\", role = \"Employee\" }}\n\
+         job_title = {{ tab = \"job_title\", role = \"Employee\" }}\n\
+         employee = {{ signer = \"Employee\" }}\n\
+         [[rules]]\nname = \"equipment\"\nevent_type = \"it.equipment.requested\"\nsinks = [\"demo-receiver\"]\n\
+         [rules.match]\nsubject = \"Equipment request*\"\n\
+         [rules.fields]\nlaptop_model = {{ tab = \"laptop_model\" }}\nmonitor_count = {{ tab = \"monitor_count\" }}\n\
+         employee = {{ signer = \"Employee\" }}\n"
     )
 }
 
-fn settings_for(sandbox: &Sandbox, sandbox_url: &str, dir: &Path, sinks: &str) -> anyhow::Result<Settings> {
+fn settings_for(
+    sandbox: &Sandbox,
+    sandbox_url: &str,
+    public_url: &str,
+    dir: &Path,
+    sinks: &str,
+) -> anyhow::Result<Settings> {
     let identity = sandbox.identity();
     let key_path = dir.join("sandbox-private-key.pem");
     std::fs::write(&key_path, &identity.private_key_pem)?;
     let keys: Vec<String> = identity.hmac_keys.iter().map(|k| format!("{k:?}")).collect();
     let toml = format!(
-        "[store]\nurl = \"sqlite://{db}\"\n[documents]\nurl = \"file://{docs}\"\n\
+        "[server]\npublic_url = \"{public_url}\"\n[store]\nurl = \"sqlite://{db}\"\n[documents]\nurl = \"file://{docs}\"\n\
          [connect]\nhmac_keys = [{keys}]\n\
          [docusign]\nauth_server = \"{aud}\"\nauth_url = \"{sandbox_url}\"\nintegration_key = \"{ik}\"\n\
          user_id = \"{user}\"\nredirect_uri = \"{redirect}\"\nprivate_key_file = \"{key}\"\nrecheck_base = \"1s\"\nrecheck_cap = \"5s\"\n\
@@ -216,6 +243,51 @@ async fn report_envelope(store: &dyn crate::store::Store, envelope: &Envelope) -
             if same { "matches DocuSign's" } else { "DIFFERS" }
         );
         ensure!(same, "{} differs from what the sandbox sent", document.file_name);
+    }
+    Ok(())
+}
+
+/// Waits for one verified event per envelope, prints each, and fetches every
+/// document through the event's own link with the sink's token, as a consumer would.
+async fn report_events(receiver: &WebhookReceiver, token: &str, envelopes: &[Envelope]) -> anyhow::Result<()> {
+    let delivered = receiver.wait_for_delivered(envelopes.len(), Duration::from_secs(60)).await?;
+    let client = reqwest::Client::new();
+    for envelope in envelopes {
+        let subject = envelope.envelope_id.to_string();
+        let event = delivered
+            .iter()
+            .filter_map(ReceivedWebhook::event)
+            .find(|event| event["subject"] == subject.as_str())
+            .with_context(|| format!("no event for envelope {subject}"))?;
+        let data = &event["data"];
+        let signers = data["signers"].as_array().map_or(0, Vec::len);
+        let documents = data["documents"].as_array().cloned().unwrap_or_default();
+        println!(
+            "  {} {} (event {}): {signers} signer(s), {} document link(s)",
+            subject,
+            event["type"].as_str().unwrap_or("?"),
+            event["id"].as_str().unwrap_or("?"),
+            documents.len()
+        );
+        if let Some(fields) = data["fields"].as_object().filter(|f| !f.is_empty()) {
+            let shown: Vec<String> = fields
+                .iter()
+                .map(|(key, value)| match value {
+                    serde_json::Value::String(text) => format!("{key}={text}"),
+                    other => format!("{key}={}", other["email"].as_str().unwrap_or("…")),
+                })
+                .collect();
+            println!("      fields: {}", shown.join(", "));
+        }
+        for document in &documents {
+            let url = document["url"].as_str().context("a document without a url")?;
+            let bytes = client.get(url).bearer_auth(token).send().await?.error_for_status()?.bytes().await?;
+            let same = document["sha256"].as_str() == Some(hex::encode(Sha256::digest(&bytes)).as_str());
+            ensure!(same, "{url} does not serve the bytes the event describes");
+        }
+        if !documents.is_empty() {
+            println!("      every document fetched through its link (sink token): the bytes match the event's sha256");
+        }
     }
     Ok(())
 }

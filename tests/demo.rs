@@ -22,6 +22,9 @@ fn the_demo_runs_end_to_end_and_exits_zero() {
         "Combined.pdf",
         "matches DocuSign's",
         "token request(s)",
+        "employee.onboarding.signed",
+        "signature verified",
+        "the bytes match the event's sha256",
     ] {
         assert!(stdout.contains(step), "the demo reports {step:?}:\n{stdout}");
     }

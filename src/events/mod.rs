@@ -103,6 +103,15 @@ impl Planner {
         })
     }
 
+    /// Whether planning `envelope` needs more than it carries: a rule it
+    /// matches finds fields by role, and its signers came without role
+    /// names (a legacy XML notification). The caller fetches the envelope
+    /// from DocuSign first.
+    pub fn needs_roles(&self, envelope: &ConnectNotification, templates: &[String]) -> bool {
+        let roles_missing = envelope.recipients.iter().any(|r| rules::is_signer(r) && r.role.is_none());
+        roles_missing && self.rules.iter().any(|rule| rule.uses_roles() && rule.matches(envelope, templates))
+    }
+
     /// The events `envelope` becomes. `documents` are its stored documents
     /// (they are listed in every event, with their URLs); `templates` the ids
     /// of the templates it was created from, as far as they are known (rules

@@ -81,6 +81,12 @@ impl Rule {
         }
     }
 
+    /// Some field is found by the signer's role: the envelope's recipients
+    /// must carry their role names (legacy XML notifications do not).
+    pub fn uses_roles(&self) -> bool {
+        self.fields.iter().any(|f| matches!(f.source, Source::Tab { role: Some(_), .. } | Source::Signer { .. }))
+    }
+
     /// Every condition holds. `templates` are the ids of the templates the
     /// envelope was created from, as far as they are known.
     pub fn matches(&self, envelope: &ConnectNotification, templates: &[String]) -> bool {

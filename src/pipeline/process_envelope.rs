@@ -254,7 +254,8 @@ impl JobHandler for ProcessEnvelope {
 
         let needs_list = self.download == DownloadMode::Separate && envelope.documents.is_empty();
         let mut wanted = self.wanted(&envelope, &stored);
-        if !envelope.has_envelope_data || (needs_list && !wanted.is_empty()) {
+        let needs_roles = self.planner.needs_roles(&envelope, &[]);
+        if !envelope.has_envelope_data || (needs_list && !wanted.is_empty()) || needs_roles {
             let docusign = self.docusign()?;
             let user = user_for(docusign, &envelope)?;
             let rest =

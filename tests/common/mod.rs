@@ -2,6 +2,7 @@
 //! running service on a random port.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod docusign;
 pub mod envelopes;
 pub mod schema;
 
@@ -133,12 +134,16 @@ impl TestApp {
             db.url,
             documents_dir.path().display()
         );
-        let settings = countersign::config::Settings::from_toml(&toml).unwrap();
+        let mut settings = countersign::config::Settings::from_toml(&toml).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        // Document links in events point where this service really listens.
+        if !extra.contains("public_url") {
+            settings.server.public_url.clone_from(&base_url);
+        }
         let service = countersign::service::Service::build(settings.clone()).await.unwrap();
         let store = service.store.clone();
         let keys = service.keys.clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base_url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(service.run(listener, async {
             let _ = stopped.await;
