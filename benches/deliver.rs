@@ -1,10 +1,15 @@
 //! Webhook delivery: events delivered per second to one local receiver with
 //! 64 deliveries in flight, against the receiver's own rate when 64 clients
 //! post to it directly (the ceiling of this machine); and the latency from
-//! the outbox commit to the receiver at a steady 200 events per second.
+//! the outbox commit to the receiver at a steady 200 events per second; and
+//! the whole pipeline at 200 envelopes per second: from the Connect
+//! notification's POST to its event at the receiver, through the listener,
+//! `process_envelope` (one combined-PDF download from the in-process DocuSign
+//! sandbox per envelope), the rules and the outbox.
 //!
 //! Run by hand: `cargo bench --bench deliver` (PostgreSQL at POSTGRES_URL,
-//! default postgres://postgres@127.0.0.1:5432/test). EVENTS=2000 to change size.
+//! default postgres://postgres@127.0.0.1:5432/test). EVENTS=2000 to change size,
+//! ENVELOPES=2000 the number of envelopes sent at 200/s.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
@@ -16,6 +21,8 @@ use countersign::deliver::receiver::WebhookReceiver;
 use countersign::events::{Plan, Planner, write_outbox};
 use countersign::ids::{AccountId, EnvelopeId};
 use countersign::ingest::notification::{ConnectNotification, Format};
+use countersign::sandbox::connect::{NotificationOptions, json_sim_body, signature_headers};
+use countersign::sandbox::{Sandbox, SandboxConfig};
 use countersign::service::Service;
 use countersign::store::{EnvelopeStatus, EnvelopeUpsert, Store};
 
@@ -66,14 +73,17 @@ async fn publish(store: &dyn Store, planner: &Planner) -> Plan {
     plan
 }
 
-fn settings(store_url: &str, documents: &std::path::Path, receiver: &str) -> Settings {
-    Settings::from_toml(&format!(
+fn settings_toml(store_url: &str, documents: &std::path::Path, receiver: &str) -> String {
+    format!(
         "[store]\nurl = \"{store_url}\"\nmax_connections = 32\n[documents]\nurl = \"file://{}\"\n\
          [queue]\nworkers = {IN_FLIGHT}\n[log]\nfilter = \"error\"\n\
          [[sinks]]\nname = \"hr\"\nkind = \"webhook\"\nurl = \"{receiver}\"\nsecret = \"{SECRET}\"\nmax_in_flight = {IN_FLIGHT}\n",
         documents.display()
-    ))
-    .unwrap()
+    )
+}
+
+fn settings(store_url: &str, documents: &std::path::Path, receiver: &str) -> Settings {
+    Settings::from_toml(&settings_toml(store_url, documents, receiver)).unwrap()
 }
 
 /// Signed POSTs straight to the receiver from `IN_FLIGHT` tasks: what the receiver and loopback allow.
@@ -158,6 +168,84 @@ async fn run(store_url: &str, n: usize) -> Run {
     result
 }
 
+/// Connect notification → event at the receiver, `n` envelopes sent at 200/s.
+async fn pipeline(store_url: &str, n: usize) -> Run {
+    let sandbox = Sandbox::new(SandboxConfig { document_bytes: 20_000, ..SandboxConfig::default() }).unwrap();
+    let running = sandbox.serve("127.0.0.1:0").await.unwrap();
+    let identity = sandbox.identity().clone();
+    sandbox.grant_consent(identity.user.user_id, &["signature", "impersonation"]);
+    let receiver = WebhookReceiver::spawn(&[SECRET]).await.unwrap();
+    let documents = tempfile::tempdir().unwrap();
+    let mut toml = settings_toml(store_url, documents.path(), receiver.url());
+    toml.push_str(&format!(
+        "[connect]\nhmac_keys = [{:?}]\n[reconcile]\nenabled = false\n\
+         [docusign]\nauth_server = {:?}\nauth_url = {:?}\nintegration_key = \"{}\"\nuser_id = \"{}\"\n\
+         redirect_uri = {:?}\nprivate_key = '''\n{}'''\n",
+        identity.hmac_keys[0],
+        sandbox.config().auth_host,
+        running.base_url(),
+        identity.integration_key,
+        identity.user.user_id,
+        identity.redirect_uri,
+        identity.private_key_pem
+    ));
+    let service = Service::build(Settings::from_toml(&toml).unwrap()).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let connect = format!("http://{}/docusign/connect", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(service.run(listener, async {
+        let _ = stopped.await;
+    }));
+
+    // Signed JSON SIM notifications with the envelope summary and no documents, as most accounts send them.
+    let options = NotificationOptions { include_summary: true, include_documents: false, ..Default::default() };
+    let bodies: Vec<(String, Vec<u8>, String)> = sandbox
+        .complete_envelopes(n)
+        .iter()
+        .map(|envelope| {
+            let body = json_sim_body(envelope, &options, 0, Utc::now());
+            let signature = signature_headers(&body, &identity.hmac_keys).remove(0).1;
+            (envelope.envelope_id.to_string(), body, signature)
+        })
+        .collect();
+    let client = reqwest::Client::new();
+    let mut sent = std::collections::HashMap::new();
+    let mut posts = tokio::task::JoinSet::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    for (envelope, body, signature) in bodies {
+        tick.tick().await;
+        sent.insert(envelope, Utc::now());
+        let request = client
+            .post(&connect)
+            .header("content-type", "application/json")
+            .header("x-docusign-signature-1", signature)
+            .body(body);
+        posts.spawn(async move { request.send().await.map(|r| r.status().as_u16()) });
+    }
+    while let Some(answer) = posts.join_next().await {
+        assert_eq!(answer.unwrap().unwrap(), 200, "every notification acknowledged");
+    }
+    let delivered = receiver.wait_for_delivered(n, Duration::from_secs(600)).await.unwrap();
+    let last = delivered.iter().map(|r| r.received_at).max().unwrap();
+    let first = sent.values().min().copied().unwrap();
+    let mut latencies: Vec<f64> = delivered
+        .iter()
+        .filter_map(|r| {
+            let event = r.event()?;
+            let at = sent.get(event["subject"].as_str()?)?;
+            Some((r.received_at - *at).num_microseconds()? as f64 / 1000.0)
+        })
+        .collect();
+    assert_eq!(latencies.len(), n, "one event per envelope");
+    latencies.sort_by(f64::total_cmp);
+    let quantile = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    let seconds = (last - first).num_milliseconds() as f64 / 1000.0;
+    let result = Run { per_second: n as f64 / seconds, p50_ms: quantile(0.5), p99_ms: quantile(0.99) };
+    let _ = stop.send(());
+    serving.await.unwrap().unwrap();
+    result
+}
+
 #[tokio::main]
 async fn main() {
     let n: usize = std::env::var("EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
@@ -177,6 +265,17 @@ async fn main() {
             r.p50_ms,
             r.p99_ms
         );
+    }
+    drop_postgres(&name).await;
+
+    let envelopes: usize = std::env::var("ENVELOPES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    println!("\n| store | envelopes at 200/s | events/s at the receiver | notification → event p50 | p99 |");
+    println!("|---|---|---|---|---|");
+    let sqlite = format!("sqlite://{}", dir.path().join("pipeline.db").display());
+    let (postgres, name) = fresh_postgres().await;
+    for (label, url) in [("sqlite", sqlite.as_str()), ("postgres", postgres.as_str())] {
+        let r = pipeline(url, envelopes).await;
+        println!("| {label} | {envelopes} | {:.0} | {:.1} ms | {:.1} ms |", r.per_second, r.p50_ms, r.p99_ms);
     }
     drop_postgres(&name).await;
 }

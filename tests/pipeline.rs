@@ -188,3 +188,53 @@ async fn a_missing_required_field_flags_the_envelope_and_holds_its_event_back() 
     receiver.wait_for_delivered(offers, WAIT).await.unwrap();
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rule_on_template_ids_matches_by_the_templates_docusign_reports() {
+    let sandbox = consented_sandbox().await;
+    let secret = random_secret();
+    let receiver = WebhookReceiver::spawn(&[&secret]).await.unwrap();
+    let envelopes = sandbox.sandbox.complete_envelopes(6);
+    let template = envelopes[0].template_id;
+    assert!(envelopes.iter().any(|e| e.template_id != template), "the mix has other templates too");
+    let by_template = format!(
+        "[[rules]]\nname = \"by-template\"\nevent_type = \"template.signed\"\nsinks = [\"hr\"]\n\
+         [rules.match]\ntemplate_ids = [\"{}\"]\n",
+        template.to_string().to_uppercase()
+    );
+    let app = countersign_with(&sandbox, "", "", &tables(&receiver, &secret, &by_template)).await;
+    send_all(&sender(&app, &sandbox), &envelopes, ConnectFormat::Json, &options(true, true)).await;
+    // An envelope gets one event per rule it matches, the default event when none.
+    let expected = |envelope: &Envelope| {
+        let mut types = Vec::new();
+        if envelope.template_id == template {
+            types.push("template.signed");
+        }
+        if is_offer_letter(envelope) {
+            types.push("employee.onboarding.signed");
+        }
+        if types.is_empty() {
+            types.push("envelope.completed");
+        }
+        types
+    };
+    let total = envelopes.iter().map(|e| expected(e).len()).sum();
+    let delivered = receiver.wait_for_delivered(total, WAIT).await.unwrap();
+
+    for envelope in &envelopes {
+        let subject = envelope.envelope_id.to_string();
+        let mut types: Vec<String> = delivered
+            .iter()
+            .filter_map(ReceivedWebhook::event)
+            .filter(|event| event["subject"] == subject.as_str())
+            .map(|event| event["type"].as_str().unwrap().to_string())
+            .collect();
+        types.sort();
+        let mut wanted = expected(envelope);
+        wanted.sort_unstable();
+        assert_eq!(types, wanted, "{}", envelope.subject);
+    }
+    let asked = sandbox.sandbox.counters().routes.get("templates").copied().unwrap_or(0);
+    assert_eq!(asked, envelopes.len() as u64, "one templates call per envelope, none more");
+    app.shutdown().await;
+}

@@ -124,6 +124,40 @@ impl DocuSign {
         serde_json::from_slice(&bytes).map_err(|e| ApiError::Transient(format!("the envelope is not JSON: {e}")))
     }
 
+    /// The ids of the templates `envelope` was created from
+    /// (`GET …/envelopes/{id}/templates`), lowercase.
+    pub async fn envelope_templates(
+        &self,
+        user: UserId,
+        account: AccountId,
+        envelope: EnvelopeId,
+    ) -> Result<Vec<String>, ApiError> {
+        #[derive(serde::Deserialize)]
+        struct Templates {
+            #[serde(default)]
+            templates: Vec<Template>,
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Template {
+            template_id: Option<String>,
+        }
+        let call = Call {
+            user,
+            account,
+            envelope: Some(envelope),
+            route: "templates",
+            what: "the envelope's templates",
+            path: format!("envelopes/{envelope}/templates"),
+            query: &[],
+        };
+        let response = self.send(&call).await?;
+        let bytes = response.bytes().await.map_err(|e| ApiError::Transient(format!("reading the templates: {e}")))?;
+        let answer: Templates = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::Transient(format!("the envelope's templates are not the expected JSON: {e}")))?;
+        Ok(answer.templates.into_iter().filter_map(|t| t.template_id).map(|id| id.to_ascii_lowercase()).collect())
+    }
+
     /// One page of the envelopes of `account` whose status changed to
     /// completed in `[from, until)`
     /// (`GET …/envelopes?from_date=…&to_date=…&status=completed`). A fixed

@@ -103,6 +103,12 @@ impl Planner {
         })
     }
 
+    /// Some rule matches on template ids, which no notification carries:
+    /// the caller asks DocuSign for the envelope's templates first.
+    pub fn needs_templates(&self) -> bool {
+        self.rules.iter().any(Rule::uses_templates)
+    }
+
     /// Whether planning `envelope` needs more than it carries: a rule it
     /// matches finds fields by role, and its signers came without role
     /// names (a legacy XML notification). The caller fetches the envelope

@@ -81,6 +81,11 @@ impl Rule {
         }
     }
 
+    /// A condition on the templates the envelope was created from.
+    pub fn uses_templates(&self) -> bool {
+        self.conditions.iter().any(|c| matches!(c, Condition::Templates(_)))
+    }
+
     /// Some field is found by the signer's role: the envelope's recipients
     /// must carry their role names (legacy XML notifications do not).
     pub fn uses_roles(&self) -> bool {

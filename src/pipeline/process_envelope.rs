@@ -254,7 +254,17 @@ impl JobHandler for ProcessEnvelope {
 
         let needs_list = self.download == DownloadMode::Separate && envelope.documents.is_empty();
         let mut wanted = self.wanted(&envelope, &stored);
-        let needs_roles = self.planner.needs_roles(&envelope, &[]);
+        let templates = if self.planner.needs_templates() {
+            let docusign = self.docusign()?;
+            let user = user_for(docusign, &envelope)?;
+            docusign
+                .envelope_templates(user, account, envelope.envelope_id)
+                .await
+                .map_err(|e| self.job_error(job, e))?
+        } else {
+            Vec::new()
+        };
+        let needs_roles = self.planner.needs_roles(&envelope, &templates);
         if !envelope.has_envelope_data || (needs_list && !wanted.is_empty()) || needs_roles {
             let docusign = self.docusign()?;
             let user = user_for(docusign, &envelope)?;
@@ -283,9 +293,7 @@ impl JobHandler for ProcessEnvelope {
             }
         }
 
-        // Template ids are not fetched (one more call per envelope): rules
-        // that match on templates see none.
-        let plan = self.planner.plan(&envelope, &stored, &[], Utc::now());
+        let plan = self.planner.plan(&envelope, &stored, &templates, Utc::now());
         let status = if plan.needs_operator() { EnvelopeStatus::Flagged } else { EnvelopeStatus::Processed };
         let mut tx = ctx.store.begin().await?;
         // The envelope row first: events refer to it.
