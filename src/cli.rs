@@ -425,20 +425,14 @@ async fn replay_matching(
     settings: &Settings,
     filter: &DeliveryFilter,
 ) -> anyhow::Result<usize> {
-    let dead = store.dead_deliveries(filter, u32::MAX).await?;
-    let mut sinks: Vec<&str> = dead.iter().map(|d| d.sink.as_str()).collect();
-    sinks.sort_unstable();
-    sinks.dedup();
-    for sink in sinks {
-        if store.enable_sink(sink).await? {
-            println!("sink {sink} enabled again");
-        }
+    let replayed = crate::deliver::replay::replay_deliveries(store, filter, settings.delivery.max_attempts()).await?;
+    for sink in &replayed.enabled_sinks {
+        println!("sink {sink} enabled again");
     }
-    let replayed = store.replay_deliveries(filter, settings.delivery.max_attempts()).await?;
-    for delivery in &replayed {
+    for delivery in &replayed.deliveries {
         println!("replayed event {} to sink {}", delivery.event_id, delivery.sink);
     }
-    Ok(replayed.len())
+    Ok(replayed.deliveries.len())
 }
 
 /// `--since`: an RFC 3339 time, a date (midnight UTC), or a duration before now (`2h`, `30m`).

@@ -15,6 +15,13 @@ pub struct InvalidGuid {
     value: String,
 }
 
+/// Every id travels as a hyphenated UUID string, which is what the OpenAPI
+/// description of the admin API says about each of them.
+fn uuid_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+    ObjectBuilder::new().schema_type(Type::String).format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))).into()
+}
+
 macro_rules! docusign_guid {
     ($(#[$doc:meta])* $name:ident, $what:literal) => {
         $(#[$doc])*
@@ -44,6 +51,14 @@ macro_rules! docusign_guid {
                 self.0.hyphenated().fmt(f)
             }
         }
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                uuid_schema()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
 
         impl TryFrom<String> for $name {
             type Error = InvalidGuid;
@@ -105,6 +120,14 @@ macro_rules! local_id {
                 self.0.hyphenated().fmt(f)
             }
         }
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                uuid_schema()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
     };
 }
 

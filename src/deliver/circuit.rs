@@ -9,6 +9,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
+
 #[derive(Debug)]
 pub struct Circuit {
     suspend_after: Duration,
@@ -43,7 +45,39 @@ pub enum Transition {
     Recovered,
 }
 
+/// What an operator sees of a circuit: closed, failing (not long enough to
+/// be suspended yet) or suspended, with the times that matter.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum CircuitState {
+    Closed,
+    Failing {
+        /// Every delivery has failed for this long.
+        failing_for_secs: f64,
+    },
+    Suspended {
+        failing_for_secs: f64,
+        /// The next probe may go in this long (0: the next delivery is the probe).
+        next_probe_in_secs: f64,
+    },
+}
+
 impl Circuit {
+    /// The state as of `now`, for the admin API; changes nothing.
+    pub fn state_at(&self, now: Instant) -> CircuitState {
+        let state = self.state();
+        let failing_for_secs =
+            state.failing_since.map_or(0.0, |since| now.saturating_duration_since(since).as_secs_f64());
+        match state.open_until {
+            Some(until) => CircuitState::Suspended {
+                failing_for_secs,
+                next_probe_in_secs: until.saturating_duration_since(now).as_secs_f64(),
+            },
+            None if state.failing_since.is_some() => CircuitState::Failing { failing_for_secs },
+            None => CircuitState::Closed,
+        }
+    }
+
     pub fn new(suspend_after: Duration, probe_every: Duration) -> Self {
         Self { suspend_after, probe_every, state: Mutex::default() }
     }
@@ -117,6 +151,22 @@ mod tests {
         assert_eq!(circuit.admit(t4), Admission::Go { probe: true });
         assert_eq!(circuit.success(), Some(Transition::Recovered));
         assert_eq!(circuit.admit(t4), Admission::Go { probe: false });
+    }
+
+    #[test]
+    fn the_state_shown_to_operators_follows_the_circuit() {
+        let circuit = Circuit::new(Duration::from_secs(300), Duration::from_secs(60));
+        let t0 = Instant::now();
+        assert_eq!(circuit.state_at(t0), CircuitState::Closed);
+        circuit.failure(false, t0);
+        assert_eq!(circuit.state_at(t0 + Duration::from_secs(10)), CircuitState::Failing { failing_for_secs: 10.0 });
+        circuit.failure(false, t0 + Duration::from_secs(300));
+        assert_eq!(
+            circuit.state_at(t0 + Duration::from_secs(330)),
+            CircuitState::Suspended { failing_for_secs: 330.0, next_probe_in_secs: 30.0 }
+        );
+        circuit.success();
+        assert_eq!(circuit.state_at(t0 + Duration::from_secs(330)), CircuitState::Closed);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use rand::RngExt;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
-use super::circuit::{Admission, Circuit, Transition};
+use super::circuit::{Admission, Circuit, CircuitState, Transition};
 use super::{DELIVER, DeliveryJob, OutgoingEvent, Sink, SinkError, build_sink};
 use crate::config::Settings;
 use crate::pipeline::{JobContext, JobError, JobHandler};
@@ -38,7 +38,7 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 struct SinkRuntime {
     sink: Box<dyn Sink>,
     timeout: Duration,
-    circuit: Circuit,
+    circuit: Arc<Circuit>,
     slots: Arc<Semaphore>,
     max_in_flight: usize,
 }
@@ -69,13 +69,18 @@ impl Deliver {
             let runtime = SinkRuntime {
                 sink: build_sink(sink, timeout)?,
                 timeout,
-                circuit: Circuit::new(delivery.suspend_after, delivery.probe_every),
+                circuit: Arc::new(Circuit::new(delivery.suspend_after, delivery.probe_every)),
                 slots: Arc::new(Semaphore::new(max_in_flight)),
                 max_in_flight,
             };
             sinks.insert(sink.name.clone(), runtime);
         }
         Ok(Self { sinks, schedule: delivery.schedule.iter().map(|w| w.0).collect() })
+    }
+
+    /// The circuits of this process's sinks, for the admin API to show.
+    pub fn circuits(&self) -> SinkCircuits {
+        SinkCircuits(Arc::new(self.sinks.iter().map(|(name, sink)| (name.clone(), sink.circuit.clone())).collect()))
     }
 
     /// The wait after failed attempt `attempt` (1-based): its schedule step
@@ -85,6 +90,17 @@ impl Deliver {
         let index = usize::try_from(attempt.max(1) - 1).unwrap_or(usize::MAX);
         let Some(step) = self.schedule.get(index).or(self.schedule.last()) else { return Duration::from_secs(1) };
         step.mul_f64(rand::rng().random_range(0.8..=1.2))
+    }
+}
+
+/// Each configured sink's circuit breaker, shared with the running handler.
+#[derive(Debug, Clone, Default)]
+pub struct SinkCircuits(Arc<std::collections::BTreeMap<String, Arc<Circuit>>>);
+
+impl SinkCircuits {
+    /// `None` for a sink this process does not know.
+    pub fn state(&self, sink: &str) -> Option<CircuitState> {
+        self.0.get(sink).map(|circuit| circuit.state_at(Instant::now()))
     }
 }
 

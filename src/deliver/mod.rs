@@ -9,6 +9,7 @@ mod circuit;
 mod handler;
 mod nats;
 pub mod receiver;
+pub mod replay;
 pub mod webhook;
 
 use std::time::Duration;
@@ -20,7 +21,8 @@ use crate::config::{Secret, SinkKind, SinkSettings};
 use crate::ids::EventId;
 use crate::store::NewJob;
 
-pub use handler::Deliver;
+pub use circuit::CircuitState;
+pub use handler::{Deliver, SinkCircuits};
 
 /// The job kind that delivers one event to one sink.
 pub const DELIVER: &str = "deliver";

@@ -108,6 +108,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// How many notifications are recorded, in all.
     async fn count_notifications(&self) -> StoreResult<u64>;
     async fn envelope(&self, envelope: EnvelopeId) -> StoreResult<Option<EnvelopeRecord>>;
+    /// One page of envelopes, most recently changed first, with how many match in all.
+    async fn list_envelopes(&self, query: &EnvelopeQuery) -> StoreResult<EnvelopePage>;
+    /// How many envelopes are in each status (statuses with none are left out).
+    async fn count_envelopes(&self) -> StoreResult<Vec<(EnvelopeStatus, u64)>>;
     async fn documents(&self, envelope: EnvelopeId) -> StoreResult<Vec<DocumentRecord>>;
     async fn events_for(&self, envelope: EnvelopeId) -> StoreResult<Vec<EventRecord>>;
     async fn deliveries_for(&self, event: EventId) -> StoreResult<Vec<DeliveryRecord>>;

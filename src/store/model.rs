@@ -25,7 +25,7 @@ impl<T> Inserted<T> {
 macro_rules! text_enum {
     ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
         #[serde(rename_all = "snake_case")]
         pub enum $name { $($(#[$vdoc])* $variant),+ }
 
@@ -148,7 +148,7 @@ pub enum Enqueued {
     Duplicate,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Job {
     pub id: JobId,
     pub kind: String,
@@ -199,7 +199,7 @@ pub enum FailOutcome {
     LeaseLost,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobAttempt {
     pub attempt: u32,
     pub worker: String,
@@ -210,7 +210,7 @@ pub struct JobAttempt {
 }
 
 /// Queue depth for one (kind, state).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct QueueStat {
     pub kind: String,
     pub state: JobState,
@@ -219,7 +219,7 @@ pub struct QueueStat {
     pub oldest: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NewNotification {
     pub id: NotificationId,
     pub account_id: AccountId,
@@ -251,14 +251,14 @@ impl NewNotification {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Notification {
     #[serde(flatten)]
     pub new: NewNotification,
     pub received_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EnvelopeRecord {
     pub envelope_id: EnvelopeId,
     pub account_id: AccountId,
@@ -267,6 +267,21 @@ pub struct EnvelopeRecord {
     pub completed_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// Which envelopes to list, and which page of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EnvelopeQuery {
+    pub status: Option<EnvelopeStatus>,
+    pub limit: u32,
+    pub offset: u64,
+}
+
+/// A page of envelopes and how many match the query in all.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct EnvelopePage {
+    pub total: u64,
+    pub envelopes: Vec<EnvelopeRecord>,
 }
 
 #[derive(Debug, Clone)]
@@ -278,7 +293,7 @@ pub struct EnvelopeUpsert {
     pub completed_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct DocumentRecord {
     pub envelope_id: EnvelopeId,
     /// DocuSign's document id ("1", "2", …) or "certificate".
@@ -294,7 +309,7 @@ pub struct DocumentRecord {
     pub stored_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct EventRecord {
     pub id: EventId,
     pub envelope_id: EnvelopeId,
@@ -308,7 +323,7 @@ pub struct EventRecord {
     pub ordinal: u32,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeliveryRecord {
     pub event_id: EventId,
     pub sink: String,
@@ -364,7 +379,7 @@ pub struct DeliveryFilter {
 }
 
 /// A delivery that ran out of attempts (or hit a failure retrying cannot fix).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct DeadDelivery {
     pub event_id: EventId,
     pub envelope_id: EnvelopeId,
@@ -386,7 +401,7 @@ pub struct EarlierDelivery {
 }
 
 /// A sink an operator must look at (a webhook that answered 410 Gone).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct DisabledSink {
     pub sink: String,
     pub reason: String,

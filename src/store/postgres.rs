@@ -92,6 +92,20 @@ fn job_from_row(row: &PgRow) -> StoreResult<Job> {
     })
 }
 
+fn envelope_from_row(row: &PgRow) -> StoreResult<EnvelopeRecord> {
+    let account: String = row.try_get("account_id")?;
+    let status: String = row.try_get("status")?;
+    Ok(EnvelopeRecord {
+        envelope_id: envelope_id(row, "envelope_id")?,
+        account_id: AccountId::parse(&account).map_err(|_| corrupt("account_id", &account))?,
+        status: EnvelopeStatus::parse(&status).ok_or_else(|| corrupt("envelopes.status", &status))?,
+        subject: row.try_get("subject")?,
+        completed_at: row.try_get("completed_at")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
 fn envelope_id(row: &PgRow, column: &str) -> StoreResult<EnvelopeId> {
     let text: String = row.try_get(column)?;
     EnvelopeId::parse(&text).map_err(|_| corrupt(column, &text))
@@ -591,20 +605,39 @@ impl Store for PostgresStore {
             .bind(envelope.to_string())
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|row| {
-            let account: String = row.try_get("account_id")?;
-            let status: String = row.try_get("status")?;
-            Ok(EnvelopeRecord {
-                envelope_id: envelope_id(&row, "envelope_id")?,
-                account_id: AccountId::parse(&account).map_err(|_| corrupt("account_id", &account))?,
-                status: EnvelopeStatus::parse(&status).ok_or_else(|| corrupt("envelopes.status", &status))?,
-                subject: row.try_get("subject")?,
-                completed_at: row.try_get("completed_at")?,
-                created_at: row.try_get("created_at")?,
-                updated_at: row.try_get("updated_at")?,
+        row.as_ref().map(envelope_from_row).transpose()
+    }
+
+    async fn list_envelopes(&self, query: &EnvelopeQuery) -> StoreResult<EnvelopePage> {
+        let status = query.status.map(EnvelopeStatus::as_str);
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM envelopes WHERE $1 IS NULL OR status = $1")
+            .bind(status)
+            .fetch_one(&self.pool)
+            .await?;
+        let rows = sqlx::query(
+            "SELECT * FROM envelopes WHERE $1 IS NULL OR status = $1
+             ORDER BY updated_at DESC, envelope_id LIMIT $2 OFFSET $3",
+        )
+        .bind(status)
+        .bind(i64::from(query.limit))
+        .bind(i64::try_from(query.offset).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        let envelopes = rows.iter().map(envelope_from_row).collect::<StoreResult<_>>()?;
+        Ok(EnvelopePage { total: u64::try_from(total).unwrap_or(0), envelopes })
+    }
+
+    async fn count_envelopes(&self) -> StoreResult<Vec<(EnvelopeStatus, u64)>> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM envelopes GROUP BY status ORDER BY status")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|(status, count)| {
+                let parsed = EnvelopeStatus::parse(&status).ok_or_else(|| corrupt("envelopes.status", &status))?;
+                Ok((parsed, u64::try_from(count).unwrap_or(0)))
             })
-        })
-        .transpose()
+            .collect()
     }
 
     async fn documents(&self, envelope: EnvelopeId) -> StoreResult<Vec<DocumentRecord>> {
