@@ -5,6 +5,7 @@
 //! jobs) → events → delivery. Each stage hands work to the next through the
 //! store, never by calling it directly.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod deliver;

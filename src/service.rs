@@ -10,8 +10,10 @@ use chrono::Utc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::Admin;
+use crate::config::ConfigError;
 use crate::config::Settings;
-use crate::deliver::Deliver;
+use crate::deliver::{Deliver, SinkCircuits};
 use crate::documents::DocumentStore;
 use crate::docusign::DocuSign;
 use crate::events::documents::DocumentAccess;
@@ -34,6 +36,8 @@ pub struct Service {
     /// DocuSign access, when configured.
     pub docusign: Option<Arc<DocuSign>>,
     pub handlers: Vec<Arc<dyn JobHandler>>,
+    /// The delivery handler's circuit breakers, shown by the admin API.
+    pub circuits: SinkCircuits,
 }
 
 impl std::fmt::Debug for Service {
@@ -60,15 +64,15 @@ impl Service {
             );
         }
         warn_about_sinks(&settings);
-        let mut handlers: Vec<Arc<dyn JobHandler>> = vec![
-            Arc::new(ProcessEnvelope::new(&settings, docusign.clone(), documents.clone())?),
-            Arc::new(Deliver::from_settings(&settings)?),
-        ];
+        let deliver = Deliver::from_settings(&settings)?;
+        let circuits = deliver.circuits();
+        let mut handlers: Vec<Arc<dyn JobHandler>> =
+            vec![Arc::new(ProcessEnvelope::new(&settings, docusign.clone(), documents.clone())?), Arc::new(deliver)];
         if let Some(docusign) = docusign.as_ref().filter(|_| settings.reconcile.enabled) {
             let reconciler = Reconciler::new(&settings, docusign.clone(), store.clone());
             handlers.push(Arc::new(ReconcileAccount::new(&settings, reconciler)));
         }
-        Ok(Self { settings, store, documents, keys, docusign, handlers })
+        Ok(Self { settings, store, documents, keys, docusign, handlers, circuits })
     }
 
     /// Serves on `listener` until `shutdown` resolves, then drains: stops
@@ -102,8 +106,19 @@ impl Service {
         let ingest = Ingest::new(&self.settings, self.store.clone(), self.documents.clone(), self.keys.clone());
         let access = self.docusign.as_ref().map(|d| d.status().clone());
         let documents = DocumentAccess::new(&self.settings, self.store.clone(), self.documents.clone())?;
-        let app = http::router(AppState { store: self.store.clone(), access }, ingest)
+        let admin = Admin::new(&self.settings, self.store.clone(), self.keys.clone(), access.clone(), self.circuits);
+        match &self.settings.admin.token {
+            None => tracing::info!("admin.token is not set: the admin API and page are off"),
+            Some(token) if token.expose().chars().count() < 16 => {
+                tracing::warn!("admin.token is shorter than 16 characters: use a long random token")
+            }
+            Some(_) => {}
+        }
+        let mut app = http::router(AppState { store: self.store.clone(), access }, ingest)
             .merge(crate::events::documents::router(documents));
+        if let Some(admin) = admin {
+            app = app.merge(crate::admin::router(admin));
+        }
         let reloader =
             tokio::spawn(reload_keys_on_sighup(self.settings.source.clone(), self.keys.clone(), stop.clone()));
         let server_stop = stop.clone();
@@ -224,12 +239,8 @@ async fn reload_keys_on_sighup(source: Option<std::path::PathBuf>, keys: KeyRing
                 _ = stop.cancelled() => return,
                 received = hangups.recv() => if received.is_none() { return },
             }
-            match Settings::load(source.as_deref()) {
-                Ok(settings) => {
-                    let auth = ConnectAuth::from_settings(&settings.connect);
-                    tracing::info!(keys = auth.key_count(), "SIGHUP: Connect keys reloaded");
-                    keys.replace(auth);
-                }
+            match reload_connect_keys(source.as_deref(), &keys) {
+                Ok(count) => tracing::info!(keys = count, "SIGHUP: Connect keys reloaded"),
                 Err(error) => tracing::error!(%error, "SIGHUP: configuration does not load; keeping the current keys"),
             }
         }
@@ -239,6 +250,18 @@ async fn reload_keys_on_sighup(source: Option<std::path::PathBuf>, keys: KeyRing
         let _ = (source, keys);
         stop.cancelled().await;
     }
+}
+
+/// Reads the configuration again (the file it came from and the
+/// environment) and swaps in its Connect keys; returns how many are in force.
+/// A configuration that no longer loads changes nothing. SIGHUP and the
+/// admin API both reload through here.
+pub fn reload_connect_keys(source: Option<&std::path::Path>, keys: &KeyRing) -> Result<usize, ConfigError> {
+    let settings = Settings::load(source)?;
+    let auth = ConnectAuth::from_settings(&settings.connect);
+    let count = auth.key_count();
+    keys.replace(auth);
+    Ok(count)
 }
 
 async fn prune_loop(store: Arc<dyn Store>, retention: Duration, stop: CancellationToken) {

@@ -588,6 +588,10 @@ impl Settings {
             return Err(ConfigError::invalid("store.max_connections", "must be at least 1"));
         }
         self.validate_documents()?;
+        // An empty token would be matched by an empty `Authorization: Bearer `.
+        if self.admin.token.as_ref().is_some_and(|t| t.expose().trim().is_empty()) {
+            return Err(ConfigError::invalid("admin.token", "is empty; remove it to turn the admin API off"));
+        }
         if self.connect.max_body_bytes == 0 {
             return Err(ConfigError::invalid("connect.max_body_bytes", "must be greater than 0"));
         }

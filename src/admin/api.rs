@@ -1,0 +1,378 @@
+//! `/admin/api/...`: JSON over HTTP behind `Authorization: Bearer <admin.token>`.
+//! Each handler is annotated for utoipa and registered through
+//! `utoipa_axum::routes!`, so a route cannot exist without its description
+//! in `/admin/api/openapi.json`.
+//!
+//! Query strings and bodies are read by hand rather than by axum's
+//! extractors, whose refusals are plain text: a bad value must come back as
+//! a JSON error naming the field.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::header;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::ErrorBody;
+use super::queries::{
+    self, Consent, DeadLetters, EnvelopeDetail, JobReplayed, MAX_PAGE, Overview, STATUSES, SinkStatus,
+};
+use super::{Admin, AdminError, auth};
+use crate::deliver::replay::Replayed;
+use crate::ids::{EnvelopeId, EventId, JobId};
+use crate::store::{DeliveryFilter, EnvelopeQuery, EnvelopeRecord, EnvelopeStatus};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "countersign admin API",
+        description = "Inspect envelopes and their processing, replay dead letters, check DocuSign consent, \
+                       suspend and resume sinks, reload Connect HMAC keys. Every request needs \
+                       `Authorization: Bearer <admin.token>`; without `admin.token` the API does not exist (404)."
+    ),
+    modifiers(&BearerScheme),
+    security(("bearer" = [])),
+    tags(
+        (name = "envelopes", description = "Envelopes and everything that happened to them"),
+        (name = "dead letters", description = "What ran out of attempts, and replaying it"),
+        (name = "sinks", description = "Delivery targets"),
+        (name = "docusign", description = "DocuSign access and Connect keys"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+/// The routes, relative to `/admin/api`.
+fn routes() -> OpenApiRouter<Admin> {
+    OpenApiRouter::new()
+        .routes(routes!(overview))
+        .routes(routes!(list_envelopes))
+        .routes(routes!(get_envelope))
+        .routes(routes!(dead_letters))
+        .routes(routes!(replay_job))
+        .routes(routes!(replay_deliveries))
+        .routes(routes!(consent))
+        .routes(routes!(list_sinks))
+        .routes(routes!(suspend_sink))
+        .routes(routes!(resume_sink))
+        .routes(routes!(reload_keys))
+}
+
+/// The OpenAPI description as JSON.
+pub fn openapi_json() -> String {
+    let (_, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/admin/api", routes()).split_for_parts();
+    openapi.to_pretty_json().unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"))
+}
+
+pub fn router(admin: Admin) -> axum::Router {
+    let (routes, _) = routes().split_for_parts();
+    let description: Arc<str> = admin.inner.openapi.clone().into();
+    let api = routes
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let description = description.clone();
+                async move { ([(header::CONTENT_TYPE, "application/json")], description.to_string()) }
+            }),
+        )
+        .fallback(|| async { AdminError::not_found("no such admin API route") })
+        .layer(middleware::from_fn_with_state(admin.clone(), require_token))
+        .with_state(admin);
+    axum::Router::new().nest("/admin/api", api)
+}
+
+/// Refuses any request without the admin token, before anything is read.
+async fn require_token(State(admin): State<Admin>, request: Request, next: Next) -> Response {
+    match auth::bearer(request.headers()) {
+        Some(given) if auth::token_matches(&admin.inner.token, given) => next.run(request).await,
+        _ => AdminError::unauthorized().into_response(),
+    }
+}
+
+/// The query string's parameters; any other parameter is an error, so a
+/// misspelt filter does not silently list everything.
+fn params(raw: Option<String>, allowed: &[&str]) -> Result<BTreeMap<String, String>, AdminError> {
+    let mut params = BTreeMap::new();
+    for (name, value) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        if !allowed.contains(&name.as_ref()) {
+            return Err(AdminError::invalid(
+                name,
+                format!("unknown parameter; expected one of {}", allowed.join(", ")),
+            ));
+        }
+        params.insert(name.into_owned(), value.into_owned());
+    }
+    Ok(params)
+}
+
+fn number<T: std::str::FromStr>(params: &BTreeMap<String, String>, name: &str) -> Result<Option<T>, AdminError> {
+    params
+        .get(name)
+        .map(|text| text.parse().map_err(|_| AdminError::invalid(name, format!("{text:?} is not a whole number"))))
+        .transpose()
+}
+
+/// A JSON object body (an empty body counts as `{}`) holding only `allowed` keys.
+fn object(body: &Bytes, allowed: &[&str]) -> Result<Map<String, Value>, AdminError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| AdminError::invalid("body", format!("not valid JSON: {e}")))?;
+    let Value::Object(map) = value else { return Err(AdminError::invalid("body", "must be a JSON object")) };
+    if let Some(key) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(AdminError::invalid(key.clone(), format!("unknown field; expected one of {}", allowed.join(", "))));
+    }
+    Ok(map)
+}
+
+fn text(map: &Map<String, Value>, name: &str) -> Result<Option<String>, AdminError> {
+    match map.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text.clone())),
+        Some(_) => Err(AdminError::invalid(name, "must be a string")),
+    }
+}
+
+/// `GET /admin/api/overview`.
+#[utoipa::path(get, path = "/overview", tag = "envelopes",
+    responses(
+        (status = 200, description = "Counts of envelopes, queue depth, dead letters, disabled sinks", body = Overview),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+    ))]
+async fn overview(State(admin): State<Admin>) -> Result<Json<Overview>, AdminError> {
+    Ok(Json(queries::overview(&admin).await?))
+}
+
+/// A page of envelopes.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct EnvelopeList {
+    /// Envelopes matching the filter, in all.
+    total: u64,
+    limit: u32,
+    offset: u64,
+    /// Where the next page starts, if there is one.
+    next_offset: Option<u64>,
+    envelopes: Vec<EnvelopeRecord>,
+}
+
+/// `GET /admin/api/envelopes?status=&limit=&offset=`.
+#[utoipa::path(get, path = "/envelopes", tag = "envelopes",
+    params(
+        ("status" = Option<EnvelopeStatus>, Query, description = "Only envelopes in this status"),
+        ("limit" = Option<u32>, Query, description = "Envelopes per page, 1–500 (default 50)"),
+        ("offset" = Option<u64>, Query, description = "How many to skip (default 0)"),
+    ),
+    responses(
+        (status = 200, description = "Most recently changed first", body = EnvelopeList),
+        (status = 400, description = "A parameter is invalid; `field` names it", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+    ))]
+async fn list_envelopes(State(admin): State<Admin>, RawQuery(raw): RawQuery) -> Result<Json<EnvelopeList>, AdminError> {
+    let params = params(raw, &["status", "limit", "offset"])?;
+    let status = params
+        .get("status")
+        .map(|text| {
+            EnvelopeStatus::parse(text).ok_or_else(|| {
+                let expected: Vec<&str> = STATUSES.iter().map(|s| s.as_str()).collect();
+                AdminError::invalid("status", format!("{text:?} is not one of {}", expected.join(", ")))
+            })
+        })
+        .transpose()?;
+    let limit = number::<u32>(&params, "limit")?.unwrap_or(50);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(AdminError::invalid("limit", format!("must be between 1 and {MAX_PAGE}")));
+    }
+    let offset = number::<u64>(&params, "offset")?.unwrap_or(0);
+    let page = queries::envelopes(&admin, &EnvelopeQuery { status, limit, offset }).await?;
+    let next = offset.saturating_add(page.envelopes.len() as u64);
+    let next_offset = (next < page.total && !page.envelopes.is_empty()).then_some(next);
+    Ok(Json(EnvelopeList { total: page.total, limit, offset, next_offset, envelopes: page.envelopes }))
+}
+
+/// `GET /admin/api/envelopes/{envelope_id}`.
+#[utoipa::path(get, path = "/envelopes/{envelope_id}", tag = "envelopes",
+    params(("envelope_id" = String, Path, description = "The DocuSign envelope id (a GUID)")),
+    responses(
+        (status = 200, description = "The envelope, its notifications, its processing job with every attempt, \
+            its documents, and its events with each delivery and its job", body = EnvelopeDetail),
+        (status = 400, description = "Not a GUID", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "No such envelope is recorded", body = ErrorBody),
+    ))]
+async fn get_envelope(State(admin): State<Admin>, Path(id): Path<String>) -> Result<Json<EnvelopeDetail>, AdminError> {
+    let id = EnvelopeId::parse(&id).map_err(|_| AdminError::invalid("envelope_id", "is not a GUID"))?;
+    Ok(Json(queries::envelope(&admin, id).await?))
+}
+
+/// `GET /admin/api/dead-letters?sink=&limit=`.
+#[utoipa::path(get, path = "/dead-letters", tag = "dead letters",
+    params(
+        ("sink" = Option<String>, Query, description = "Only deliveries to this sink"),
+        ("limit" = Option<u32>, Query, description = "How many of each kind, 1–500 (default 100)"),
+    ),
+    responses(
+        (status = 200, description = "Dead deliveries, other dead jobs and disabled sinks", body = DeadLetters),
+        (status = 400, description = "A parameter is invalid", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+    ))]
+async fn dead_letters(State(admin): State<Admin>, RawQuery(raw): RawQuery) -> Result<Json<DeadLetters>, AdminError> {
+    let params = params(raw, &["sink", "limit"])?;
+    let limit = number::<u32>(&params, "limit")?.unwrap_or(100);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(AdminError::invalid("limit", format!("must be between 1 and {MAX_PAGE}")));
+    }
+    Ok(Json(queries::dead_letters(&admin, params.get("sink").cloned(), limit).await?))
+}
+
+/// `POST /admin/api/jobs/{job_id}/replay`.
+#[utoipa::path(post, path = "/jobs/{job_id}/replay", tag = "dead letters",
+    params(("job_id" = String, Path, description = "A dead job's id, as listed by the dead letters")),
+    responses(
+        (status = 200, description = "Queued again with a fresh set of attempts; a delivery's sink is enabled", body = JobReplayed),
+        (status = 400, description = "Not a job id", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "The job is not dead", body = ErrorBody),
+    ))]
+async fn replay_job(State(admin): State<Admin>, Path(id): Path<String>) -> Result<Json<JobReplayed>, AdminError> {
+    let id = JobId::parse(&id).map_err(|_| AdminError::invalid("job_id", "is not a job id (a UUID)"))?;
+    Ok(Json(queries::replay_job(&admin, id).await?))
+}
+
+/// Which dead deliveries to replay; every condition given must hold, none means all.
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+struct ReplayRequest {
+    /// The dead deliveries of this event.
+    event: Option<EventId>,
+    /// The dead deliveries to this sink.
+    sink: Option<String>,
+    /// Only deliveries that died at or after this time (RFC 3339).
+    since: Option<DateTime<Utc>>,
+}
+
+impl ReplayRequest {
+    fn parse(body: &Bytes) -> Result<Self, AdminError> {
+        let map = object(body, &["event", "sink", "since"])?;
+        let event = text(&map, "event")?
+            .map(|e| EventId::parse(&e).map_err(|_| AdminError::invalid("event", "is not an event id (a UUID)")))
+            .transpose()?;
+        let since = text(&map, "since")?
+            .map(|t| {
+                DateTime::parse_from_rfc3339(&t)
+                    .map(|t| t.with_timezone(&Utc))
+                    .map_err(|_| AdminError::invalid("since", "is not an RFC 3339 time (2026-11-28T09:00:00Z)"))
+            })
+            .transpose()?;
+        Ok(Self { event, sink: text(&map, "sink")?, since })
+    }
+}
+
+/// `POST /admin/api/deliveries/replay`.
+#[utoipa::path(post, path = "/deliveries/replay", tag = "dead letters",
+    request_body(content = ReplayRequest, description = "Filter; an empty object replays every dead delivery"),
+    responses(
+        (status = 200, description = "The deliveries queued again and the sinks enabled", body = Replayed),
+        (status = 400, description = "A field is invalid; `field` names it", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "No such sink is configured", body = ErrorBody),
+    ))]
+async fn replay_deliveries(State(admin): State<Admin>, body: Bytes) -> Result<Json<Replayed>, AdminError> {
+    let ReplayRequest { event, sink, since } = ReplayRequest::parse(&body)?;
+    Ok(Json(queries::replay_matching(&admin, &DeliveryFilter { event, sink, since }).await?))
+}
+
+/// `GET /admin/api/consent`.
+#[utoipa::path(get, path = "/consent", tag = "docusign",
+    responses(
+        (status = 200, description = "The consent URL and each impersonated user's access", body = Consent),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+    ))]
+async fn consent(State(admin): State<Admin>) -> Json<Consent> {
+    Json(queries::consent(&admin))
+}
+
+/// `GET /admin/api/sinks`.
+#[utoipa::path(get, path = "/sinks", tag = "sinks",
+    responses(
+        (status = 200, description = "Every configured sink: disabled or not, circuit, dead deliveries", body = Vec<SinkStatus>),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+    ))]
+async fn list_sinks(State(admin): State<Admin>) -> Result<Json<Vec<SinkStatus>>, AdminError> {
+    Ok(Json(queries::sinks(&admin).await?))
+}
+
+/// Why a sink is suspended.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct SuspendRequest {
+    /// Kept with the suspension and shown to other operators.
+    reason: Option<String>,
+}
+
+/// `POST /admin/api/sinks/{name}/suspend`.
+#[utoipa::path(post, path = "/sinks/{name}/suspend", tag = "sinks",
+    params(("name" = String, Path, description = "The sink's name")),
+    request_body(content = SuspendRequest, description = "Optional; an empty body is fine"),
+    responses(
+        (status = 200, description = "Suspended on every replica: its deliveries become dead letters until it is resumed", body = SinkStatus),
+        (status = 400, description = "A field is invalid", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "No such sink is configured", body = ErrorBody),
+    ))]
+async fn suspend_sink(
+    State(admin): State<Admin>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<SinkStatus>, AdminError> {
+    let request = SuspendRequest { reason: text(&object(&body, &["reason"])?, "reason")? };
+    Ok(Json(queries::suspend_sink(&admin, &name, request.reason.as_deref()).await?))
+}
+
+/// `POST /admin/api/sinks/{name}/resume`.
+#[utoipa::path(post, path = "/sinks/{name}/resume", tag = "sinks",
+    params(("name" = String, Path, description = "The sink's name")),
+    responses(
+        (status = 200, description = "Enabled again, its dead deliveries queued again", body = Replayed),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "No such sink is configured", body = ErrorBody),
+    ))]
+async fn resume_sink(State(admin): State<Admin>, Path(name): Path<String>) -> Result<Json<Replayed>, AdminError> {
+    Ok(Json(queries::resume_sink(&admin, &name).await?))
+}
+
+/// Connect keys in force after a reload.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct KeysReloaded {
+    /// How many HMAC keys are now in force (global and per account).
+    keys: usize,
+}
+
+/// `POST /admin/api/keys/reload`.
+#[utoipa::path(post, path = "/keys/reload", tag = "docusign",
+    responses(
+        (status = 200, description = "The configuration was read again and its Connect keys are in force (as on SIGHUP)", body = KeysReloaded),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 422, description = "The configuration does not load; the keys in force are kept. `field` names the key at fault", body = ErrorBody),
+    ))]
+async fn reload_keys(State(admin): State<Admin>) -> Result<Json<KeysReloaded>, AdminError> {
+    Ok(Json(KeysReloaded { keys: queries::reload_keys(&admin)? }))
+}
