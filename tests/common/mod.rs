@@ -129,16 +129,38 @@ impl TestApp {
     /// Like [`TestApp::spawn`] on a database that outlives this service (a restart).
     pub async fn spawn_shared(db: Arc<TestStore>, extra: &str) -> Self {
         let documents_dir = tempfile::tempdir().unwrap();
-        let toml = format!(
+        let settings = countersign::config::Settings::from_toml(&Self::toml(&db, &documents_dir, extra)).unwrap();
+        Self::start(db, documents_dir, settings, extra.contains("public_url")).await
+    }
+
+    /// Like [`TestApp::spawn`], with the configuration written to `config`
+    /// and loaded from there (the environment too), as `serve --config`
+    /// does: a reload reads that file again.
+    pub async fn spawn_from_file(db: TestStore, extra: &str, config: &std::path::Path) -> Self {
+        let documents_dir = tempfile::tempdir().unwrap();
+        std::fs::write(config, Self::toml(&db, &documents_dir, extra)).unwrap();
+        let settings = countersign::config::Settings::load(Some(config)).unwrap();
+        Self::start(Arc::new(db), documents_dir, settings, extra.contains("public_url")).await
+    }
+
+    fn toml(db: &TestStore, documents_dir: &tempfile::TempDir, extra: &str) -> String {
+        format!(
             "[store]\nurl = \"{}\"\n[documents]\nurl = \"file://{}\"\n{extra}",
             db.url,
             documents_dir.path().display()
-        );
-        let mut settings = countersign::config::Settings::from_toml(&toml).unwrap();
+        )
+    }
+
+    async fn start(
+        db: Arc<TestStore>,
+        documents_dir: tempfile::TempDir,
+        mut settings: countersign::config::Settings,
+        keep_public_url: bool,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}", listener.local_addr().unwrap());
         // Document links in events point where this service really listens.
-        if !extra.contains("public_url") {
+        if !keep_public_url {
             settings.server.public_url.clone_from(&base_url);
         }
         let service = countersign::service::Service::build(settings.clone()).await.unwrap();
