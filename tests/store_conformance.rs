@@ -69,6 +69,7 @@ conformance!(
     an_earlier_pending_event_holds_back_later_ones_to_the_same_sink,
     dead_deliveries_are_listed_and_replayed_by_event_sink_and_time,
     a_disabled_sink_stays_disabled_until_enabled,
+    envelopes_are_listed_by_status_most_recently_changed_first_a_page_at_a_time,
 );
 
 fn job(kind: &str, n: u32) -> NewJob {
@@ -820,4 +821,51 @@ async fn a_disabled_sink_stays_disabled_until_enabled(db: &common::TestStore) {
     assert!(store.enable_sink("hr").await.unwrap());
     assert!(!store.enable_sink("hr").await.unwrap());
     assert!(store.disabled_sinks().await.unwrap().is_empty());
+}
+
+async fn envelopes_are_listed_by_status_most_recently_changed_first_a_page_at_a_time(db: &common::TestStore) {
+    let store = &*db.store;
+    let account = AccountId::parse("f2a3b4c5-d6e7-4f80-9a1b-2c3d4e5f6a7b").unwrap();
+    let statuses = [
+        EnvelopeStatus::Processed,
+        EnvelopeStatus::Received,
+        EnvelopeStatus::Processed,
+        EnvelopeStatus::Received,
+        EnvelopeStatus::Processed,
+    ];
+    let mut written = Vec::new();
+    for (n, status) in statuses.into_iter().enumerate() {
+        let envelope = EnvelopeId::from_uuid(uuid::Uuid::new_v4());
+        let mut tx = store.begin().await.unwrap();
+        let subject = Some(format!("envelope {n}"));
+        tx.upsert_envelope(&EnvelopeUpsert {
+            envelope_id: envelope,
+            account_id: account,
+            status,
+            subject,
+            completed_at: None,
+        })
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        written.push((envelope, status));
+        // Distinct update times, so "most recently changed first" has one answer.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(store.count_envelopes().await.unwrap(), [(EnvelopeStatus::Processed, 3), (EnvelopeStatus::Received, 2)]);
+    let processed: Vec<EnvelopeId> =
+        written.iter().rev().filter(|(_, s)| *s == EnvelopeStatus::Processed).map(|(e, _)| *e).collect();
+    let query = |status, limit, offset| EnvelopeQuery { status, limit, offset };
+    let first = store.list_envelopes(&query(Some(EnvelopeStatus::Processed), 2, 0)).await.unwrap();
+    let second = store.list_envelopes(&query(Some(EnvelopeStatus::Processed), 2, 2)).await.unwrap();
+    assert_eq!((first.total, second.total), (3, 3));
+    let ids: Vec<EnvelopeId> = first.envelopes.iter().chain(&second.envelopes).map(|e| e.envelope_id).collect();
+    assert_eq!(ids, processed, "newest change first, pages adjoining");
+    assert!(first.envelopes.iter().all(|e| e.status == EnvelopeStatus::Processed && e.account_id == account));
+    let all = store.list_envelopes(&query(None, 10, 0)).await.unwrap();
+    assert_eq!((all.total, all.envelopes.len()), (5, 5));
+    assert_eq!(all.envelopes[0].envelope_id, written[4].0);
+    assert_eq!(all.envelopes[0].subject.as_deref(), Some("envelope 4"));
+    let beyond = store.list_envelopes(&query(Some(EnvelopeStatus::Flagged), 10, 0)).await.unwrap();
+    assert_eq!((beyond.total, beyond.envelopes.len()), (0, 0));
 }
