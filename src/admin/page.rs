@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use axum::extract::{Form, Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Router, middleware};
@@ -73,9 +73,14 @@ fn session(admin: &Admin, headers: &HeaderMap) -> Option<String> {
 /// Whether a form post comes from this origin. Browsers send `Origin` on
 /// every POST; when it is there it must name the host the page was served
 /// from. The CSRF token is checked as well; this is the second lock.
-fn same_origin(headers: &HeaderMap) -> bool {
+fn same_origin(headers: &HeaderMap, uri: &Uri) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else { return true };
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    // HTTP/2 carries the host as the request's authority, not a Host header.
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
+        .unwrap_or("");
     url::Url::parse(origin).ok().is_some_and(|url| {
         let origin_host = match (url.host_str(), url.port()) {
             (Some(h), Some(p)) => format!("{h}:{p}"),
@@ -107,8 +112,13 @@ async fn login_form(State(admin): State<Admin>, headers: HeaderMap) -> Response 
     views::login(None).into_response()
 }
 
-async fn login(State(admin): State<Admin>, headers: HeaderMap, Form(form): Form<HashMap<String, String>>) -> Response {
-    if !same_origin(&headers) {
+async fn login(
+    State(admin): State<Admin>,
+    uri: Uri,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    if !same_origin(&headers, &uri) {
         return (StatusCode::FORBIDDEN, views::login(Some("The form came from another site."))).into_response();
     }
     let given = form.get("token").map(String::as_str).unwrap_or("");
@@ -192,11 +202,16 @@ async fn dead_letters(
     }
 }
 
-async fn replay(State(admin): State<Admin>, headers: HeaderMap, Form(form): Form<HashMap<String, String>>) -> Response {
+async fn replay(
+    State(admin): State<Admin>,
+    uri: Uri,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
     let Some(session) = session(&admin, &headers) else { return to_login() };
     let csrf = auth::csrf_token(&admin.inner.token, &session);
     let given = form.get("csrf").map(String::as_str).unwrap_or("");
-    if !same_origin(&headers) || !auth::csrf_valid(&admin.inner.token, &session, given) {
+    if !same_origin(&headers, &uri) || !auth::csrf_valid(&admin.inner.token, &session, given) {
         tracing::warn!("admin page: replay refused, the form's CSRF token or origin is wrong");
         let error = AdminError::invalid("csrf", "the form is stale or came from another site; reload the page");
         return error_page(&error, &csrf);
