@@ -153,7 +153,7 @@ fn text(map: &Map<String, Value>, name: &str) -> Result<Option<String>, AdminErr
     }
 }
 
-/// `GET /admin/api/overview`.
+/// Envelopes per status, queue depth, dead letters and disabled sinks at a glance.
 #[utoipa::path(get, path = "/overview", tag = "envelopes",
     responses(
         (status = 200, description = "Counts of envelopes, queue depth, dead letters, disabled sinks", body = Overview),
@@ -175,7 +175,7 @@ struct EnvelopeList {
     envelopes: Vec<EnvelopeRecord>,
 }
 
-/// `GET /admin/api/envelopes?status=&limit=&offset=`.
+/// Envelopes, most recently changed first, optionally of one status, a page at a time.
 #[utoipa::path(get, path = "/envelopes", tag = "envelopes",
     params(
         ("status" = Option<EnvelopeStatus>, Query, description = "Only envelopes in this status"),
@@ -209,7 +209,7 @@ async fn list_envelopes(State(admin): State<Admin>, RawQuery(raw): RawQuery) -> 
     Ok(Json(EnvelopeList { total: page.total, limit, offset, next_offset, envelopes: page.envelopes }))
 }
 
-/// `GET /admin/api/envelopes/{envelope_id}`.
+/// One envelope and everything that happened to it.
 #[utoipa::path(get, path = "/envelopes/{envelope_id}", tag = "envelopes",
     params(("envelope_id" = String, Path, description = "The DocuSign envelope id (a GUID)")),
     responses(
@@ -224,7 +224,7 @@ async fn get_envelope(State(admin): State<Admin>, Path(id): Path<String>) -> Res
     Ok(Json(queries::envelope(&admin, id).await?))
 }
 
-/// `GET /admin/api/dead-letters?sink=&limit=`.
+/// What ran out of attempts: dead deliveries, other dead jobs, disabled sinks.
 #[utoipa::path(get, path = "/dead-letters", tag = "dead letters",
     params(
         ("sink" = Option<String>, Query, description = "Only deliveries to this sink"),
@@ -244,7 +244,7 @@ async fn dead_letters(State(admin): State<Admin>, RawQuery(raw): RawQuery) -> Re
     Ok(Json(queries::dead_letters(&admin, params.get("sink").cloned(), limit).await?))
 }
 
-/// `POST /admin/api/jobs/{job_id}/replay`.
+/// Gives one dead job a fresh set of attempts (a delivery: `delivery.schedule`, others: `queue.max_attempts`).
 #[utoipa::path(post, path = "/jobs/{job_id}/replay", tag = "dead letters",
     params(("job_id" = String, Path, description = "A dead job's id, as listed by the dead letters")),
     responses(
@@ -287,7 +287,7 @@ impl ReplayRequest {
     }
 }
 
-/// `POST /admin/api/deliveries/replay`.
+/// Queues dead deliveries again, as `countersign replay --event/--sink/--since` does.
 #[utoipa::path(post, path = "/deliveries/replay", tag = "dead letters",
     request_body(content = ReplayRequest, description = "Filter; an empty object replays every dead delivery"),
     responses(
@@ -301,7 +301,7 @@ async fn replay_deliveries(State(admin): State<Admin>, body: Bytes) -> Result<Js
     Ok(Json(queries::replay_matching(&admin, &DeliveryFilter { event, sink, since }).await?))
 }
 
-/// `GET /admin/api/consent`.
+/// The DocuSign consent URL and what is known of each impersonated user's access.
 #[utoipa::path(get, path = "/consent", tag = "docusign",
     responses(
         (status = 200, description = "The consent URL and each impersonated user's access", body = Consent),
@@ -311,7 +311,7 @@ async fn consent(State(admin): State<Admin>) -> Json<Consent> {
     Json(queries::consent(&admin))
 }
 
-/// `GET /admin/api/sinks`.
+/// Every configured sink with its stored state, this process's circuit and its dead deliveries.
 #[utoipa::path(get, path = "/sinks", tag = "sinks",
     responses(
         (status = 200, description = "Every configured sink: disabled or not, circuit, dead deliveries", body = Vec<SinkStatus>),
@@ -328,7 +328,7 @@ struct SuspendRequest {
     reason: Option<String>,
 }
 
-/// `POST /admin/api/sinks/{name}/suspend`.
+/// Suspends a sink on every replica until it is resumed.
 #[utoipa::path(post, path = "/sinks/{name}/suspend", tag = "sinks",
     params(("name" = String, Path, description = "The sink's name")),
     request_body(content = SuspendRequest, description = "Optional; an empty body is fine"),
@@ -347,7 +347,7 @@ async fn suspend_sink(
     Ok(Json(queries::suspend_sink(&admin, &name, request.reason.as_deref()).await?))
 }
 
-/// `POST /admin/api/sinks/{name}/resume`.
+/// Enables a sink again and replays the deliveries that died meanwhile.
 #[utoipa::path(post, path = "/sinks/{name}/resume", tag = "sinks",
     params(("name" = String, Path, description = "The sink's name")),
     responses(
@@ -366,7 +366,7 @@ struct KeysReloaded {
     keys: usize,
 }
 
-/// `POST /admin/api/keys/reload`.
+/// Rereads the configuration and puts its Connect HMAC keys in force, as SIGHUP does.
 #[utoipa::path(post, path = "/keys/reload", tag = "docusign",
     responses(
         (status = 200, description = "The configuration was read again and its Connect keys are in force (as on SIGHUP)", body = KeysReloaded),
