@@ -7,11 +7,10 @@
 
 mod common;
 
-use std::io::Read;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::docusign::{options, sandbox};
+use common::process::{ServeProcess, free_port, write_config};
 use countersign::deliver::receiver::{WebhookReceiver, random_secret};
 use countersign::sandbox::connect::{ConnectFormat, ConnectSender, RetryPolicy};
 
@@ -30,11 +29,11 @@ async fn a_pipeline_run_logs_no_secret_no_token_and_no_document_bytes() {
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("key.pem"), &identity.private_key_pem).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let keys: Vec<String> = identity.hmac_keys.iter().map(|k| format!("{k:?}")).collect();
     let config = format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"{base}\"\n\
+        "[server]\npublic_url = \"{base}\"\n\
          [log]\nformat = \"json\"\nfilter = \"debug\"\n\
          [connect]\nhmac_keys = [{keys}]\nbasic_auth_user = \"docusign\"\nbasic_auth_password = \"{basic_password}\"\n\
          [docusign]\nauth_server = {aud:?}\nauth_url = {auth:?}\nintegration_key = \"{ik}\"\nuser_id = \"{user}\"\n\
@@ -50,30 +49,9 @@ async fn a_pipeline_run_logs_no_secret_no_token_and_no_document_bytes() {
         redirect = identity.redirect_uri,
         hook = receiver.url(),
     );
-    std::fs::write(dir.path().join("countersign.toml"), config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_countersign"))
-        .args(["serve", "--config", "countersign.toml"])
-        .current_dir(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Read the logs as they come: a full pipe would stall the service.
-    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().unwrap()));
-    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let config = write_config(dir.path(), &config);
+    let serve = ServeProcess::start(dir.path(), &config, port).await;
     let client = reqwest::Client::new();
-    common::eventually(WAIT, "serve to answer /readyz", || async {
-        let answer = client.get(format!("{base}/readyz")).send().await.ok()?;
-        answer.status().is_success().then_some(())
-    })
-    .await;
 
     let sender = ConnectSender::new(
         format!("{base}/docusign/connect"),
@@ -113,9 +91,8 @@ async fn a_pipeline_run_logs_no_secret_no_token_and_no_document_bytes() {
     receiver.wait_for_delivered(envelopes.len(), WAIT).await.unwrap();
     let scrape = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
 
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(child.wait().unwrap().success(), "serve exits 0 on SIGTERM");
-    let logs = format!("{}{}", stdout.join().unwrap(), stderr.join().unwrap());
+    let (exit, logs) = serve.terminate();
+    assert!(exit.success(), "serve exits 0 on SIGTERM");
 
     // The logs are the real thing: JSON lines about these envelopes, at debug level.
     let lines: Vec<serde_json::Value> = logs.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();

@@ -4,6 +4,7 @@
 
 pub mod docusign;
 pub mod envelopes;
+pub mod process;
 pub mod schema;
 
 use std::sync::Arc;
