@@ -17,6 +17,8 @@
 #   SMOKE_TARGET_DIR  cargo target directory of the static build (default
 #                     target/static: kept apart from target/, so the RUSTFLAGS
 #                     of one build never invalidate the other's artefacts)
+#   SMOKE_BINARY      use this binary instead of building one (static, unless
+#                     SMOKE_ENGINE=none)
 #   SMOKE_KEEP_IMAGE  1 keeps the image afterwards
 #
 # Cold, the static release build takes ~25 minutes on 2 cores; warm (only the
@@ -44,7 +46,7 @@ CONTAINER_STARTED=
 PID=
 cleanup() {
   if [[ -n $CONTAINER_STARTED ]]; then
-    "$ENGINE" rm -f "$NAME" >/dev/null 2>&1 || true
+    "$ENGINE" rm -f -v "$NAME" >/dev/null 2>&1 || true  # -v: its anonymous /data volume too
   fi
   if [[ -n $PID ]] && kill -0 "$PID" 2>/dev/null; then
     kill -KILL "$PID" 2>/dev/null || true
@@ -70,16 +72,6 @@ wait_200() { # url, seconds, what
   return 1
 }
 
-# ---------------------------------------------------------------- binary
-step "static release binary ($TARGET, crt-static) in $CARGO_TARGET_DIR"
-build_started=$(date +%s)
-RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked --target "$TARGET" --bin countersign
-echo "built in $(($(date +%s) - build_started))s"
-if readelf -lW "$BIN" | grep -q 'program interpreter'; then
-  fail "$BIN is dynamically linked; a FROM scratch image cannot run it"
-fi
-echo "$BIN: static ($(du -h "$BIN" | cut -f1))"
-
 # ---------------------------------------------------------------- engine
 engine_works() {
   case $1 in
@@ -100,6 +92,8 @@ elif [[ $ENGINE != none ]] && ! engine_works "$ENGINE"; then
   fail "SMOKE_ENGINE=$ENGINE, but $ENGINE does not answer"
 fi
 
+echo "container engine: $ENGINE"
+
 # The limits are set explicitly: the engine's defaults can exceed what this
 # host's hard limits allow, and then runc cannot start the container at all.
 RUN_FLAGS=(--ulimit nofile=20000:20000 --ulimit nproc=4096:4096)
@@ -108,6 +102,24 @@ if [[ $ENGINE == podman ]]; then
   # OCI image format has no HEALTHCHECK; the docker format keeps it.
   BUILD_FLAGS+=(--format docker)
   if command -v runc >/dev/null; then RUN_FLAGS+=(--runtime runc); fi
+fi
+
+# ---------------------------------------------------------------- binary
+if [[ -n ${SMOKE_BINARY:-} ]]; then
+  step "binary given: $SMOKE_BINARY (no build)"
+  BIN=$SMOKE_BINARY
+else
+  step "static release binary ($TARGET, crt-static) in $CARGO_TARGET_DIR"
+  build_started=$(date +%s)
+  RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked --target "$TARGET" --bin countersign
+  echo "built in $(($(date +%s) - build_started))s"
+fi
+if readelf -lW "$BIN" | grep -q 'program interpreter'; then
+  # Only a static binary runs FROM scratch; run directly, any binary will do.
+  [[ $ENGINE == none ]] || fail "$BIN is dynamically linked; a FROM scratch image cannot run it"
+  echo "$BIN: dynamically linked"
+else
+  echo "$BIN: static ($(du -h "$BIN" | cut -f1))"
 fi
 
 PORT=$(free_port)
@@ -153,7 +165,7 @@ if [[ $ENGINE != none ]]; then
   }
 else
   # -------------------------------------------------------------- no engine
-  step "NO CONTAINER ENGINE: running the static binary directly (no image is built or checked)"
+  step "NO CONTAINER ENGINE: running $BIN directly (no image is built or checked)"
   mkdir -p "$WORK/root"
   (cd "$WORK/root" && exec env COUNTERSIGN_SERVER__LISTEN="127.0.0.1:$PORT" "$BIN" serve >"$WORK/serve.log" 2>&1) &
   PID=$!
@@ -214,7 +226,7 @@ echo "exit status $code; last log line: $last"
 [[ $last == *'"message":"stopped"'* ]] || fail "the last log line is not the drain's \"stopped\""
 
 if [[ $ENGINE == none ]]; then
-  step "PASSED (NO CONTAINER ENGINE: the static binary was checked directly, not an image) in $(($(date +%s) - STARTED))s"
+  step "PASSED (NO CONTAINER ENGINE: the binary was checked directly, not an image) in $(($(date +%s) - STARTED))s"
 else
   step "PASSED with $ENGINE in $(($(date +%s) - STARTED))s"
 fi
