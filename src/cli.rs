@@ -1,5 +1,7 @@
 //! The command line. `main.rs` parses it; everything it does lives here.
 
+mod healthcheck;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -92,6 +94,19 @@ pub enum Command {
         #[arg(long, value_name = "TIME", conflicts_with = "jobs")]
         since: Option<String>,
     },
+    /// Exit 0 when the running service answers GET /healthz on the configured
+    /// `server.listen` (a wildcard address is asked on loopback), 1 otherwise:
+    /// the container HEALTHCHECK, for images without a shell or curl.
+    Healthcheck {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Ask /readyz instead: the store answers and DocuSign access is not misconfigured.
+        #[arg(long)]
+        ready: bool,
+        /// How long to wait for the answer (5s, 500ms).
+        #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Find completed envelopes Connect never delivered and process them.
     Reconcile {
         #[command(flatten)]
@@ -158,6 +173,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Sandbox { listen, data } => sandbox(&listen, &data).await,
+        Command::Healthcheck { config, ready, timeout } => healthcheck::healthcheck(&config, ready, timeout).await,
         Command::Reconcile { config, since, account } => reconcile(&config, &since, account.as_deref()).await,
     }
 }
@@ -196,7 +212,7 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
 async fn check(arg: &ConfigArg) -> anyhow::Result<ExitCode> {
     let settings = load(arg)?;
     println!("configuration: ok");
-    let store = store::open(&settings.store.url, 1).await?;
+    let store = store::open(settings.store.connection_url().expose(), 1).await?;
     store.check_ready().await?;
     println!("store: ok ({}, {})", store.backend(), store::redact_url(&settings.store.url));
     if settings.connect.hmac_keys.is_empty() && settings.connect.accounts.is_empty() {
@@ -241,7 +257,7 @@ async fn reconcile(arg: &ConfigArg, since: &str, account: Option<&str>) -> anyho
     use crate::reconcile::{Reconciler, accounts};
     let settings = load(arg)?;
     let since = parse_since(since)?;
-    let store = store::open(&settings.store.url, 2).await?;
+    let store = store::open(settings.store.connection_url().expose(), 2).await?;
     let docusign = crate::docusign::DocuSign::from_settings(&settings)?.context(
         "DocuSign access is not configured: set docusign.integration_key, docusign.user_id and \
          docusign.private_key_file",
@@ -295,7 +311,7 @@ async fn reconcile(arg: &ConfigArg, since: &str, account: Option<&str>) -> anyho
 
 async fn dead_letters(arg: &ConfigArg, limit: u32, sink: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
     let settings = load(arg)?;
-    let store = store::open(&settings.store.url, 1).await?;
+    let store = store::open(settings.store.connection_url().expose(), 1).await?;
     let filter = DeliveryFilter { sink: sink.clone(), ..DeliveryFilter::default() };
     let deliveries = store.dead_deliveries(&filter, limit).await?;
     let disabled = store.disabled_sinks().await?;
@@ -362,7 +378,7 @@ async fn dead_letters(arg: &ConfigArg, limit: u32, sink: Option<String>, json: b
 
 async fn replay(arg: &ConfigArg, ids: &[String], all: bool) -> anyhow::Result<ExitCode> {
     let settings = load(arg)?;
-    let store = store::open(&settings.store.url, 1).await?;
+    let store = store::open(settings.store.connection_url().expose(), 1).await?;
     let ids: Vec<JobId> = if all {
         // Deliveries go through their own replay, which also enables their sinks.
         let replayed = replay_matching(&*store, &settings, &DeliveryFilter::default()).await?;
@@ -403,7 +419,7 @@ async fn replay_deliveries(
     {
         anyhow::bail!("no sink named {name:?} is configured ([[sinks]])");
     }
-    let store = store::open(&settings.store.url, 1).await?;
+    let store = store::open(settings.store.connection_url().expose(), 1).await?;
     let mut enabled = false;
     if let Some(name) = &sink {
         // Enabled before its deliveries are queued, or they would die again at once.
@@ -452,4 +468,8 @@ fn parse_since(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
     })?;
     let ago = chrono::Duration::from_std(ago)?;
     chrono::Utc::now().checked_sub_signed(ago).context("--since is too far back")
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime_serde::re::humantime::parse_duration(text).map_err(|e| format!("{e} (write it like 5s or 500ms)"))
 }

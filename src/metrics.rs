@@ -72,6 +72,23 @@ pub async fn render(State(store): State<Arc<dyn Store>>) -> Response {
         }
         Err(error) => tracing::warn!(%error, "metrics: cannot read the queue"),
     }
+    match store.disabled_sinks().await {
+        Ok(disabled) => {
+            // A sink enabled again is reported as 0 rather than dropped.
+            static DISABLED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+            let mut known = DISABLED.lock().unwrap_or_else(|p| p.into_inner());
+            for sink in known.iter() {
+                metrics::gauge!("countersign_sink_disabled", "sink" => sink.clone()).set(0.0);
+            }
+            for sink in disabled {
+                metrics::gauge!("countersign_sink_disabled", "sink" => sink.sink.clone()).set(1.0);
+                if !known.contains(&sink.sink) {
+                    known.push(sink.sink);
+                }
+            }
+        }
+        Err(error) => tracing::warn!(%error, "metrics: cannot read the disabled sinks"),
+    }
     handle.run_upkeep();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
 }
@@ -91,6 +108,13 @@ pub fn describe() {
         describe_counter!("countersign_docusign_requests_total", "DocuSign API calls, by route and HTTP status");
         describe_gauge!("countersign_docusign_rate_limit_remaining", "Calls left in DocuSign's window, by account");
         describe_counter!("countersign_docusign_token_requests_total", "JWT Grant token requests, by outcome");
+        describe_counter!("countersign_deliveries_total", "Delivery attempts, by sink and outcome");
+        describe_histogram!("countersign_delivery_duration_seconds", "Duration of one delivery attempt, by sink");
+        describe_histogram!(
+            "countersign_event_delivery_latency_seconds",
+            "From the event's creation (envelope processed) to its delivery, by sink"
+        );
+        describe_gauge!("countersign_sink_disabled", "1 while a sink is disabled (it answered 410), by sink");
         describe_counter!(
             "countersign_reconcile_found_total",
             "Completed envelopes found by reconciliation that Connect never delivered (alert on any increase)"

@@ -49,7 +49,7 @@ impl std::fmt::Debug for Service {
 impl Service {
     /// Opens the store (applying migrations) and prepares the job handlers.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let store = store::open(&settings.store.url, settings.store.max_connections)
+        let store = store::open(settings.store.connection_url().expose(), settings.store.max_connections)
             .await
             .with_context(|| format!("opening the store {}", store::redact_url(&settings.store.url)))?;
         let documents = DocumentStore::open(&settings.documents)?;

@@ -24,7 +24,9 @@ fn help_lists_every_command() {
     let out = countersign(&["--help"], dir.path());
     assert!(out.status.success());
     let help = text(&out.stdout);
-    for command in ["serve", "demo", "sandbox", "consent-url", "check", "dead-letters", "replay", "reconcile"] {
+    let commands =
+        ["serve", "demo", "sandbox", "consent-url", "check", "dead-letters", "replay", "reconcile", "healthcheck"];
+    for command in commands {
         assert!(help.contains(command), "--help should list {command}:\n{help}");
     }
     let out = countersign(&["replay", "--help"], dir.path());
@@ -297,4 +299,73 @@ async fn dead_deliveries_are_listed_and_replayed_by_sink_which_enables_it_again(
     let out = countersign(&["replay", "--config", "c.toml", "--sink", "erp"], dir.path());
     assert!(text(&out.stderr).contains("no sink named \"erp\""), "{}", text(&out.stderr));
     app.shutdown().await;
+}
+
+#[tokio::test]
+async fn healthcheck_exits_0_while_serve_answers_and_1_once_it_has_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("COUNTERSIGN_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The probe reads the same configuration as serve; a wildcard listen
+    // address (what a container uses) is probed on loopback.
+    std::fs::write(dir.path().join("c.toml"), format!("[server]\nlisten = \"0.0.0.0:{port}\"\n")).unwrap();
+    let probe = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_countersign"))
+            .arg("healthcheck")
+            .args(args)
+            .current_dir(dir.path())
+            .env("HTTP_PROXY", "http://127.0.0.1:9")
+            .env("http_proxy", "http://127.0.0.1:9")
+            .output()
+            .unwrap()
+    };
+    let healthy = common::eventually(Duration::from_secs(20), "healthcheck to pass", || async {
+        let out = probe(&["--config", "c.toml"]);
+        out.status.success().then_some(out)
+    })
+    .await;
+    assert_eq!(text(&healthy.stdout).trim(), format!("healthy: http://127.0.0.1:{port}/healthz answered 200 OK"));
+    let ready = probe(&["--config", "c.toml", "--ready"]);
+    assert!(ready.status.success(), "{}", text(&ready.stdout));
+    assert!(text(&ready.stdout).contains("/readyz answered 200"), "{}", text(&ready.stdout));
+
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert!(child.wait().unwrap().success());
+    let gone = probe(&["--config", "c.toml", "--timeout", "2s"]);
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(
+        text(&gone.stdout).starts_with(&format!("unhealthy: http://127.0.0.1:{port}/healthz: ")),
+        "{}",
+        text(&gone.stdout)
+    );
+
+    let bad = probe(&["--timeout", "soon"]);
+    assert_eq!(bad.status.code(), Some(2), "a usage error: {}", text(&bad.stderr));
+}
+
+#[tokio::test]
+async fn check_connects_to_postgres_with_the_password_from_a_file_and_prints_none_of_it() {
+    let db = common::postgres().await;
+    // The password moves out of the URL into a secret file, as in a container.
+    let mut url = url::Url::parse(&db.url).unwrap();
+    let password = url.password().unwrap_or("PG-FILE-SECRET").to_string();
+    url.set_password(None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("postgres-password"), format!("{password}\n")).unwrap();
+    std::fs::write(
+        dir.path().join("c.toml"),
+        format!("[store]\nurl = \"{url}\"\npassword_file = \"postgres-password\"\n"),
+    )
+    .unwrap();
+    let out = countersign(&["check", "--config", "c.toml"], dir.path());
+    let printed = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(printed.contains(&format!("store: ok (postgres, {url})")), "{printed}");
+    assert!(!printed.contains(&password), "the password was printed:\n{printed}");
 }

@@ -364,3 +364,53 @@ fn document_store_settings_are_checked() {
         assert!(error.to_string().contains(says), "{table}: {error}");
     }
 }
+
+#[test]
+fn the_postgres_password_comes_from_a_file_and_never_prints() {
+    Jail::expect_with(|jail| {
+        // Characters that mean something in a URL must survive the trip into one.
+        jail.create_file("postgres-password", "PG-S3CRET:/@?#%x\n")?;
+        jail.set_env("COUNTERSIGN_STORE__URL", "postgres://countersign@db:5432/countersign?sslmode=prefer");
+        jail.set_env("COUNTERSIGN_STORE__PASSWORD_FILE", "postgres-password");
+        let settings = Settings::load(None).unwrap();
+        assert_eq!(settings.store.password.as_ref().unwrap().expose(), "PG-S3CRET:/@?#%x", "trailing newline dropped");
+
+        let connect = url::Url::parse(settings.store.connection_url().expose()).unwrap();
+        assert_eq!((connect.username(), connect.host_str(), connect.port()), ("countersign", Some("db"), Some(5432)));
+        let password = connect.password().unwrap();
+        assert_eq!(
+            url::form_urlencoded::parse(format!("p={password}").as_bytes()).next().unwrap().1,
+            "PG-S3CRET:/@?#%x"
+        );
+        assert_eq!(connect.query(), Some("sslmode=prefer"));
+
+        let printed = format!(
+            "{settings:?} {settings:#?} {:?} {}",
+            settings.store.connection_url(),
+            settings.store.connection_url()
+        );
+        assert!(!printed.contains("PG-S3CRET"), "the password leaked into Debug output: {printed}");
+        assert!(printed.contains("postgres://countersign@db:5432/countersign"), "the URL itself still prints");
+        Ok(())
+    });
+}
+
+#[test]
+fn a_store_password_must_have_a_postgres_url_without_one() {
+    let cases = [
+        ("url = \"sqlite://data/cs.db\"\npassword = \"PW-ONE\"", "store.password", "only to a postgres://"),
+        ("url = \"postgres://cs:PW-TWO@db/cs\"\npassword = \"PW-ONE\"", "store.password", "one place"),
+        ("url = \"postgres://cs@db/cs?password=PW-TWO\"\npassword = \"PW-ONE\"", "store.password", "one place"),
+        ("url = \"postgres://cs@db/cs\"\npassword = \"\"", "store.password", "empty"),
+        ("url = \"postgres://cs@db/cs\"\npassword = \"PW-ONE\"\npassword_file = \"pw\"", "store.password", "give one"),
+    ];
+    for (table, key, says) in cases {
+        let error = Settings::from_toml(&format!("[store]\n{table}\n")).unwrap_err();
+        assert_eq!(error.key(), key, "{table}: {error}");
+        assert!(error.to_string().contains(says), "{table}: {error}");
+        assert!(!error.to_string().contains("PW-"), "a password is repeated in the error: {error}");
+    }
+    let error =
+        Settings::from_toml("[store]\nurl = \"postgres://cs@db/cs\"\npassword_file = \"/no/such/file\"\n").unwrap_err();
+    assert_eq!(error.key(), "store.password_file", "{error}");
+}

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::docusign::{connect_toml, countersign, docusign_toml, options, sandbox, sandbox_with, send_all, sender};
-use common::{TestApp, eventually};
+use common::{TestApp, eventually, metric};
 use countersign::config::Settings;
 use countersign::docusign::{ApiError, DocuSign, GrantError};
 use countersign::ids::EnvelopeId;
@@ -454,17 +454,6 @@ async fn api_errors_name_the_refusal() {
     assert_eq!(error.code(), Some("ENVELOPE_DOES_NOT_EXIST"), "{error}");
 }
 
-/// The value of the sample of `name` whose labels include all of `labels`, summed over the rest.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| line.rsplit_once(' '))
-        .filter(|(series, _)| series.split('{').next() == Some(name))
-        .filter(|(series, _)| labels.iter().all(|(k, v)| series.contains(&format!("{k}=\"{v}\""))))
-        .filter_map(|(_, value)| value.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metrics_show_the_pipeline_at_work() {
     let sandbox = sandbox().await;
@@ -485,7 +474,7 @@ async fn metrics_show_the_pipeline_at_work() {
     assert_eq!(refused.status(), 401);
     let after = scrape().await;
 
-    let moved = |name: &str, labels: &[(&str, &str)]| sample(&after, name, labels) - sample(&before, name, labels);
+    let moved = |name: &str, labels: &[(&str, &str)]| metric(&after, name, labels) - metric(&before, name, labels);
     let accepted = [("event", "envelope-completed"), ("outcome", "accepted")];
     assert_eq!(moved("countersign_notifications_total", &accepted), 3.0, "{after}");
     assert!(moved("countersign_hmac_failures_total", &[]) >= 1.0);
@@ -493,11 +482,11 @@ async fn metrics_show_the_pipeline_at_work() {
     let succeeded = [("kind", "process_envelope"), ("outcome", "succeeded")];
     assert!(moved("countersign_job_runs_total", &succeeded) >= 3.0);
     assert!(moved("countersign_job_duration_seconds_count", &succeeded) >= 3.0, "job durations are a histogram");
-    assert!(sample(&after, "countersign_docusign_token_requests_total", &[("outcome", "issued")]) >= 1.0);
-    assert_eq!(sample(&after, "countersign_jobs", &[("kind", "process_envelope"), ("state", "done")]), 3.0);
+    assert!(metric(&after, "countersign_docusign_token_requests_total", &[("outcome", "issued")]) >= 1.0);
+    assert_eq!(metric(&after, "countersign_jobs", &[("kind", "process_envelope"), ("state", "done")]), 3.0);
     let account = sandbox.sandbox.identity().account_id.to_string();
     let remaining =
-        sample(&after, "countersign_docusign_rate_limit_remaining", &[("account", &account), ("window", "hourly")]);
+        metric(&after, "countersign_docusign_rate_limit_remaining", &[("account", &account), ("window", "hourly")]);
     assert!(remaining > 0.0 && remaining < 3000.0, "{remaining}");
     assert!(after.contains("# HELP countersign_notifications_total"), "metrics are described");
 }

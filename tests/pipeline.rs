@@ -9,8 +9,8 @@ mod common;
 use std::time::Duration;
 
 use common::docusign::{countersign_with, options, sandbox, send_all, sender};
-use common::{TestApp, eventually};
-use countersign::deliver::receiver::{ReceivedWebhook, WebhookReceiver, random_secret};
+use common::{TestApp, eventually, metric};
+use countersign::deliver::receiver::{ReceivedWebhook, Reply, WebhookReceiver, random_secret};
 use countersign::sandbox::connect::ConnectFormat;
 use countersign::sandbox::{Envelope, RunningSandbox};
 use countersign::store::EnvelopeStatus;
@@ -236,5 +236,38 @@ async fn a_rule_on_template_ids_matches_by_the_templates_docusign_reports() {
     }
     let asked = sandbox.sandbox.counters().routes.get("templates").copied().unwrap_or(0);
     assert_eq!(asked, envelopes.len() as u64, "one templates call per envelope, none more");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_count_deliveries_by_sink_and_outcome_and_show_a_disabled_sink() {
+    let sandbox = consented_sandbox().await;
+    let secret = random_secret();
+    let receiver = WebhookReceiver::spawn(&[&secret]).await.unwrap();
+    let fast = "[delivery]\nschedule = [\"50ms\", \"50ms\", \"50ms\"]\n";
+    let app = countersign_with(&sandbox, "", "", &format!("{fast}{}", tables(&receiver, &secret, ""))).await;
+    let scrape = || async { reqwest::get(format!("{}/metrics", app.base_url)).await.unwrap().text().await.unwrap() };
+    let before = scrape().await;
+    receiver.reply_next([Reply::status(500)]);
+    let envelopes = sandbox.sandbox.complete_envelopes(3);
+    send_all(&sender(&app, &sandbox), &envelopes, ConnectFormat::Json, &options(true, false)).await;
+    receiver.wait_for_delivered(envelopes.len(), WAIT).await.unwrap();
+    let after = scrape().await;
+    let moved = |name: &str, labels: &[(&str, &str)]| metric(&after, name, labels) - metric(&before, name, labels);
+    assert!(moved("countersign_deliveries_total", &[("sink", "hr"), ("outcome", "delivered")]) >= 3.0, "{after}");
+    assert!(moved("countersign_deliveries_total", &[("sink", "hr"), ("outcome", "failed")]) >= 1.0, "{after}");
+    assert!(moved("countersign_delivery_duration_seconds_count", &[("sink", "hr")]) >= 4.0);
+    assert!(moved("countersign_event_delivery_latency_seconds_count", &[("sink", "hr")]) >= 3.0);
+    assert_eq!(metric(&after, "countersign_sink_disabled", &[("sink", "hr")]), 0.0);
+
+    // The endpoint is gone: the sink is disabled, and the gauge says so.
+    receiver.set_default_reply(Reply::status(410));
+    let more = sandbox.sandbox.complete_envelopes(1);
+    send_all(&sender(&app, &sandbox), &more, ConnectFormat::Json, &options(true, false)).await;
+    eventually(WAIT, "the sink reported disabled", || async {
+        let text = scrape().await;
+        (metric(&text, "countersign_sink_disabled", &[("sink", "hr")]) == 1.0).then_some(())
+    })
+    .await;
     app.shutdown().await;
 }

@@ -152,18 +152,46 @@ impl Default for ServerSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreSettings {
     /// `sqlite://path/to/file.db` or `postgres://user@host/db`.
     pub url: String,
+    /// PostgreSQL only: the password, kept out of `url` so that it can come
+    /// from a file (a Docker or Kubernetes secret).
+    pub password: Option<Secret>,
+    pub password_file: Option<PathBuf>,
     /// Connections to PostgreSQL (SQLite always writes through one).
     pub max_connections: u32,
 }
 
 impl Default for StoreSettings {
     fn default() -> Self {
-        Self { url: "sqlite://data/countersign.db".into(), max_connections: 10 }
+        Self { url: "sqlite://data/countersign.db".into(), password: None, password_file: None, max_connections: 10 }
+    }
+}
+
+impl StoreSettings {
+    /// The URL to connect with: `url` with `password` put into it. A secret,
+    /// since the password is in it; log [`crate::store::redact_url`] of `url` instead.
+    pub fn connection_url(&self) -> Secret {
+        let Some(password) = &self.password else { return Secret::new(self.url.clone()) };
+        // Validation refuses a password beside a URL it cannot go into.
+        let Ok(mut url) = url::Url::parse(&self.url) else { return Secret::new(self.url.clone()) };
+        match url.set_password(Some(password.expose())) {
+            Ok(()) => Secret::new(String::from(url)),
+            Err(()) => Secret::new(self.url.clone()),
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreSettings")
+            .field("url", &crate::store::redact_url(&self.url))
+            .field("password", &self.password)
+            .field("max_connections", &self.max_connections)
+            .finish_non_exhaustive()
     }
 }
 
@@ -514,6 +542,38 @@ impl DocusignSettings {
 impl Settings {
     /// Loads defaults < `file` < environment, reads secret files and validates.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut settings: Settings = Self::figment(file)?.extract()?;
+        settings.source = file.map(Path::to_path_buf);
+        settings.read_secret_files()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// `server.listen` alone, from the same sources as [`Settings::load`],
+    /// without reading secret files or checking other keys: what
+    /// `countersign healthcheck` needs, every few seconds, to find the service.
+    pub fn load_listen(file: Option<&Path>) -> Result<SocketAddr, ConfigError> {
+        #[derive(Default, Deserialize)]
+        #[serde(default)]
+        struct Listen {
+            server: ListenServer,
+        }
+        #[derive(Deserialize)]
+        #[serde(default)]
+        struct ListenServer {
+            listen: SocketAddr,
+        }
+        impl Default for ListenServer {
+            fn default() -> Self {
+                Self { listen: ServerSettings::default().listen }
+            }
+        }
+        let listen: Listen = Self::figment(file)?.extract()?;
+        Ok(listen.server.listen)
+    }
+
+    /// Defaults < `file` < environment.
+    fn figment(file: Option<&Path>) -> Result<Figment, ConfigError> {
         let mut figment = Figment::new();
         if let Some(path) = file {
             if !path.is_file() {
@@ -521,12 +581,7 @@ impl Settings {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
-        let mut settings: Settings = figment.extract()?;
-        settings.source = file.map(Path::to_path_buf);
-        settings.read_secret_files()?;
-        settings.validate()?;
-        Ok(settings)
+        Ok(figment.merge(Env::prefixed(ENV_PREFIX).split("__")))
     }
 
     /// Settings parsed from TOML text alone (no environment), validated; for
@@ -558,6 +613,7 @@ impl Settings {
             &self.connect.basic_auth_password_file,
             "connect.basic_auth_password",
         )?;
+        resolve_secret(&mut self.store.password, &self.store.password_file, "store.password")?;
         resolve_secret(&mut self.docusign.private_key, &self.docusign.private_key_file, "docusign.private_key")?;
         resolve_secret(&mut self.admin.token, &self.admin.token_file, "admin.token")?;
         let documents = &mut self.documents;
@@ -584,6 +640,7 @@ impl Settings {
         if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(ConfigError::invalid("store.url", "must start with sqlite: or postgres://"));
         }
+        self.validate_store_password()?;
         if self.store.max_connections == 0 {
             return Err(ConfigError::invalid("store.max_connections", "must be at least 1"));
         }
@@ -719,6 +776,34 @@ impl Settings {
 }
 
 impl Settings {
+    /// A password goes into a PostgreSQL URL that does not carry one already:
+    /// two passwords would leave the reader guessing which one is used.
+    fn validate_store_password(&self) -> Result<(), ConfigError> {
+        let Some(password) = &self.store.password else { return Ok(()) };
+        let url = &self.store.url;
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(ConfigError::invalid("store.password", "applies only to a postgres:// store.url"));
+        }
+        if password.expose().is_empty() {
+            return Err(ConfigError::invalid("store.password", "is empty"));
+        }
+        // The URL itself may hold a password, so no error below repeats it.
+        let Ok(parsed) = url::Url::parse(url) else {
+            return Err(ConfigError::invalid("store.url", "is not a URL that a password can be added to"));
+        };
+        let in_query = parsed.query_pairs().any(|(key, _)| key.eq_ignore_ascii_case("password"));
+        if parsed.password().is_some() || in_query {
+            return Err(ConfigError::invalid(
+                "store.password",
+                "store.url carries a password already; give it in one place",
+            ));
+        }
+        if !parsed.has_host() {
+            return Err(ConfigError::invalid("store.url", "needs a host for store.password to go with"));
+        }
+        Ok(())
+    }
+
     fn validate_documents(&self) -> Result<(), ConfigError> {
         let docs = &self.documents;
         if docs.url.starts_with("s3://") {

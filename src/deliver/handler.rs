@@ -188,6 +188,20 @@ impl Deliver {
             Err(_) => Err(SinkError::failed(format!("sink {name:?} did not answer within {:?}", sink.timeout))),
         };
         let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let outcome = match &result {
+            Ok(()) => "delivered",
+            Err(SinkError::Gone(_)) => "gone",
+            Err(SinkError::Throttled { .. }) => "throttled",
+            Err(SinkError::Failed { .. }) => "failed",
+        };
+        let labels = [("sink", name.clone()), ("outcome", outcome.to_string())];
+        metrics::counter!("countersign_deliveries_total", &labels).increment(1);
+        metrics::histogram!("countersign_delivery_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
+        if result.is_ok() {
+            // Outbox to consumer: what a consumer waits after the envelope was processed.
+            let waited = (chrono::Utc::now() - event.created_at).num_milliseconds().max(0) as f64 / 1e3;
+            metrics::histogram!("countersign_event_delivery_latency_seconds", "sink" => name.clone()).record(waited);
+        }
         match result {
             Ok(()) => {
                 if sink.circuit.success() == Some(Transition::Recovered) {

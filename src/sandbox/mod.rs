@@ -248,6 +248,11 @@ impl Sandbox {
             .is_some_and(|scopes| scopes.contains("signature") && scopes.contains("impersonation"))
     }
 
+    /// Every access token issued so far: what must never appear in a log.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.lock().tokens.keys().cloned().collect()
+    }
+
     /// Expires every issued access token now (DocuSign may end a token early).
     pub fn expire_tokens(&self) {
         let past = Utc::now() - chrono::Duration::seconds(1);

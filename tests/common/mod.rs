@@ -4,6 +4,7 @@
 
 pub mod docusign;
 pub mod envelopes;
+pub mod process;
 pub mod schema;
 
 use std::sync::Arc;
@@ -88,6 +89,17 @@ pub fn postgres_url_for(database: &str) -> String {
     let mut url = url::Url::parse(&postgres_admin_url()).unwrap();
     url.set_path(database);
     url.to_string()
+}
+
+/// In a Prometheus scrape, the value of the sample of `name` whose labels include all of `labels`, summed over the rest.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.rsplit_once(' '))
+        .filter(|(series, _)| series.split('{').next() == Some(name))
+        .filter(|(series, _)| labels.iter().all(|(k, v)| series.contains(&format!("{k}=\"{v}\""))))
+        .filter_map(|(_, value)| value.parse::<f64>().ok())
+        .sum()
 }
 
 /// Polls `check` until it returns `Some` or `timeout` passes.
