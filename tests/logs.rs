@@ -89,6 +89,24 @@ async fn a_pipeline_run_logs_no_secret_no_token_and_no_document_bytes() {
         .unwrap();
     assert_eq!(refused.status(), 401);
     receiver.wait_for_delivered(envelopes.len(), WAIT).await.unwrap();
+    // The admin API and page, used rightly and wrongly: a wrong token is logged as a refusal, never echoed.
+    let admin = |path: &str| client.get(format!("{base}/admin/api{path}")).bearer_auth(&admin_token).send();
+    assert_eq!(admin("/overview").await.unwrap().status(), 200);
+    assert_eq!(admin(&format!("/envelopes/{}", envelopes[0].envelope_id)).await.unwrap().status(), 200);
+    let reload = client.post(format!("{base}/admin/api/keys/reload")).bearer_auth(&admin_token).send().await.unwrap();
+    assert_eq!(reload.status(), 200);
+    let wrong = format!("{admin_token}-wrong");
+    let refused = client.get(format!("{base}/admin/api/overview")).bearer_auth(&wrong).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let login = |token: String| {
+        let page = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let url = format!("{base}/admin/login");
+        async move { page.post(url).form(&[("token", token)]).send().await.unwrap() }
+    };
+    assert_eq!(login(wrong.clone()).await.status(), 401);
+    let session = login(admin_token.clone()).await;
+    let cookie = session.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    let session_value = cookie.split_once('=').unwrap().1.to_string();
     let scrape = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
 
     let (exit, logs) = serve.terminate();
@@ -110,6 +128,8 @@ async fn a_pipeline_run_logs_no_secret_no_token_and_no_document_bytes() {
         ("the webhook secret", webhook_key),
         ("the sink token", &sink_token),
         ("the admin token", &admin_token),
+        ("a wrong admin token", &wrong),
+        ("an admin page session", &session_value),
         ("the Basic auth password", &basic_password),
     ];
     for key in &identity.hmac_keys {
