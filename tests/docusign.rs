@@ -220,10 +220,14 @@ async fn each_refused_grant_is_reported_with_what_to_fix_and_makes_the_service_n
         let reason = body["reason"].as_str().unwrap();
         assert!(reason.contains(code), "{code}: {reason}");
         assert!(reason.contains(advice), "{code}: the advice says what to fix: {reason}");
-        let job = app.store.job_by_key("process_envelope", &envelopes[0].envelope_id.to_string()).await;
-        let job = job.unwrap().unwrap();
-        assert_eq!(job.state, JobState::Parked, "{code}: the job waits rather than burning attempts");
-        assert_eq!(job.attempts, 0);
+        // Readiness flips when the grant is refused; the job is parked a moment later, when its attempt closes.
+        let key = envelopes[0].envelope_id.to_string();
+        let job = eventually(WAIT, &format!("{code}: the job parked"), || async {
+            let job = app.store.job_by_key("process_envelope", &key).await.unwrap()?;
+            (job.state == JobState::Parked).then_some(job)
+        })
+        .await;
+        assert_eq!(job.attempts, 0, "{code}: the job waits rather than burning attempts");
         app.shutdown().await;
     }
 }
