@@ -45,7 +45,7 @@ pub async fn run(data: Option<PathBuf>) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let countersign_url = format!("http://{}", listener.local_addr()?);
     let token = uuid::Uuid::new_v4().simple().to_string();
-    let sinks = format_sink(receiver.url(), &webhook_secret, &token);
+    let sinks = sinks_and_rules(receiver.url(), &webhook_secret, &token);
     let settings = settings_for(&sandbox, &sandbox_url, &countersign_url, &dir, &sinks)?;
     grant_consent(&settings).await?;
     step("consent", "granted through the sandbox's consent page");
@@ -132,7 +132,7 @@ fn step(what: &str, detail: &str) {
 
 /// The demo's one sink (the local receiver, with a token to fetch documents)
 /// and two rules for the sandbox's scenarios; other envelopes get the default event.
-fn format_sink(url: &str, secret: &str, token: &str) -> String {
+fn sinks_and_rules(url: &str, secret: &str, token: &str) -> String {
     format!(
         "[[sinks]]\nname = \"demo-receiver\"\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"{secret}\"\ntoken = \"{token}\"\n\
          [[rules]]\nname = \"onboarding\"\nevent_type = \"employee.onboarding.signed\"\nsinks = [\"demo-receiver\"]\n\

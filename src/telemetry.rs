@@ -13,3 +13,16 @@ pub fn init(settings: &LogSettings) {
         LogFormat::Human => builder.try_init(),
     };
 }
+
+/// An error with its causes: reqwest's and hyper's own messages omit the
+/// useful part ("connection refused", "invalid header value").
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

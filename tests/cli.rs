@@ -106,7 +106,7 @@ async fn dead_letters_are_listed_and_replayed() {
 #[tokio::test]
 async fn serve_answers_its_probes_and_exits_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = common::process::free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_countersign"))
         .arg("serve")
         .current_dir(dir.path())
@@ -196,7 +196,7 @@ async fn the_sandbox_command_prints_a_configuration_that_serve_can_use() {
 async fn sighup_rereads_the_connect_keys_without_a_restart() {
     use countersign::sandbox::connect::{NotificationOptions, json_sim_body, signature_headers};
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = common::process::free_port();
     let config = |key: &str| format!("[server]\nlisten = \"127.0.0.1:{port}\"\n[connect]\nhmac_keys = [\"{key}\"]\n");
     std::fs::write(dir.path().join("c.toml"), config("first-key")).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_countersign"))
@@ -304,18 +304,11 @@ async fn dead_deliveries_are_listed_and_replayed_by_sink_which_enables_it_again(
 #[tokio::test]
 async fn healthcheck_exits_0_while_serve_answers_and_1_once_it_has_stopped() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_countersign"))
-        .arg("serve")
-        .current_dir(dir.path())
-        .env("COUNTERSIGN_SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let port = common::process::free_port();
     // The probe reads the same configuration as serve; a wildcard listen
     // address (what a container uses) is probed on loopback.
-    std::fs::write(dir.path().join("c.toml"), format!("[server]\nlisten = \"0.0.0.0:{port}\"\n")).unwrap();
+    let config = common::process::write_config(dir.path(), &format!("[server]\nlisten = \"0.0.0.0:{port}\"\n"));
+    let serve = common::process::ServeProcess::start(dir.path(), &config, port).await;
     let probe = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_countersign"))
             .arg("healthcheck")
@@ -327,18 +320,18 @@ async fn healthcheck_exits_0_while_serve_answers_and_1_once_it_has_stopped() {
             .unwrap()
     };
     let healthy = common::eventually(Duration::from_secs(20), "healthcheck to pass", || async {
-        let out = probe(&["--config", "c.toml"]);
+        let out = probe(&["--config", "countersign.toml"]);
         out.status.success().then_some(out)
     })
     .await;
     assert_eq!(text(&healthy.stdout).trim(), format!("healthy: http://127.0.0.1:{port}/healthz answered 200 OK"));
-    let ready = probe(&["--config", "c.toml", "--ready"]);
+    let ready = probe(&["--config", "countersign.toml", "--ready"]);
     assert!(ready.status.success(), "{}", text(&ready.stdout));
     assert!(text(&ready.stdout).contains("/readyz answered 200"), "{}", text(&ready.stdout));
 
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
-    assert!(child.wait().unwrap().success());
-    let gone = probe(&["--config", "c.toml", "--timeout", "2s"]);
+    let (exit, _) = serve.terminate();
+    assert!(exit.success());
+    let gone = probe(&["--config", "countersign.toml", "--timeout", "2s"]);
     assert_eq!(gone.status.code(), Some(1));
     assert!(
         text(&gone.stdout).starts_with(&format!("unhealthy: http://127.0.0.1:{port}/healthz: ")),

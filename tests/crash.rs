@@ -81,13 +81,11 @@ async fn crash_run(store_url: &str) {
         (0..kills).map(|_| rng.random_range(envelopes_total / 10..envelopes_total * 9 / 10)).collect()
     };
     kill_at.sort_unstable();
-    let mut restarts = 0;
     for (i, envelope) in envelopes.iter().enumerate() {
         tick.tick().await;
         while kill_at.first() == Some(&i) {
             kill_at.remove(0);
             serve.take().unwrap().kill();
-            restarts += 1;
             serve = Some(ServeProcess::start(dir.path(), &config, port).await);
         }
         let (sender, envelope) = (sender.clone(), envelope.clone());
@@ -102,7 +100,6 @@ async fn crash_run(store_url: &str) {
         assert!(report.delivered, "{id} was never acknowledged: {:?} {:?}", report.last_status, report.last_error);
         acknowledged.insert(id);
     }
-    assert_eq!(restarts, kills);
 
     // Every acknowledged envelope's event arrives, each under one id.
     let done = receiver

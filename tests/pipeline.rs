@@ -13,7 +13,7 @@ use common::{TestApp, eventually, metric};
 use countersign::deliver::receiver::{ReceivedWebhook, Reply, WebhookReceiver, random_secret};
 use countersign::sandbox::connect::ConnectFormat;
 use countersign::sandbox::{Envelope, RunningSandbox};
-use countersign::store::EnvelopeStatus;
+use countersign::store::{EnvelopeStatus, JobState};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -150,6 +150,12 @@ async fn a_redelivered_notification_makes_no_second_event() {
     // DocuSign retries, and the same envelope arrives in the other format too.
     send_all(&sender, &envelopes, ConnectFormat::Json, &options(true, false)).await;
     send_all(&sender, &envelopes, ConnectFormat::Xml, &options(true, false)).await;
+    // Whatever the redeliveries queued has run before anything is counted.
+    eventually(WAIT, "an idle queue", || async {
+        let stats = app.store.queue_stats().await.unwrap();
+        stats.iter().all(|s| matches!(s.state, JobState::Done) || s.count == 0).then_some(())
+    })
+    .await;
     for envelope in &envelopes {
         let events = app.store.events_for(envelope.envelope_id).await.unwrap();
         assert_eq!(events.len(), 1, "{}: one event, whatever arrives again", envelope.envelope_id);

@@ -46,7 +46,7 @@ impl Moto {
             "these tests run the document store against a real S3-compatible server, moto, which python3 cannot \
              import: install it with `python3 -m pip install \"moto[server]\"`"
         );
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = common::process::free_port();
         let log = tempfile::NamedTempFile::new().unwrap();
         let child = Command::new("python3")
             .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
@@ -319,19 +319,10 @@ impl Drop for S3App {
 /// The `[connect]`, `[docusign]` and `[queue]` tables for `sandbox`. Reconciliation is off: its first pass would
 /// find the test's envelopes itself and race the notifications the test sends.
 fn pipeline_toml(sandbox: &RunningSandbox) -> String {
-    let id = sandbox.sandbox.identity();
-    let keys: Vec<String> = id.hmac_keys.iter().map(|k| format!("{k:?}")).collect();
     format!(
-        "[connect]\nhmac_keys = [{}]\n[docusign]\nauth_server = {:?}\nauth_url = {:?}\nintegration_key = \"{}\"\n\
-         user_id = \"{}\"\nredirect_uri = {:?}\nprivate_key = '''\n{}'''\n\
-         [queue]\nbackoff_base = \"100ms\"\nbackoff_cap = \"1s\"\n[reconcile]\nenabled = false\n",
-        keys.join(", "),
-        sandbox.sandbox.config().auth_host,
-        sandbox.base_url(),
-        id.integration_key,
-        id.user.user_id,
-        id.redirect_uri,
-        id.private_key_pem
+        "{}{}[queue]\nbackoff_base = \"100ms\"\nbackoff_cap = \"1s\"\n[reconcile]\nenabled = false\n",
+        common::docusign::connect_toml(sandbox),
+        common::docusign::docusign_toml(sandbox, "")
     )
 }
 

@@ -47,19 +47,11 @@ fn reachable(listen: SocketAddr) -> SocketAddr {
     }
 }
 
-/// reqwest's own message is only "error sending request"; the cause says more.
 fn describe(error: &reqwest::Error) -> String {
     if error.is_timeout() {
         return "no answer in time".into();
     }
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    crate::telemetry::error_chain(error)
 }
 
 #[cfg(test)]

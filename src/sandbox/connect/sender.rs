@@ -77,7 +77,7 @@ impl ConnectSender {
             // redirect is an answer, not a place to go.
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|error| error_chain(&error));
+            .map_err(|error| crate::telemetry::error_chain(&error));
         Self {
             url: url.into(),
             hmac_keys,
@@ -202,24 +202,11 @@ impl ConnectSender {
         match request.body(body).send().await {
             Ok(response) => Ok(response.status().as_u16()),
             Err(error) if error.is_timeout() => {
-                Err(format!("no answer within {:?} ({})", self.policy.timeout, error_chain(&error)))
+                Err(format!("no answer within {:?} ({})", self.policy.timeout, crate::telemetry::error_chain(&error)))
             }
-            Err(error) => Err(error_chain(&error)),
+            Err(error) => Err(crate::telemetry::error_chain(&error)),
         }
     }
-}
-
-/// An error with its causes, since reqwest's own message omits the useful
-/// part ("connection refused", "invalid header value").
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
