@@ -17,6 +17,12 @@ use crate::store::{Store, StoreError};
 /// ordinary ones.
 const MAX_HEADERS: usize = 256;
 
+/// The most a request's head (request line and headers) may take: 100
+/// signature headers need about 7 KB, so 64 KiB leaves room for proxies'
+/// headers while a client cannot make us buffer hyper's default ~400 KB.
+/// Larger heads get 431. Also the largest read buffer per connection.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
 /// How long a client may take to send its request headers (slow-header attacks).
 const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -82,7 +88,12 @@ pub async fn serve(listener: tokio::net::TcpListener, app: Router, shutdown: imp
 
     let graceful = GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());
-    builder.http1().max_headers(MAX_HEADERS).timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http1()
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
     tokio::pin!(shutdown);
     loop {
         let stream = tokio::select! {

@@ -376,7 +376,7 @@ fn document_file_name(document: &notification::EmbeddedDocument, notification: &
             if document.name.trim().is_empty() {
                 format!("{id}-document.pdf")
             } else {
-                format!("{id}-{}", document.name)
+                format!("{id}-{}", crate::documents::sanitise_file_name(&document.name))
             }
         }
     };

@@ -180,7 +180,8 @@ fn stored_file_name(wanted: &Wanted, disposition: Option<&str>, envelope: Envelo
         "archive" => format!("{envelope}.zip"),
         id => {
             let name = wanted.name.as_deref().or(disposition).unwrap_or("document");
-            let name = format!("{}-{name}", sanitise_file_name(id));
+            // Each part on its own: a name like "a/b.pdf" must not swallow the id prefix.
+            let name = format!("{}-{}", sanitise_file_name(id), sanitise_file_name(name));
             if name.to_ascii_lowercase().ends_with(".pdf") { name } else { format!("{name}.pdf") }
         }
     }

@@ -2,8 +2,10 @@
 //! running service on a random port.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod balancer;
 pub mod docusign;
 pub mod envelopes;
+pub mod pipeline;
 pub mod process;
 pub mod schema;
 
