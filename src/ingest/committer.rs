@@ -73,6 +73,13 @@ async fn run(store: Arc<dyn Store>, mut receiver: mpsc::Receiver<Pending>) {
                 Err(_) => break,
             }
         }
+        // A client that gave up waiting (Connect's 100 s timeout) got no
+        // answer and will send again: writing its record now would only
+        // lengthen the queue behind a slow or failing store.
+        batch.retain(|(_, reply)| !reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
         let records: Vec<&Record> = batch.iter().map(|(record, _)| record).collect();
         let started = std::time::Instant::now();
         let written = write(&*store, &records).await;
@@ -87,7 +94,7 @@ async fn run(store: Arc<dyn Store>, mut receiver: mpsc::Receiver<Pending>) {
                     let _ = reply.send(Ok(outcome));
                 }
             }
-            Err(error) if batch.len() > 1 => {
+            Err(error) if batch.len() > 1 && !error.is_unavailable() => {
                 // One bad record must not fail its neighbours: write each
                 // on its own, so only the culprit (or, if the store is down,
                 // every one) gets its error.

@@ -35,6 +35,27 @@ pub enum StoreError {
     Open { url: String, reason: String },
 }
 
+impl StoreError {
+    /// The store as a whole cannot be reached (no connection, the server
+    /// shutting down), as opposed to one statement failing: retrying the
+    /// same work row by row would only wait out the same failure again.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Database(error) => match error {
+                sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::WorkerCrashed => true,
+                // SQLSTATE classes 08 (connection exception) and 57 (operator intervention).
+                sqlx::Error::Database(db) => db.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57")),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// The operations every stage needs, written once against both databases.

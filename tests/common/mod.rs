@@ -8,6 +8,7 @@ pub mod envelopes;
 pub mod pipeline;
 pub mod process;
 pub mod schema;
+pub mod servers;
 
 use std::sync::Arc;
 use std::time::Duration;

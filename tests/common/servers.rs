@@ -1,0 +1,152 @@
+//! Servers of our own, started and stopped by a fault test without
+//! disturbing the shared ones other tests run against: a PostgreSQL cluster
+//! and a NATS server with JetStream, each on a free port with its data in a
+//! temporary directory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::process::free_port;
+
+/// A PostgreSQL cluster of its own (initdb), run as the `postgres` user.
+pub struct PrivatePostgres {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+fn postgres_bin() -> PathBuf {
+    if let Ok(bin) = std::env::var("PG_BIN") {
+        return PathBuf::from(bin);
+    }
+    let versions = std::fs::read_dir("/usr/lib/postgresql").unwrap_or_else(|e| {
+        panic!("no PostgreSQL server binaries in /usr/lib/postgresql ({e}); install postgresql or set PG_BIN")
+    });
+    let mut bins: Vec<PathBuf> = versions.filter_map(|v| v.ok()).map(|v| v.path().join("bin")).collect();
+    bins.sort();
+    bins.pop().expect("a PostgreSQL version under /usr/lib/postgresql")
+}
+
+/// Runs `program args` as the postgres user (initdb and the server refuse root).
+fn as_postgres(bin: &Path, program: &str, args: &[&str]) {
+    let output = Command::new("runuser")
+        .args(["-u", "postgres", "--"])
+        .arg(bin.join(program))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program} through runuser ({e}); the fault tests need root"));
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+impl PrivatePostgres {
+    pub fn start() -> Self {
+        let bin = postgres_bin();
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new("chown").args(["postgres:postgres"]).arg(dir.path()).status().unwrap();
+        assert!(status.success(), "chown of the cluster's directory");
+        let data = dir.path().join("data");
+        as_postgres(&bin, "initdb", &["-D", data.to_str().unwrap(), "-A", "trust", "-U", "postgres", "--no-sync"]);
+        let server = Self { bin, dir, port: free_port() };
+        server.resume();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Starts the stopped server again on the same data and port.
+    pub fn resume(&self) {
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c max_connections=100",
+            self.port,
+            self.dir.path().display()
+        );
+        let data = self.dir.path().join("data");
+        let log = self.dir.path().join("server.log");
+        as_postgres(
+            &self.bin,
+            "pg_ctl",
+            &["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-o", &options, "-w", "start"],
+        );
+    }
+
+    /// Stops the server the hard way: no checkpoint, clients cut off.
+    pub fn crash(&self) {
+        let data = self.dir.path().join("data");
+        as_postgres(&self.bin, "pg_ctl", &["-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]);
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .args(["-D", data.to_str().unwrap_or_default(), "-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A NATS server with JetStream of its own.
+pub struct PrivateNats {
+    dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateNats {
+    pub async fn start() -> Self {
+        let mut server = Self { dir: tempfile::tempdir().unwrap(), port: free_port(), child: None };
+        server.resume().await;
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server again on the same store directory and port, and waits until it accepts clients.
+    pub async fn resume(&mut self) {
+        let binary = std::env::var("NATS_SERVER").unwrap_or_else(|_| "/usr/sbin/nats-server".into());
+        let child = Command::new(&binary)
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {binary} ({e}); install nats-server or set NATS_SERVER"));
+        self.child = Some(child);
+        for _ in 0..100 {
+            if async_nats::connect(self.url()).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{binary} did not accept clients on port {} within 10 s", self.port);
+    }
+
+    /// SIGKILL: the server dies without a goodbye to its clients.
+    pub fn crash(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        self.crash();
+    }
+}

@@ -1,0 +1,151 @@
+//! Faults in the parts countersign depends on, mid-run, with `countersign
+//! serve` as its own process: the store's PostgreSQL stopped the hard way and
+//! started again, and a NATS server crashed and restarted under the `nats`
+//! sink. Each runs on a server of its own (tests/common/servers.rs), so the
+//! shared ones other tests use are never disturbed. Afterwards nothing is
+//! lost: every envelope's documents stored and its events delivered.
+//! docs/RELIABILITY.md's fault matrix lists these with the other faults.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::docusign::options;
+use common::pipeline::Pipeline;
+use common::process::{ServeProcess, free_port};
+use common::servers::{PrivateNats, PrivatePostgres};
+use countersign::sandbox::connect::{ConnectFormat, json_sim_body, signature_headers};
+use futures_util::StreamExt;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgresql_stopped_mid_run_answers_503_meanwhile_and_the_work_resumes() {
+    let postgres = PrivatePostgres::start();
+    let pipeline = Pipeline::new(&postgres.url(), "").await;
+    let serve = ServeProcess::start(pipeline.dir.path(), &pipeline.config, free_port()).await;
+    let sender = Arc::new(pipeline.sender(&serve.base_url));
+    let mut envelopes = pipeline.sandbox.sandbox.complete_envelopes(121);
+    let probe = envelopes.pop().unwrap();
+
+    // The outage runs beside the sends: crash, check what a client sees, and start again.
+    let postgres = Arc::new(postgres);
+    let outage = {
+        let (postgres, base_url) = (postgres.clone(), serve.base_url.clone());
+        let body = json_sim_body(&probe, &options(true, false), 0, probe.completed_at);
+        let signatures = signature_headers(&body, &pipeline.sandbox.sandbox.identity().hmac_keys);
+        async move {
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
+            let crashed = postgres.clone();
+            tokio::task::spawn_blocking(move || crashed.crash()).await.unwrap();
+            let client = reqwest::Client::new();
+            let ready = client.get(format!("{base_url}/readyz")).send().await.unwrap();
+            assert_eq!(ready.status(), 503, "not ready without the store");
+            let mut request = client.post(format!("{base_url}/docusign/connect")).body(body);
+            for (name, value) in signatures {
+                request = request.header(name, value);
+            }
+            let answer = request.header("content-type", "application/json").send().await.unwrap();
+            assert_eq!(answer.status(), 503, "a notification the store cannot take is not acknowledged");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            tokio::task::spawn_blocking(move || postgres.resume()).await.unwrap();
+        }
+    };
+    let outage = tokio::spawn(outage);
+    let mut sends = tokio::task::JoinSet::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(40));
+    for (i, envelope) in envelopes.iter().enumerate() {
+        tick.tick().await;
+        let (sender, envelope) = (sender.clone(), envelope.clone());
+        let format = if i % 2 == 0 { ConnectFormat::Json } else { ConnectFormat::Xml };
+        let opts = options(true, i % 4 < 2);
+        sends.spawn(async move { (envelope.envelope_id, sender.send(&envelope, format, &opts).await) });
+    }
+    outage.await.unwrap();
+    let mut retried = 0;
+    while let Some(sent) = sends.join_next().await {
+        let (id, report) = sent.unwrap();
+        assert!(report.delivered, "{id} was never acknowledged: {:?} {:?}", report.last_status, report.last_error);
+        retried += usize::from(report.attempts > 1);
+    }
+    pipeline.wait_for_events(&envelopes, Duration::from_secs(180), || serve.logs()).await;
+    let (exit, logs) = serve.terminate();
+    assert!(exit.success(), "{logs}");
+    let store = countersign::store::open(&postgres.url(), 2).await.unwrap();
+    pipeline.assert_nothing_lost(store.as_ref(), &envelopes).await;
+    assert!(store.envelope(probe.envelope_id).await.unwrap().is_none(), "the refused notification left nothing");
+    assert!(retried > 0, "notifications sent during the outage were refused and sent again");
+    println!("{} envelopes, {retried} retried by Connect across the outage", envelopes.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nats_restarted_mid_run_gets_every_event_once_it_is_back() {
+    let mut nats = PrivateNats::start().await;
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "provisioning".into(),
+        subjects: vec!["cs.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    drop(js);
+    let db = common::sqlite().await;
+    let sink =
+        format!("[[sinks]]\nname = \"identity\"\nkind = \"nats\"\nurl = \"{}\"\nsubject_prefix = \"cs\"\n", nats.url());
+    let pipeline = Pipeline::new(&db.url, &sink).await;
+    let serve = ServeProcess::start(pipeline.dir.path(), &pipeline.config, free_port()).await;
+    let sender = Arc::new(pipeline.sender(&serve.base_url));
+    let envelopes = pipeline.sandbox.sandbox.complete_envelopes(100);
+
+    let mut sends = tokio::task::JoinSet::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(40));
+    for (i, envelope) in envelopes.iter().enumerate() {
+        tick.tick().await;
+        match i {
+            30 => nats.crash(),
+            60 => nats.resume().await,
+            _ => {}
+        }
+        let (sender, envelope) = (sender.clone(), envelope.clone());
+        sends.spawn(async move {
+            (envelope.envelope_id, sender.send(&envelope, ConnectFormat::Json, &options(true, true)).await)
+        });
+    }
+    while let Some(sent) = sends.join_next().await {
+        let (id, report) = sent.unwrap();
+        assert!(report.delivered, "{id} was never acknowledged: {:?}", report.last_status);
+    }
+    // The webhook sink was never down: its events arrive whatever NATS does.
+    pipeline.wait_for_events(&envelopes, Duration::from_secs(120), || serve.logs()).await;
+
+    let expected: HashSet<String> =
+        envelopes.iter().map(|e| countersign::events::event_id(e.envelope_id, "default").to_string()).collect();
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let stream = js.get_stream("provisioning").await.unwrap();
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config { durable_name: None, ..Default::default() })
+        .await
+        .unwrap();
+    let mut seen = HashSet::new();
+    let mut messages = 0;
+    for _ in 0..120 {
+        let mut batch =
+            consumer.fetch().max_messages(500).expires(Duration::from_millis(500)).messages().await.unwrap();
+        while let Some(message) = batch.next().await {
+            let message = message.unwrap();
+            let id = message.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")).unwrap().to_string();
+            seen.insert(id);
+            messages += 1;
+        }
+        if seen.len() >= expected.len() {
+            break;
+        }
+    }
+    assert_eq!(seen, expected, "every event reached the stream, under its event id");
+    let (exit, logs) = serve.terminate();
+    assert!(exit.success(), "{logs}");
+    pipeline.assert_nothing_lost(db.store.as_ref(), &envelopes).await;
+    println!("{} events in the stream as {messages} messages after a NATS crash and restart", expected.len());
+}
