@@ -1,7 +1,7 @@
 //! Faults in the parts countersign depends on, mid-run, with `countersign
 //! serve` as its own process: the store's PostgreSQL stopped the hard way and
-//! started again, and a NATS server crashed and restarted under the `nats`
-//! sink. Each runs on a server of its own (tests/common/servers.rs), so the
+//! started again, and a NATS server and a RabbitMQ node crashed and restarted
+//! under their sinks. Each runs on a server of its own (tests/common/servers.rs), so the
 //! shared ones other tests use are never disturbed. Afterwards nothing is
 //! lost: every envelope's documents stored and its events delivered.
 //! docs/RELIABILITY.md's fault matrix lists these with the other faults.
@@ -13,12 +13,35 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use common::docusign::options;
 use common::pipeline::Pipeline;
 use common::process::{ServeProcess, free_port};
-use common::servers::{PrivateNats, PrivatePostgres};
+use common::servers::{PrivateNats, PrivatePostgres, PrivateRabbitMq};
+use countersign::sandbox::Envelope;
 use countersign::sandbox::connect::{ConnectFormat, json_sim_body, signature_headers};
 use futures_util::StreamExt;
+
+/// Deliveries to `sink` that were waiting when the broker came back (created
+/// before `resumed`, delivered after it), and how many of all took more
+/// than one attempt: the outage was felt, not slept through.
+async fn outage_felt(
+    store: &dyn countersign::store::Store,
+    envelopes: &[Envelope],
+    sink: &str,
+    resumed: DateTime<Utc>,
+) -> (usize, usize) {
+    let (mut waited, mut retried) = (0, 0);
+    for envelope in envelopes {
+        let event = countersign::events::event_id(envelope.envelope_id, "default");
+        for delivery in store.deliveries_for(event).await.unwrap().iter().filter(|d| d.sink == sink) {
+            waited +=
+                usize::from(delivery.created_at < resumed && delivery.delivered_at.is_some_and(|at| at >= resumed));
+            retried += usize::from(delivery.attempts > 1);
+        }
+    }
+    (waited, retried)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgresql_stopped_mid_run_answers_503_meanwhile_and_the_work_resumes() {
@@ -101,11 +124,15 @@ async fn nats_restarted_mid_run_gets_every_event_once_it_is_back() {
 
     let mut sends = tokio::task::JoinSet::new();
     let mut tick = tokio::time::interval(Duration::from_millis(40));
+    let mut resumed = None;
     for (i, envelope) in envelopes.iter().enumerate() {
         tick.tick().await;
         match i {
             30 => nats.crash(),
-            60 => nats.resume().await,
+            60 => {
+                nats.resume().await;
+                resumed = Some(Utc::now());
+            }
             _ => {}
         }
         let (sender, envelope) = (sender.clone(), envelope.clone());
@@ -147,5 +174,102 @@ async fn nats_restarted_mid_run_gets_every_event_once_it_is_back() {
     let (exit, logs) = serve.terminate();
     assert!(exit.success(), "{logs}");
     pipeline.assert_nothing_lost(db.store.as_ref(), &envelopes).await;
-    println!("{} events in the stream as {messages} messages after a NATS crash and restart", expected.len());
+    let (waited, retried) = outage_felt(db.store.as_ref(), &envelopes, "identity", resumed.unwrap()).await;
+    assert!(waited > 0, "deliveries waited for NATS to come back");
+    println!(
+        "{} events in the stream as {messages} messages after a NATS crash and restart; \
+         {waited} deliveries waited for it, {retried} took more than one attempt",
+        expected.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rabbitmq_restarted_mid_run_gets_every_event_once_it_is_back() {
+    use lapin::options::{BasicGetOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+
+    let mut rabbitmq = PrivateRabbitMq::start().await;
+    let declare = |url: String| async move {
+        let connection = lapin::Connection::connect(&url, lapin::ConnectionProperties::default()).await.unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        let durable = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
+        channel
+            .exchange_declare("provisioning".into(), lapin::ExchangeKind::Topic, durable, FieldTable::default())
+            .await
+            .unwrap();
+        let queue = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
+        channel.queue_declare("erp".into(), queue, FieldTable::default()).await.unwrap();
+        channel
+            .queue_bind(
+                "erp".into(),
+                "provisioning".into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        (connection, channel)
+    };
+    drop(declare(rabbitmq.url()).await);
+    let db = common::sqlite().await;
+    let sink = format!(
+        "[[sinks]]\nname = \"erp\"\nkind = \"amqp\"\nurl = \"{}\"\nexchange = \"provisioning\"\n",
+        rabbitmq.url()
+    );
+    let pipeline = Pipeline::new(&db.url, &sink).await;
+    let serve = ServeProcess::start(pipeline.dir.path(), &pipeline.config, free_port()).await;
+    let sender = Arc::new(pipeline.sender(&serve.base_url));
+    let envelopes = pipeline.sandbox.sandbox.complete_envelopes(100);
+
+    let mut sends = tokio::task::JoinSet::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(40));
+    let mut resumed = None;
+    for (i, envelope) in envelopes.iter().enumerate() {
+        tick.tick().await;
+        match i {
+            30 => rabbitmq.crash(),
+            60 => {
+                rabbitmq.resume().await;
+                resumed = Some(Utc::now());
+            }
+            _ => {}
+        }
+        let (sender, envelope) = (sender.clone(), envelope.clone());
+        sends.spawn(async move {
+            (envelope.envelope_id, sender.send(&envelope, ConnectFormat::Json, &options(true, true)).await)
+        });
+    }
+    while let Some(sent) = sends.join_next().await {
+        let (id, report) = sent.unwrap();
+        assert!(report.delivered, "{id} was never acknowledged: {:?}", report.last_status);
+    }
+    pipeline.wait_for_events(&envelopes, Duration::from_secs(120), || serve.logs()).await;
+
+    let expected: HashSet<String> =
+        envelopes.iter().map(|e| countersign::events::event_id(e.envelope_id, "default").to_string()).collect();
+    let (_connection, channel) = declare(rabbitmq.url()).await;
+    let mut seen = HashSet::new();
+    let mut messages = 0;
+    for _ in 0..120 {
+        while let Some(message) = channel.basic_get("erp".into(), BasicGetOptions { no_ack: true }).await.unwrap() {
+            seen.insert(message.delivery.properties.message_id().as_ref().unwrap().to_string());
+            messages += 1;
+        }
+        if seen.len() >= expected.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(seen, expected, "every event reached the queue, under its event id");
+    let (exit, logs) = serve.terminate();
+    assert!(exit.success(), "{logs}");
+    pipeline.assert_nothing_lost(db.store.as_ref(), &envelopes).await;
+    let (waited, retried) = outage_felt(db.store.as_ref(), &envelopes, "erp", resumed.unwrap()).await;
+    assert!(waited > 0, "deliveries waited for RabbitMQ to come back");
+    println!(
+        "{} events in the queue as {messages} messages after a RabbitMQ crash and restart; \
+         {waited} deliveries waited for it, {retried} took more than one attempt",
+        expected.len()
+    );
 }

@@ -1,7 +1,7 @@
 //! Servers of our own, started and stopped by a fault test without
-//! disturbing the shared ones other tests run against: a PostgreSQL cluster
-//! and a NATS server with JetStream, each on a free port with its data in a
-//! temporary directory.
+//! disturbing the shared ones other tests run against: a PostgreSQL cluster,
+//! a NATS server with JetStream and a RabbitMQ node, each on a free port
+//! with its data in a temporary directory.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -146,6 +146,78 @@ impl PrivateNats {
 }
 
 impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        self.crash();
+    }
+}
+
+/// A RabbitMQ node of its own (its own node name, port, config and data),
+/// beside the machine's; rabbitmq-server runs it as the `rabbitmq` user.
+pub struct PrivateRabbitMq {
+    dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateRabbitMq {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        std::fs::write(dir.path().join("plugins"), "[].\n").unwrap();
+        std::fs::write(dir.path().join("rabbitmq.conf"), format!("listeners.tcp.local = 127.0.0.1:{port}\n")).unwrap();
+        let status = Command::new("chown").args(["-R", "rabbitmq:rabbitmq"]).arg(dir.path()).status().unwrap();
+        assert!(status.success(), "chown of the node's directory to rabbitmq");
+        let mut server = Self { dir, port, child: None };
+        server.resume().await;
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    /// Starts the node again on the same data and port, and waits until it accepts clients.
+    pub async fn resume(&mut self) {
+        let path = |name: &str| self.dir.path().join(name);
+        let node = format!("countersign-{}@localhost", self.port);
+        let child = Command::new("rabbitmq-server")
+            .env("RABBITMQ_NODENAME", &node)
+            .env("RABBITMQ_CONFIG_FILE", path("rabbitmq.conf"))
+            // The machine's rabbitmq-env.conf names the shared node; this one must not read it.
+            .env("RABBITMQ_CONF_ENV_FILE", path("no-env.conf"))
+            .env("RABBITMQ_DIST_PORT", free_port().to_string())
+            .env("RABBITMQ_MNESIA_BASE", path("mnesia"))
+            .env("RABBITMQ_LOG_BASE", path("log"))
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", path("plugins"))
+            .env("RABBITMQ_PID_FILE", path("pid"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start rabbitmq-server ({e}); install rabbitmq-server"));
+        self.child = Some(child);
+        for _ in 0..300 {
+            if lapin::Connection::connect(&self.url(), lapin::ConnectionProperties::default()).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("RabbitMQ node {node} did not accept clients on port {} within 30 s", self.port);
+    }
+
+    /// SIGKILL to the node's Erlang VM: it dies without closing its connections.
+    pub fn crash(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.dir.path().join("pid")) {
+            let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_file(self.dir.path().join("pid"));
+    }
+}
+
+impl Drop for PrivateRabbitMq {
     fn drop(&mut self) {
         self.crash();
     }
