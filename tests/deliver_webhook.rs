@@ -291,3 +291,40 @@ async fn a_sink_failing_everything_is_suspended_and_probed_then_resumes() {
     assert_eq!(delivered.len(), 6, "a successful probe closes the circuit and everything goes out");
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sink_refusing_connections_for_a_while_gets_everything_once_it_is_back() {
+    let receiver = WebhookReceiver::spawn(&[SECRET]).await.unwrap();
+    let receiver_port: u16 = receiver.url().rsplit(':').next().unwrap().trim_end_matches("/hooks").parse().unwrap();
+    // Nothing listens here until the sink comes back.
+    let port = common::process::free_port();
+    let config = format!(
+        "[queue]\nworkers = 4\n[delivery]\nschedule = [\"100ms\", \"200ms\", \"400ms\", \"800ms\", \"1s\", \"1s\", \"1s\", \"1s\"]\n\
+         timeout = \"10s\"\nsuspend_after = \"1s\"\nprobe_every = \"300ms\"\n{}",
+        webhook("hr", &format!("http://127.0.0.1:{port}/hooks"), "")
+    );
+    let (app, planner) = start(&config).await;
+    let plans = publish_many(&*app.store, &planner, 20).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(receiver.requests().is_empty());
+    let _back = common::balancer::Balancer::spawn_on(port, vec![receiver_port]).await;
+
+    let delivered = receiver.wait_for_delivered(20, WAIT).await.unwrap();
+    let ids: HashSet<String> = delivered.iter().map(event_id_of).collect();
+    let expected: HashSet<String> = plans.iter().map(|p| p.events[0].event.id.to_string()).collect();
+    assert_eq!(ids, expected, "every event arrives once the sink is back");
+    let mut retried = 0;
+    for plan in &plans {
+        let event = plan.events[0].event.id;
+        let (state, attempts, _) = common::eventually(WAIT, "the delivery row to say delivered", || async {
+            let state = delivery_state(&*app.store, event, "hr").await;
+            (state.0 == DeliveryState::Delivered).then_some(state)
+        })
+        .await;
+        assert_eq!(state, DeliveryState::Delivered);
+        retried += usize::from(attempts > 1);
+    }
+    assert!(retried > 0, "refused connections were failed attempts");
+    assert!(app.store.dead_jobs(10).await.unwrap().is_empty(), "no dead letter");
+    app.shutdown().await;
+}

@@ -1,7 +1,7 @@
 //! Faults in the parts countersign depends on, mid-run, with `countersign
-//! serve` as its own process: the store's PostgreSQL stopped the hard way and
-//! started again, and a NATS server and a RabbitMQ node crashed and restarted
-//! under their sinks. Each runs on a server of its own (tests/common/servers.rs), so the
+//! serve` as its own process: DocuSign failing in every way the sandbox
+//! knows, the store's PostgreSQL stopped the hard way and started again, and
+//! a NATS server and a RabbitMQ node crashed and restarted under their sinks. Each runs on a server of its own (tests/common/servers.rs), so the
 //! shared ones other tests use are never disturbed. Afterwards nothing is
 //! lost: every envelope's documents stored and its events delivered.
 //! docs/RELIABILITY.md's fault matrix lists these with the other faults.
@@ -18,8 +18,8 @@ use common::docusign::options;
 use common::pipeline::Pipeline;
 use common::process::{ServeProcess, free_port};
 use common::servers::{PrivateNats, PrivatePostgres, PrivateRabbitMq};
-use countersign::sandbox::Envelope;
 use countersign::sandbox::connect::{ConnectFormat, json_sim_body, signature_headers};
+use countersign::sandbox::{Envelope, Fault};
 use futures_util::StreamExt;
 
 /// Deliveries to `sink` that were waiting when the broker came back (created
@@ -41,6 +41,68 @@ async fn outage_felt(
         }
     }
     (waited, retried)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn docusign_failing_every_way_mid_run_loses_nothing() {
+    let db = common::sqlite().await;
+    let docusign = "request_timeout = \"1s\"\nrecheck_base = \"500ms\"\nrecheck_cap = \"1s\"";
+    let pipeline = Pipeline::with_docusign(&db.url, docusign, "").await;
+    let serve = ServeProcess::start(pipeline.dir.path(), &pipeline.config, free_port()).await;
+    let sender = Arc::new(pipeline.sender(&serve.base_url));
+    let envelopes = pipeline.sandbox.sandbox.complete_envelopes(150);
+    let sandbox = pipeline.sandbox.sandbox.clone();
+    let user = sandbox.identity().user.user_id;
+
+    // Each fault in turn on the download every envelope needs, while notifications keep coming.
+    let phase = Duration::from_millis(1_500);
+    let faults = tokio::spawn(async move {
+        let phases = [
+            Fault { error_rate: 1.0, error_status: Some(500), ..Fault::default() },
+            Fault { error_rate: 0.5, error_status: Some(503), ..Fault::default() },
+            Fault { reset_rate: 0.5, ..Fault::default() },
+            Fault { truncate_rate: 0.5, ..Fault::default() },
+            Fault { latency_ms: 2_000, ..Fault::default() },
+        ];
+        for fault in phases {
+            sandbox.set_fault("combined", fault);
+            tokio::time::sleep(phase).await;
+        }
+        sandbox.set_fault("combined", Fault::default());
+        // DocuSign ends the token early and the user withdraws consent; later it is granted again.
+        sandbox.revoke_consent(user);
+        sandbox.expire_tokens();
+        tokio::time::sleep(phase).await;
+        sandbox.grant_consent(user, &["signature", "impersonation"]);
+    });
+    let mut sends = tokio::task::JoinSet::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(60));
+    for (i, envelope) in envelopes.iter().enumerate() {
+        tick.tick().await;
+        let (sender, envelope) = (sender.clone(), envelope.clone());
+        let format = if i % 2 == 0 { ConnectFormat::Json } else { ConnectFormat::Xml };
+        sends.spawn(async move { (envelope.envelope_id, sender.send(&envelope, format, &options(true, false)).await) });
+    }
+    while let Some(sent) = sends.join_next().await {
+        let (id, report) = sent.unwrap();
+        assert!(report.delivered, "{id} was never acknowledged: {:?}", report.last_status);
+    }
+    faults.await.unwrap();
+    pipeline.wait_for_events(&envelopes, Duration::from_secs(180), || serve.logs()).await;
+    let metrics = reqwest::get(format!("{}/metrics", serve.base_url)).await.unwrap().text().await.unwrap();
+    let (exit, logs) = serve.terminate();
+    assert!(exit.success(), "{logs}");
+    pipeline.assert_nothing_lost(db.store.as_ref(), &envelopes).await;
+    let calls = |status: &str| common::metric(&metrics, "countersign_docusign_requests_total", &[("status", status)]);
+    println!(
+        "{} envelopes; DocuSign answers seen: 200 {}, 500 {}, 503 {}, 401 {}",
+        envelopes.len(),
+        calls("200"),
+        calls("500"),
+        calls("503"),
+        calls("401")
+    );
+    assert!(calls("500") > 0.0 && calls("503") > 0.0, "the faults were met");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

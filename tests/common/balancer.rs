@@ -14,7 +14,12 @@ pub struct Balancer {
 
 impl Balancer {
     pub async fn spawn(backends: Vec<u16>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::spawn_on(0, backends).await
+    }
+
+    /// Listens on `port` (0 for any free one): a test can hand out the address before anything answers there.
+    pub async fn spawn_on(port: u16, backends: Vec<u16>) -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let next = Arc::new(AtomicUsize::new(0));
         let backends = Arc::new(backends);

@@ -28,6 +28,11 @@ pub struct Pipeline {
 impl Pipeline {
     /// `extra` holds more tables (`[[sinks]]`, overrides) appended to the config.
     pub async fn new(store_url: &str, extra: &str) -> Self {
+        Self::with_docusign(store_url, "", extra).await
+    }
+
+    /// [`Pipeline::new`] with `key = value` lines that override the `[docusign]` table.
+    pub async fn with_docusign(store_url: &str, docusign: &str, extra: &str) -> Self {
         // DocuSign's rate limits (3,000 calls an hour, 200 per 30 s on demo accounts) would make long runs
         // wait on the account instead of on what they test; tests/docusign.rs proves the limits are honoured.
         let sandbox = Sandbox::new(SandboxConfig {
@@ -53,7 +58,7 @@ impl Pipeline {
              [[sinks]]\nname = \"hr\"\nkind = \"webhook\"\nurl = \"{hook}\"\nsecret = \"{secret}\"\n{extra}",
             docs = dir.path().join("documents").display(),
             connect = connect_toml(&sandbox),
-            docusign = docusign_toml(&sandbox, ""),
+            docusign = docusign_toml(&sandbox, docusign),
             hook = receiver.url(),
         );
         let config = write_config(dir.path(), &config);
