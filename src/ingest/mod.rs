@@ -36,6 +36,9 @@ use auth::KeyScope;
 use notification::{ConnectNotification, Format};
 use spool::SpoolError;
 
+/// Bodies up to this size are parsed on the request's own task.
+const INLINE_PARSE_BYTES: u64 = 16 * 1024;
+
 /// The job that takes a completed envelope through the pipeline.
 pub const PROCESS_ENVELOPE: &str = "process_envelope";
 
@@ -133,9 +136,16 @@ async fn receive(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) -
     };
     let body_sha256 = spooled.sha256.clone();
     let body_len = spooled.len;
-    let worker = ingest.clone();
-    let parsed =
-        tokio::task::spawn_blocking(move || worker.parse_and_stage(spooled, format, account_hint, scope)).await;
+    // A small body parses in microseconds: handing it to the blocking pool
+    // and back would cost more in thread switches than the parse itself.
+    // Large ones (and their embedded documents, written to staging files)
+    // stay off the async threads.
+    let parsed = if spooled.is_small(INLINE_PARSE_BYTES) {
+        Ok(ingest.parse_and_stage(spooled, format, account_hint, scope))
+    } else {
+        let worker = ingest.clone();
+        tokio::task::spawn_blocking(move || worker.parse_and_stage(spooled, format, account_hint, scope)).await
+    };
     let notification = match parsed {
         Ok(Ok(parsed)) => parsed,
         Ok(Err(refusal)) => return refusal.into_response(),

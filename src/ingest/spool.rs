@@ -45,6 +45,11 @@ pub struct Spooled {
 }
 
 impl Spooled {
+    /// Held in memory and no larger than `limit` bytes.
+    pub fn is_small(&self, limit: u64) -> bool {
+        matches!(self.content, Content::Memory(_)) && self.len <= limit
+    }
+
     /// A blocking reader over the body, for the parsers.
     pub fn into_reader(self) -> Box<dyn BufRead + Send> {
         match self.content {

@@ -220,11 +220,24 @@ impl Store for SqliteStore {
         .bind(&exhausted)
         .execute(&mut *tx)
         .await?;
+        // One walk per state along its partial index, each stopping at the
+        // first due jobs. Left to itself, SQLite answers the OR of the three
+        // states through the (state, finished_at) index and reads every job in
+        // that state: with a backlog of tens of thousands of parked jobs
+        // (consent missing), each claim read them all.
         let picked: Vec<(String, String)> = sqlx::query_as(
-            "SELECT id, state FROM jobs
-             WHERE kind IN (SELECT value FROM json_each(?2))
-             AND ((state = 'ready' AND run_at <= ?1) OR (state = 'parked' AND run_at <= ?1)
-                  OR (state = 'running' AND lease_expires_at <= ?1))
+            "SELECT id, state FROM (
+                 SELECT * FROM (SELECT id, state, run_at FROM jobs INDEXED BY jobs_ready
+                     WHERE state = 'ready' AND run_at <= ?1 AND kind IN (SELECT value FROM json_each(?2))
+                     ORDER BY run_at LIMIT ?3)
+                 UNION ALL
+                 SELECT * FROM (SELECT id, state, run_at FROM jobs INDEXED BY jobs_parked
+                     WHERE state = 'parked' AND run_at <= ?1 AND kind IN (SELECT value FROM json_each(?2))
+                     ORDER BY run_at LIMIT ?3)
+                 UNION ALL
+                 SELECT * FROM (SELECT id, state, run_at FROM jobs INDEXED BY jobs_leased
+                     WHERE state = 'running' AND lease_expires_at <= ?1 AND kind IN (SELECT value FROM json_each(?2))
+                     ORDER BY lease_expires_at LIMIT ?3))
              ORDER BY run_at, id LIMIT ?3",
         )
         .bind(now)
@@ -427,12 +440,17 @@ impl Store for SqliteStore {
 
     async fn next_due(&self, kinds: &[&str]) -> StoreResult<Option<DateTime<Utc>>> {
         let due: Option<i64> = sqlx::query_scalar(
+            // As in claim_jobs: each state's partial index, walked until the first job of these kinds.
             "SELECT MIN(t) FROM (
-                 SELECT MIN(run_at) AS t FROM jobs WHERE state = 'ready' AND kind IN (SELECT value FROM json_each(?1))
+                 SELECT * FROM (SELECT run_at AS t FROM jobs INDEXED BY jobs_ready
+                     WHERE state = 'ready' AND kind IN (SELECT value FROM json_each(?1)) ORDER BY run_at LIMIT 1)
                  UNION ALL
-                 SELECT MIN(run_at) FROM jobs WHERE state = 'parked' AND kind IN (SELECT value FROM json_each(?1))
+                 SELECT * FROM (SELECT run_at FROM jobs INDEXED BY jobs_parked
+                     WHERE state = 'parked' AND kind IN (SELECT value FROM json_each(?1)) ORDER BY run_at LIMIT 1)
                  UNION ALL
-                 SELECT MIN(lease_expires_at) FROM jobs WHERE state = 'running' AND kind IN (SELECT value FROM json_each(?1)))",
+                 SELECT * FROM (SELECT lease_expires_at FROM jobs INDEXED BY jobs_leased
+                     WHERE state = 'running' AND kind IN (SELECT value FROM json_each(?1))
+                     ORDER BY lease_expires_at LIMIT 1))",
         )
         .bind(kinds_json(kinds))
         .fetch_one(&self.reader)
