@@ -52,8 +52,21 @@ impl SqliteStore {
         Ok(Self { writer, reader, signal: Arc::new(signal) })
     }
 
+    /// A write whose commit is fsynced before it returns. The writer is one
+    /// connection whose `synchronous` setting each transaction sets for
+    /// itself, so no write depends on what the one before it left behind.
     async fn write_tx(&self) -> StoreResult<Transaction<'static, Sqlite>> {
-        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+        Ok(self.writer.begin_with("PRAGMA synchronous = FULL; BEGIN IMMEDIATE").await?)
+    }
+
+    /// A lease's bookkeeping (claim, heartbeat, defer, release, failure):
+    /// committed to the WAL without waiting for its fsync, which the next
+    /// durable commit (or checkpoint) covers. A process crash loses nothing;
+    /// power loss can lose the last few, and each such loss only hands a job
+    /// out again, which at-least-once processing already allows. Waiting
+    /// for an fsync on each of them took the single writer from ingest.
+    async fn lease_tx(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+        Ok(self.writer.begin_with("PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE").await?)
     }
 }
 
@@ -196,7 +209,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<ClaimedJob>> {
         let now = now_ms();
         let kinds = kinds_json(kinds);
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.lease_tx().await?;
         // Expired jobs with no attempts left become dead letters rather than
         // crash-looping; their open attempt is closed as lease_expired.
         let exhausted: Vec<String> = sqlx::query_scalar(
@@ -289,6 +302,7 @@ impl Store for SqliteStore {
 
     async fn heartbeat(&self, lease: &Lease, extend: Duration) -> StoreResult<bool> {
         let now = now_ms();
+        let mut tx = self.lease_tx().await?;
         let result = sqlx::query(
             "UPDATE jobs SET lease_expires_at = ?1, updated_at = ?2
              WHERE id = ?3 AND lease_token = ?4 AND state = 'running'",
@@ -297,8 +311,9 @@ impl Store for SqliteStore {
         .bind(now)
         .bind(lease.job.to_string())
         .bind(lease.token.simple().to_string())
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(result.rows_affected() == 1)
     }
 
@@ -309,7 +324,7 @@ impl Store for SqliteStore {
             Retry::Never => (now, true),
         };
         let error = clip(error);
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.lease_tx().await?;
         let row = sqlx::query(
             "UPDATE jobs SET
                  state = CASE WHEN ?1 OR attempts >= max_attempts THEN 'dead' ELSE 'ready' END,
@@ -340,7 +355,7 @@ impl Store for SqliteStore {
 
     async fn release_job(&self, lease: &Lease) -> StoreResult<bool> {
         let now = now_ms();
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.lease_tx().await?;
         let result = sqlx::query(
             "UPDATE jobs SET state = 'ready', attempts = attempts - 1, run_at = ?1, updated_at = ?1,
                  lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL
@@ -363,7 +378,7 @@ impl Store for SqliteStore {
     async fn defer_job(&self, lease: &Lease, reason: &str, until: DateTime<Utc>, parked: bool) -> StoreResult<bool> {
         let now = now_ms();
         let reason = clip(reason);
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.lease_tx().await?;
         let result = sqlx::query(
             "UPDATE jobs SET state = ?1, attempts = attempts - 1, run_at = ?2, last_error = ?3, updated_at = ?4,
                  lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL
@@ -590,6 +605,7 @@ impl Store for SqliteStore {
 
     async fn replay_job(&self, id: JobId, attempts: u32) -> StoreResult<bool> {
         let now = now_ms();
+        let mut tx = self.write_tx().await?;
         let result = sqlx::query(
             "UPDATE jobs SET state = 'ready', max_attempts = attempts + ?1, run_at = ?2, finished_at = NULL, updated_at = ?2
              WHERE id = ?3 AND state = 'dead'",
@@ -597,8 +613,9 @@ impl Store for SqliteStore {
         .bind(i64::from(attempts))
         .bind(now)
         .bind(id.to_string())
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         let replayed = result.rows_affected() == 1;
         if replayed {
             self.signal.send_modify(|v| *v += 1);
@@ -860,6 +877,7 @@ impl Store for SqliteStore {
     }
 
     async fn disable_sink(&self, sink: &str, reason: &str) -> StoreResult<bool> {
+        let mut tx = self.write_tx().await?;
         let result = sqlx::query(
             "INSERT INTO sink_status (sink, state, reason, changed_at) VALUES (?1, 'disabled', ?2, ?3)
              ON CONFLICT (sink) DO NOTHING",
@@ -867,13 +885,16 @@ impl Store for SqliteStore {
         .bind(sink)
         .bind(clip(reason))
         .bind(now_ms())
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(result.rows_affected() == 1)
     }
 
     async fn enable_sink(&self, sink: &str) -> StoreResult<bool> {
-        let result = sqlx::query("DELETE FROM sink_status WHERE sink = ?1").bind(sink).execute(&self.writer).await?;
+        let mut tx = self.write_tx().await?;
+        let result = sqlx::query("DELETE FROM sink_status WHERE sink = ?1").bind(sink).execute(&mut *tx).await?;
+        tx.commit().await?;
         Ok(result.rows_affected() == 1)
     }
 
@@ -1139,5 +1160,39 @@ impl StoreTx for SqliteTx {
             self.signal.send_modify(|v| *v += 1);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    async fn synchronous(tx: &mut Transaction<'static, Sqlite>) -> i64 {
+        sqlx::query_scalar("PRAGMA synchronous").fetch_one(&mut **tx).await.unwrap()
+    }
+
+    /// The writer's `synchronous` setting is per connection: a lease's
+    /// relaxed commit must not leave the next notification's commit relaxed.
+    #[tokio::test]
+    async fn durable_writes_stay_fsynced_after_lease_bookkeeping() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&format!("sqlite://{}", dir.path().join("q.db").display())).await.unwrap();
+        let mut tx = store.begin().await.unwrap();
+        tx.enqueue(&NewJob::new("k", serde_json::json!({}), 3)).await.unwrap();
+        tx.commit().await.unwrap();
+
+        let claimed = store.claim_jobs(&["k"], "w", Duration::from_secs(30), 1).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert!(store.heartbeat(&claimed[0].lease, Duration::from_secs(30)).await.unwrap());
+        let mut lease = store.lease_tx().await.unwrap();
+        assert_eq!(synchronous(&mut lease).await, 1, "lease bookkeeping commits without waiting for fsync");
+        lease.rollback().await.unwrap();
+
+        // 2 = FULL: the WAL is fsynced at every commit.
+        let mut durable = store.write_tx().await.unwrap();
+        assert_eq!(synchronous(&mut durable).await, 2);
+        durable.rollback().await.unwrap();
     }
 }
