@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -19,6 +20,10 @@ use crate::store::{ClaimedJob, FailOutcome, Job, Lease, Retry, Store, StoreError
 /// Longest an idle worker sleeps without being woken; a safety net for a
 /// missed wake-up (for example a PostgreSQL listener reconnecting).
 const IDLE_RECHECK: Duration = Duration::from_secs(30);
+
+/// A worker's request for a job: answered with one, with none (nothing is
+/// due), or with the store's error.
+type ClaimReply = oneshot::Sender<Result<Option<ClaimedJob>, Arc<str>>>;
 
 /// Why an attempt did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -134,30 +139,79 @@ impl WorkerPool {
         if self.handlers.is_empty() {
             return;
         }
+        let (claims, requests) = mpsc::channel(self.settings.workers);
+        let claimer = tokio::spawn(self.clone().claimer(requests));
         let mut tasks = tokio::task::JoinSet::new();
-        for slot in 0..self.settings.workers {
+        for _ in 0..self.settings.workers {
             let pool = self.clone();
-            let (stop, abort) = (stop.clone(), abort.clone());
-            tasks.spawn(async move { pool.work(slot, stop, abort).await });
+            let (stop, abort, claims) = (stop.clone(), abort.clone(), claims.clone());
+            tasks.spawn(async move { pool.work(claims, stop, abort).await });
         }
+        drop(claims);
         while tasks.join_next().await.is_some() {}
+        let _ = claimer.await;
     }
 
-    async fn work(&self, slot: usize, stop: CancellationToken, abort: CancellationToken) {
-        let worker = format!("{}/{slot}", self.name);
+    /// Claims for every worker that asks while the previous claim runs, in
+    /// one transaction: one claim's writes (the job rows, their indexes,
+    /// their attempt rows) share a commit instead of each paying for its own.
+    async fn claimer(self, mut requests: mpsc::Receiver<ClaimReply>) {
+        let kinds = self.kinds();
+        let mut waiting: Vec<ClaimReply> = Vec::with_capacity(self.settings.workers);
+        while let Some(first) = requests.recv().await {
+            waiting.push(first);
+            while let Ok(next) = requests.try_recv() {
+                waiting.push(next);
+            }
+            waiting.retain(|reply| !reply.is_closed());
+            if waiting.is_empty() {
+                continue;
+            }
+            let limit = u32::try_from(waiting.len()).unwrap_or(u32::MAX);
+            match self.store.claim_jobs(&kinds, &self.name, self.settings.lease, limit).await {
+                Ok(jobs) => {
+                    let mut jobs = jobs.into_iter();
+                    for reply in waiting.drain(..) {
+                        // A worker that stopped waiting hands its job straight back.
+                        if let Err(Ok(Some(unwanted))) = reply.send(Ok(jobs.next())) {
+                            self.hand_back(&unwanted).await;
+                        }
+                    }
+                }
+                Err(error) => {
+                    let error: Arc<str> = Arc::from(error.to_string());
+                    for reply in waiting.drain(..) {
+                        let _ = reply.send(Err(error.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn hand_back(&self, claimed: &ClaimedJob) {
+        if let Err(error) = self.store.release_job(&claimed.lease).await {
+            tracing::warn!(%error, job_id = %claimed.job.id, "could not hand back a claimed job; its lease will expire");
+        }
+    }
+
+    async fn claim(&self, claims: &mpsc::Sender<ClaimReply>) -> Result<Option<ClaimedJob>, Arc<str>> {
+        let (reply, answer) = oneshot::channel();
+        claims.send(reply).await.map_err(|_| Arc::<str>::from("the claimer has stopped"))?;
+        answer.await.map_err(|_| Arc::<str>::from("the claimer has stopped"))?
+    }
+
+    async fn work(&self, claims: mpsc::Sender<ClaimReply>, stop: CancellationToken, abort: CancellationToken) {
         let kinds = self.kinds();
         let mut signal = self.store.job_signal();
         let mut store_errors = 0u32;
         while !stop.is_cancelled() {
             signal.borrow_and_update();
-            match self.store.claim_jobs(&kinds, &worker, self.settings.lease, 1).await {
-                Ok(jobs) if !jobs.is_empty() => {
+            match self.claim(&claims).await {
+                Ok(Some(claimed)) => {
                     store_errors = 0;
-                    for claimed in jobs {
-                        self.execute(claimed, &abort).await;
-                    }
+                    self.execute(claimed, &abort).await;
                 }
-                Ok(_) => {
+                Ok(None) => {
                     store_errors = 0;
                     let wait = match self.store.next_due(&kinds).await {
                         Ok(Some(due)) => (due - Utc::now()).to_std().unwrap_or(Duration::ZERO).min(IDLE_RECHECK),
