@@ -62,6 +62,7 @@ conformance!(
     reclaiming_one_expired_job_leaves_the_others_history_alone,
     a_deferred_job_waits_without_spending_an_attempt,
     a_parked_job_waits_until_woken,
+    deferrals_written_together_leave_a_lost_lease_alone,
     a_recurring_job_is_armed_again_only_once_finished,
     a_reconciliation_checkpoint_only_moves_forward,
     an_outbox_write_yields_events_deliveries_and_one_job_each,
@@ -311,6 +312,36 @@ async fn a_deferred_job_waits_without_spending_an_attempt(db: &common::TestStore
     let attempts = store.job_attempts(again.job.id).await.unwrap();
     assert_eq!(attempts[0].outcome, Some(AttemptOutcome::Deferred));
     assert_eq!(attempts[0].error.as_deref(), Some("rate limit: paused until the reset"));
+}
+
+async fn deferrals_written_together_leave_a_lost_lease_alone(db: &common::TestStore) {
+    let store = &*db.store;
+    for n in 0..3 {
+        store.enqueue(&job("batch", n)).await.unwrap();
+    }
+    let claimed = store.claim_jobs(&["batch"], "a", LEASE, 3).await.unwrap();
+    assert_eq!(claimed.len(), 3, "one claim hands out several jobs");
+    // The middle job's lease was lost: it expired and another worker took it.
+    let stale = claimed[1].lease;
+    let other = Lease { job: stale.job, token: uuid::Uuid::new_v4() };
+    let until = Utc::now() + TimeDelta::hours(1);
+    let deferral = |lease: Lease, parked: bool| Deferral { lease, reason: "paused".into(), until, parked };
+    let held = store
+        .defer_jobs(&[deferral(claimed[0].lease, false), deferral(other, true), deferral(claimed[2].lease, true)])
+        .await
+        .unwrap();
+    assert_eq!(held, vec![true, false, true]);
+    let mut jobs = Vec::new();
+    for c in &claimed {
+        jobs.push(store.job(c.job.id).await.unwrap().unwrap());
+    }
+    assert_eq!(jobs[0].state, JobState::Ready);
+    assert_eq!(jobs[1].state, JobState::Running, "a deferral without the lease changes nothing");
+    assert_eq!(jobs[2].state, JobState::Parked);
+    assert_eq!(jobs[2].attempts, 0, "deferring does not use up an attempt");
+    let attempts = store.job_attempts(claimed[2].job.id).await.unwrap();
+    assert_eq!(attempts[0].outcome, Some(AttemptOutcome::Deferred));
+    assert!(store.job_attempts(stale.job).await.unwrap()[0].outcome.is_none(), "its attempt is still open");
 }
 
 async fn a_parked_job_waits_until_woken(db: &common::TestStore) {

@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 use super::Backoff;
 use crate::config::QueueSettings;
-use crate::store::{ClaimedJob, FailOutcome, Job, Lease, Retry, Store, StoreError, StoreTx};
+use crate::store::{ClaimedJob, Deferral, FailOutcome, Job, Lease, Retry, Store, StoreError, StoreTx};
 
 /// Longest an idle worker sleeps without being woken; a safety net for a
 /// missed wake-up (for example a PostgreSQL listener reconnecting).
@@ -24,6 +24,16 @@ const IDLE_RECHECK: Duration = Duration::from_secs(30);
 /// A worker's request for a job: answered with one, with none (nothing is
 /// due), or with the store's error.
 type ClaimReply = oneshot::Sender<Result<Option<ClaimedJob>, Arc<str>>>;
+
+/// A deferral and where to say whether its lease was still held.
+type DeferRequest = (Deferral, oneshot::Sender<Result<bool, Arc<str>>>);
+
+/// Where a worker sends what the pool writes for several workers at once.
+#[derive(Clone)]
+struct Lanes {
+    claims: mpsc::Sender<ClaimReply>,
+    deferrals: mpsc::Sender<DeferRequest>,
+}
 
 /// Why an attempt did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -139,17 +149,56 @@ impl WorkerPool {
         if self.handlers.is_empty() {
             return;
         }
-        let (claims, requests) = mpsc::channel(self.settings.workers);
-        let claimer = tokio::spawn(self.clone().claimer(requests));
+        let (claims, claim_requests) = mpsc::channel(self.settings.workers);
+        let (deferrals, defer_requests) = mpsc::channel(self.settings.workers);
+        let claimer = tokio::spawn(self.clone().claimer(claim_requests));
+        let deferrer = tokio::spawn(self.clone().deferrer(defer_requests));
+        let lanes = Lanes { claims, deferrals };
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..self.settings.workers {
             let pool = self.clone();
-            let (stop, abort, claims) = (stop.clone(), abort.clone(), claims.clone());
-            tasks.spawn(async move { pool.work(claims, stop, abort).await });
+            let (stop, abort, lanes) = (stop.clone(), abort.clone(), lanes.clone());
+            tasks.spawn(async move { pool.work(lanes, stop, abort).await });
         }
-        drop(claims);
+        drop(lanes);
         while tasks.join_next().await.is_some() {}
         let _ = claimer.await;
+        let _ = deferrer.await;
+    }
+
+    /// Writes the deferrals of every worker that deferred a job while the
+    /// previous batch was being written, in one commit. A job that cannot
+    /// run yet (a rate-limit pause, missing consent) costs a claim and a
+    /// deferral; during a burst of notifications every new job does, and
+    /// these writes compete with ingest for the store.
+    async fn deferrer(self, mut requests: mpsc::Receiver<DeferRequest>) {
+        let mut waiting: Vec<DeferRequest> = Vec::with_capacity(self.settings.workers);
+        while let Some(first) = requests.recv().await {
+            waiting.push(first);
+            while let Ok(next) = requests.try_recv() {
+                waiting.push(next);
+            }
+            let deferrals: Vec<Deferral> = waiting.iter().map(|(deferral, _)| deferral.clone()).collect();
+            match self.store.defer_jobs(&deferrals).await {
+                Ok(held) => {
+                    for ((_, reply), held) in waiting.drain(..).zip(held) {
+                        let _ = reply.send(Ok(held));
+                    }
+                }
+                Err(error) => {
+                    let error: Arc<str> = Arc::from(error.to_string());
+                    for (_, reply) in waiting.drain(..) {
+                        let _ = reply.send(Err(error.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn defer(&self, lanes: &Lanes, deferral: Deferral) -> Result<bool, Arc<str>> {
+        let (reply, answer) = oneshot::channel();
+        lanes.deferrals.send((deferral, reply)).await.map_err(|_| Arc::<str>::from("the deferrer has stopped"))?;
+        answer.await.map_err(|_| Arc::<str>::from("the deferrer has stopped"))?
     }
 
     /// Claims for every worker that asks while the previous claim runs, in
@@ -194,22 +243,22 @@ impl WorkerPool {
         }
     }
 
-    async fn claim(&self, claims: &mpsc::Sender<ClaimReply>) -> Result<Option<ClaimedJob>, Arc<str>> {
+    async fn claim(&self, lanes: &Lanes) -> Result<Option<ClaimedJob>, Arc<str>> {
         let (reply, answer) = oneshot::channel();
-        claims.send(reply).await.map_err(|_| Arc::<str>::from("the claimer has stopped"))?;
+        lanes.claims.send(reply).await.map_err(|_| Arc::<str>::from("the claimer has stopped"))?;
         answer.await.map_err(|_| Arc::<str>::from("the claimer has stopped"))?
     }
 
-    async fn work(&self, claims: mpsc::Sender<ClaimReply>, stop: CancellationToken, abort: CancellationToken) {
+    async fn work(&self, lanes: Lanes, stop: CancellationToken, abort: CancellationToken) {
         let kinds = self.kinds();
         let mut signal = self.store.job_signal();
         let mut store_errors = 0u32;
         while !stop.is_cancelled() {
             signal.borrow_and_update();
-            match self.claim(&claims).await {
+            match self.claim(&lanes).await {
                 Ok(Some(claimed)) => {
                     store_errors = 0;
-                    self.execute(claimed, &abort).await;
+                    self.execute(claimed, &abort, &lanes).await;
                 }
                 Ok(None) => {
                     store_errors = 0;
@@ -240,7 +289,7 @@ impl WorkerPool {
         }
     }
 
-    async fn execute(&self, claimed: ClaimedJob, abort: &CancellationToken) {
+    async fn execute(&self, claimed: ClaimedJob, abort: &CancellationToken, lanes: &Lanes) {
         let ClaimedJob { job, lease } = claimed;
         let Some(handler) = self.handlers.get(job.kind.as_str()).cloned() else { return };
         let span = tracing::info_span!(
@@ -268,7 +317,7 @@ impl WorkerPool {
             metrics::histogram!("countersign_job_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
             match result {
                 Some(Ok(())) => self.finish(&ctx, elapsed_ms).await,
-                Some(Err(error)) => self.fail(&job, &lease, error, elapsed_ms).await,
+                Some(Err(error)) => self.fail(&job, &lease, error, elapsed_ms, lanes).await,
                 None => {}
             }
         }
@@ -328,14 +377,15 @@ impl WorkerPool {
         }
     }
 
-    async fn fail(&self, job: &Job, lease: &Lease, error: JobError, elapsed_ms: u64) {
+    async fn fail(&self, job: &Job, lease: &Lease, error: JobError, elapsed_ms: u64, lanes: &Lanes) {
         let retry = match &error {
             JobError::LeaseLost => {
                 tracing::warn!(elapsed_ms, "lease lost while finishing; another worker has the job");
                 return;
             }
             JobError::Defer { reason, until, parked } => {
-                match self.store.defer_job(lease, reason, *until, *parked).await {
+                let deferral = Deferral { lease: *lease, reason: reason.clone(), until: *until, parked: *parked };
+                match self.defer(lanes, deferral).await {
                     Ok(true) => {
                         tracing::info!(elapsed_ms, reason = %reason, until = %until, parked, outcome = "deferred", "job deferred")
                     }

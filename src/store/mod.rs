@@ -95,10 +95,17 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Hands an unfinished job back (shutdown); the attempt does not count.
     async fn release_job(&self, lease: &Lease) -> StoreResult<bool>;
 
-    /// Hands a job back to wait until `until` because it cannot run yet; the
-    /// attempt does not count and `reason` is kept as its last error.
-    /// `parked` marks a wait on an operator rather than on the clock.
-    async fn defer_job(&self, lease: &Lease, reason: &str, until: DateTime<Utc>, parked: bool) -> StoreResult<bool>;
+    /// Hands jobs back to wait until their `until` because they cannot run
+    /// yet, in one commit; each attempt does not count and its `reason` is
+    /// kept as the job's last error. Answers, per deferral, whether its
+    /// lease was still held (a job whose lease was lost is left alone).
+    async fn defer_jobs(&self, deferrals: &[Deferral]) -> StoreResult<Vec<bool>>;
+
+    /// [`Store::defer_jobs`] for one job.
+    async fn defer_job(&self, lease: &Lease, reason: &str, until: DateTime<Utc>, parked: bool) -> StoreResult<bool> {
+        let deferral = Deferral { lease: *lease, reason: reason.to_string(), until, parked };
+        Ok(self.defer_jobs(&[deferral]).await?.first().copied().unwrap_or(false))
+    }
 
     /// Enqueues a job that recurs under one unique key: a finished (done or
     /// dead) job of that key is armed again with a fresh set of attempts and

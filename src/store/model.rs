@@ -174,6 +174,16 @@ pub struct Lease {
     pub token: uuid::Uuid,
 }
 
+/// A job handed back to wait because it cannot run yet (see `Store::defer_jobs`).
+#[derive(Debug, Clone)]
+pub struct Deferral {
+    pub lease: Lease,
+    pub reason: String,
+    pub until: DateTime<Utc>,
+    /// A wait on an operator rather than on the clock.
+    pub parked: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct ClaimedJob {
     pub job: Job,

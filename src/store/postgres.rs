@@ -332,28 +332,34 @@ impl Store for PostgresStore {
         Ok(true)
     }
 
-    async fn defer_job(&self, lease: &Lease, reason: &str, until: DateTime<Utc>, parked: bool) -> StoreResult<bool> {
-        let reason = clip(reason);
+    async fn defer_jobs(&self, deferrals: &[Deferral]) -> StoreResult<Vec<bool>> {
         let mut tx = self.lease_tx().await?;
-        let result = sqlx::query(
-            "UPDATE jobs SET state = $1, attempts = attempts - 1, run_at = $2, last_error = $3, updated_at = now(),
-                 lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL
-             WHERE id = $4 AND lease_token = $5 AND state = 'running'",
-        )
-        .bind(if parked { JobState::Parked } else { JobState::Ready }.as_str())
-        .bind(until)
-        .bind(&reason)
-        .bind(lease.job.0)
-        .bind(lease.token)
-        .execute(&mut *tx)
-        .await?;
-        if result.rows_affected() == 0 {
-            return Ok(false);
+        let mut held = Vec::with_capacity(deferrals.len());
+        for Deferral { lease, reason, until, parked } in deferrals {
+            let reason = clip(reason);
+            let result = sqlx::query(
+                "UPDATE jobs SET state = $1, attempts = attempts - 1, run_at = $2, last_error = $3, updated_at = now(),
+                     lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL
+                 WHERE id = $4 AND lease_token = $5 AND state = 'running'",
+            )
+            .bind(if *parked { JobState::Parked } else { JobState::Ready }.as_str())
+            .bind(until)
+            .bind(&reason)
+            .bind(lease.job.0)
+            .bind(lease.token)
+            .execute(&mut *tx)
+            .await?;
+            let still_held = result.rows_affected() == 1;
+            if still_held {
+                close_attempts(&mut tx, &[lease.job.0], AttemptOutcome::Deferred, Some(&reason)).await?;
+            }
+            held.push(still_held);
         }
-        close_attempts(&mut tx, &[lease.job.0], AttemptOutcome::Deferred, Some(&reason)).await?;
-        notify(&mut tx, "deferred").await?;
+        if held.contains(&true) {
+            notify(&mut tx, "deferred").await?;
+        }
         tx.commit().await?;
-        Ok(true)
+        Ok(held)
     }
 
     async fn rearm_job(&self, job: &NewJob) -> StoreResult<bool> {

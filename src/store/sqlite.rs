@@ -376,30 +376,36 @@ impl Store for SqliteStore {
         Ok(true)
     }
 
-    async fn defer_job(&self, lease: &Lease, reason: &str, until: DateTime<Utc>, parked: bool) -> StoreResult<bool> {
+    async fn defer_jobs(&self, deferrals: &[Deferral]) -> StoreResult<Vec<bool>> {
         let now = now_ms();
-        let reason = clip(reason);
         let mut tx = self.lease_tx().await?;
-        let result = sqlx::query(
-            "UPDATE jobs SET state = ?1, attempts = attempts - 1, run_at = ?2, last_error = ?3, updated_at = ?4,
-                 lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL
-             WHERE id = ?5 AND lease_token = ?6 AND state = 'running'",
-        )
-        .bind(if parked { JobState::Parked } else { JobState::Ready }.as_str())
-        .bind(until.timestamp_millis())
-        .bind(&reason)
-        .bind(now)
-        .bind(lease.job.to_string())
-        .bind(lease.token.simple().to_string())
-        .execute(&mut *tx)
-        .await?;
-        if result.rows_affected() == 0 {
-            return Ok(false);
+        let mut held = Vec::with_capacity(deferrals.len());
+        for Deferral { lease, reason, until, parked } in deferrals {
+            let reason = clip(reason);
+            let result = sqlx::query(
+                "UPDATE jobs SET state = ?1, attempts = attempts - 1, run_at = ?2, last_error = ?3, updated_at = ?4,
+                     lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL
+                 WHERE id = ?5 AND lease_token = ?6 AND state = 'running'",
+            )
+            .bind(if *parked { JobState::Parked } else { JobState::Ready }.as_str())
+            .bind(until.timestamp_millis())
+            .bind(&reason)
+            .bind(now)
+            .bind(lease.job.to_string())
+            .bind(lease.token.simple().to_string())
+            .execute(&mut *tx)
+            .await?;
+            let still_held = result.rows_affected() == 1;
+            if still_held {
+                close_attempt(&mut tx, lease.job, AttemptOutcome::Deferred, Some(&reason), now).await?;
+            }
+            held.push(still_held);
         }
-        close_attempt(&mut tx, lease.job, AttemptOutcome::Deferred, Some(&reason), now).await?;
         tx.commit().await?;
-        self.signal.send_modify(|v| *v += 1);
-        Ok(true)
+        if held.contains(&true) {
+            self.signal.send_modify(|v| *v += 1);
+        }
+        Ok(held)
     }
 
     async fn rearm_job(&self, job: &NewJob) -> StoreResult<bool> {
