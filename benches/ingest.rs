@@ -1,7 +1,8 @@
 //! Connect ingest: acknowledged notifications per second (2 KB JSON, 64
 //! connections) on SQLite and PostgreSQL next to a bare axum handler that
 //! reads the body and answers 200, all in the same run; p99 latency at half
-//! the peak rate; and the peak RSS of a separate `countersign serve` process
+//! the peak rate; the same with no job following each notification (the
+//! listener alone); and the peak RSS of a separate `countersign serve` process
 //! ingesting 10 MB and 200 MB XML notifications with embedded documents.
 //!
 //! Run by hand: `cargo bench --bench ingest` (PostgreSQL at POSTGRES_URL).
@@ -156,9 +157,15 @@ fn serve_bare(port: u16) {
 }
 
 /// `countersign serve` in its own process, as it runs in production.
-async fn countersign(store_url: &str, dir: &std::path::Path, sandbox: &Sandbox) -> (String, Server) {
+/// Without `jobs`, `envelope-completed` is not among the processed events:
+/// each notification is recorded and answered, and no job follows it.
+async fn countersign(store_url: &str, dir: &std::path::Path, sandbox: &Sandbox, jobs: bool) -> (String, Server) {
     let port = free_port();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"));
+    if !jobs {
+        command.env("COUNTERSIGN_CONNECT__PROCESS_EVENTS", r#"["recipient-completed"]"#);
+    }
+    let child = command
         .arg("serve")
         .current_dir(dir)
         .env("COUNTERSIGN_SERVER__LISTEN", format!("127.0.0.1:{port}"))
@@ -250,7 +257,7 @@ async fn run() {
     let seconds: u64 = std::env::var("SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
     let sandbox = Sandbox::new(SandboxConfig::default()).unwrap();
     println!("generating notifications…");
-    let mut chunks = bodies(&sandbox, 100_000).into_iter();
+    let mut chunks = bodies(&sandbox, 280_000).into_iter();
     let mut take = |n: usize| Arc::new(chunks.by_ref().take(n).collect::<Vec<_>>());
 
     println!("\n| target | acknowledged/s | × bare handler | p50 ms | p99 ms |\n|---|---|---|---|---|");
@@ -258,27 +265,46 @@ async fn run() {
     let bare = load(&bare_url, take(5_000), seconds, None, true).await;
     report("bare axum handler (reads the body, answers 200)", &bare, bare.per_second);
 
+    // The listener's own ceiling: the same notifications recorded, but no
+    // job for the workers to claim and park at once. First, while no other
+    // server's workers are still working off a backlog.
+    let alone_dir = tempfile::tempdir().unwrap();
+    let alone_url = format!("sqlite://{}", alone_dir.path().join("bench.db").display());
+    let (alone, alone_server) = countersign(&alone_url, alone_dir.path(), &sandbox, false).await;
+    let run = load(&alone, take(80_000), seconds, None, false).await;
+    report("countersign, SQLite, no job follows", &run, bare.per_second);
+    drop(alone_server);
+    let (alone_pg_url, alone_pg_name) = support::fresh_postgres().await;
+    let (alone, alone_server) = countersign(&alone_pg_url, alone_dir.path(), &sandbox, false).await;
+    let run = load(&alone, take(100_000), seconds, None, false).await;
+    report("countersign, PostgreSQL, no job follows", &run, bare.per_second);
+    drop(alone_server);
+    support::drop_postgres(&alone_pg_name).await;
+
+    // Each store's peak and half-peak runs, then its server stops: its
+    // workers are still working off the parked backlog, and must not slow
+    // the next one.
     let dir = tempfile::tempdir().unwrap();
     let sqlite_url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let (sqlite, _sqlite_server) = countersign(&sqlite_url, dir.path(), &sandbox).await;
+    let (sqlite, sqlite_server) = countersign(&sqlite_url, dir.path(), &sandbox, true).await;
     let on_sqlite = load(&sqlite, take(35_000), seconds, None, false).await;
     report("countersign, SQLite", &on_sqlite, bare.per_second);
+    let sqlite_paced = load(&sqlite, take(15_000), seconds, Some(on_sqlite.per_second / 2.0), false).await;
+    drop(sqlite_server);
 
     let (pg_url, pg_name) = support::fresh_postgres().await;
     let pg_dir = tempfile::tempdir().unwrap();
-    let (pg, pg_server) = countersign(&pg_url, pg_dir.path(), &sandbox).await;
+    let (pg, pg_server) = countersign(&pg_url, pg_dir.path(), &sandbox, true).await;
     let on_pg = load(&pg, take(30_000), seconds, None, false).await;
     report("countersign, PostgreSQL", &on_pg, bare.per_second);
-
-    println!("\nAt half the peak rate (open loop):\n\n| target | rate/s | p50 ms | p99 ms |\n|---|---|---|---|");
-    let half = on_sqlite.per_second / 2.0;
-    let paced = load(&sqlite, take(15_000), seconds, Some(half), false).await;
-    println!("| countersign, SQLite | {:.0} | {:.1} | {:.1} |", paced.per_second, paced.p50_ms, paced.p99_ms);
-    let half = on_pg.per_second / 2.0;
-    let paced = load(&pg, take(15_000), seconds, Some(half), false).await;
-    println!("| countersign, PostgreSQL | {:.0} | {:.1} | {:.1} |", paced.per_second, paced.p50_ms, paced.p99_ms);
+    let pg_paced = load(&pg, take(15_000), seconds, Some(on_pg.per_second / 2.0), false).await;
     drop(pg_server);
     support::drop_postgres(&pg_name).await;
+
+    println!("\nAt half the peak rate (open loop):\n\n| target | rate/s | p50 ms | p99 ms |\n|---|---|---|---|");
+    for (name, paced) in [("SQLite", sqlite_paced), ("PostgreSQL", pg_paced)] {
+        println!("| countersign, {name} | {:.0} | {:.1} | {:.1} |", paced.per_second, paced.p50_ms, paced.p99_ms);
+    }
 
     if std::env::var("SKIP_RSS").is_err() {
         println!("\nPeak RSS of `countersign serve` ingesting one XML notification with embedded documents:\n");
