@@ -25,6 +25,9 @@ use crate::ids::{AccountId, EnvelopeId, EventId, JobId, NotificationId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
+/// Longest a write waits for the writer before failing.
+const WRITER_WAIT: Duration = Duration::from_secs(30);
+
 /// The one connection that writes, lent whole to one transaction at a time.
 #[derive(Debug)]
 struct Writer {
@@ -101,7 +104,11 @@ impl SqliteStore {
     /// Takes the writer and runs `begin` (which sets `synchronous` and
     /// begins the transaction) on it.
     async fn begin_with(&self, begin: &'static str) -> StoreResult<WriteTx> {
-        let mut writer = self.writer.clone().lock_owned().await;
+        // As a pool's acquire timeout would: a writer held this long means
+        // something is stuck, and the caller gets an error, not a hang.
+        let mut writer = tokio::time::timeout(WRITER_WAIT, self.writer.clone().lock_owned())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)?;
         if writer.open {
             // Fails harmlessly when SQLite already ended it (a failed COMMIT can).
             let _ = sqlx::query("ROLLBACK").execute(&mut writer.conn).await;
