@@ -21,18 +21,43 @@ use crate::store::{ClaimedJob, Deferral, FailOutcome, Job, Lease, Retry, Store, 
 /// missed wake-up (for example a PostgreSQL listener reconnecting).
 const IDLE_RECHECK: Duration = Duration::from_secs(30);
 
-/// A worker's request for a job: answered with one, with none (nothing is
-/// due), or with the store's error.
-type ClaimReply = oneshot::Sender<Result<Option<ClaimedJob>, Arc<str>>>;
+/// What a worker asks of the pool's batching tasks, and where the answer
+/// (or the store's error) goes.
+type Request<Q, A> = (Q, oneshot::Sender<Result<A, Arc<str>>>);
 
-/// A deferral and where to say whether its lease was still held.
-type DeferRequest = (Deferral, oneshot::Sender<Result<bool, Arc<str>>>);
-
-/// Where a worker sends what the pool writes for several workers at once.
+/// Where a worker sends what the pool writes for several workers at once:
+/// a request for a job (answered with one, or none when nothing is due) and
+/// a deferral (answered with whether its lease was still held).
 #[derive(Clone)]
 struct Lanes {
-    claims: mpsc::Sender<ClaimReply>,
-    deferrals: mpsc::Sender<DeferRequest>,
+    claims: mpsc::Sender<Request<(), Option<ClaimedJob>>>,
+    deferrals: mpsc::Sender<Request<Deferral, bool>>,
+}
+
+/// Sends `question` down `lane` and waits for the answer.
+async fn ask<Q, A>(lane: &mpsc::Sender<Request<Q, A>>, question: Q) -> Result<A, Arc<str>> {
+    let stopped = || Arc::<str>::from("the worker pool's batching task has stopped");
+    let (reply, answer) = oneshot::channel();
+    lane.send((question, reply)).await.map_err(|_| stopped())?;
+    answer.await.map_err(|_| stopped())?
+}
+
+/// Waits for one request, then takes every other already waiting: the
+/// requests that arrived while the previous batch was being written.
+async fn next_batch<T>(requests: &mut mpsc::Receiver<T>) -> Option<Vec<T>> {
+    let mut batch = vec![requests.recv().await?];
+    while let Ok(next) = requests.try_recv() {
+        batch.push(next);
+    }
+    Some(batch)
+}
+
+/// Answers every request of a batch whose write failed with the same error.
+fn fail_all<Q, A>(batch: Vec<Request<Q, A>>, error: &StoreError) {
+    let error: Arc<str> = Arc::from(error.to_string());
+    for (_, reply) in batch {
+        let _ = reply.send(Err(error.clone()));
+    }
 }
 
 /// Why an attempt did not complete.
@@ -171,68 +196,42 @@ impl WorkerPool {
     /// run yet (a rate-limit pause, missing consent) costs a claim and a
     /// deferral; during a burst of notifications every new job does, and
     /// these writes compete with ingest for the store.
-    async fn deferrer(self, mut requests: mpsc::Receiver<DeferRequest>) {
-        let mut waiting: Vec<DeferRequest> = Vec::with_capacity(self.settings.workers);
-        while let Some(first) = requests.recv().await {
-            waiting.push(first);
-            while let Ok(next) = requests.try_recv() {
-                waiting.push(next);
-            }
-            let deferrals: Vec<Deferral> = waiting.iter().map(|(deferral, _)| deferral.clone()).collect();
+    async fn deferrer(self, mut requests: mpsc::Receiver<Request<Deferral, bool>>) {
+        while let Some(batch) = next_batch(&mut requests).await {
+            let deferrals: Vec<Deferral> = batch.iter().map(|(deferral, _)| deferral.clone()).collect();
             match self.store.defer_jobs(&deferrals).await {
                 Ok(held) => {
-                    for ((_, reply), held) in waiting.drain(..).zip(held) {
+                    for ((_, reply), held) in batch.into_iter().zip(held) {
                         let _ = reply.send(Ok(held));
                     }
                 }
-                Err(error) => {
-                    let error: Arc<str> = Arc::from(error.to_string());
-                    for (_, reply) in waiting.drain(..) {
-                        let _ = reply.send(Err(error.clone()));
-                    }
-                }
+                Err(error) => fail_all(batch, &error),
             }
         }
-    }
-
-    async fn defer(&self, lanes: &Lanes, deferral: Deferral) -> Result<bool, Arc<str>> {
-        let (reply, answer) = oneshot::channel();
-        lanes.deferrals.send((deferral, reply)).await.map_err(|_| Arc::<str>::from("the deferrer has stopped"))?;
-        answer.await.map_err(|_| Arc::<str>::from("the deferrer has stopped"))?
     }
 
     /// Claims for every worker that asks while the previous claim runs, in
     /// one transaction: one claim's writes (the job rows, their indexes,
     /// their attempt rows) share a commit instead of each paying for its own.
-    async fn claimer(self, mut requests: mpsc::Receiver<ClaimReply>) {
+    async fn claimer(self, mut requests: mpsc::Receiver<Request<(), Option<ClaimedJob>>>) {
         let kinds = self.kinds();
-        let mut waiting: Vec<ClaimReply> = Vec::with_capacity(self.settings.workers);
-        while let Some(first) = requests.recv().await {
-            waiting.push(first);
-            while let Ok(next) = requests.try_recv() {
-                waiting.push(next);
-            }
-            waiting.retain(|reply| !reply.is_closed());
-            if waiting.is_empty() {
+        while let Some(mut batch) = next_batch(&mut requests).await {
+            batch.retain(|(_, reply)| !reply.is_closed());
+            if batch.is_empty() {
                 continue;
             }
-            let limit = u32::try_from(waiting.len()).unwrap_or(u32::MAX);
+            let limit = u32::try_from(batch.len()).unwrap_or(u32::MAX);
             match self.store.claim_jobs(&kinds, &self.name, self.settings.lease, limit).await {
                 Ok(jobs) => {
                     let mut jobs = jobs.into_iter();
-                    for reply in waiting.drain(..) {
+                    for (_, reply) in batch {
                         // A worker that stopped waiting hands its job straight back.
                         if let Err(Ok(Some(unwanted))) = reply.send(Ok(jobs.next())) {
                             self.hand_back(&unwanted).await;
                         }
                     }
                 }
-                Err(error) => {
-                    let error: Arc<str> = Arc::from(error.to_string());
-                    for reply in waiting.drain(..) {
-                        let _ = reply.send(Err(error.clone()));
-                    }
-                }
+                Err(error) => fail_all(batch, &error),
             }
         }
     }
@@ -243,19 +242,13 @@ impl WorkerPool {
         }
     }
 
-    async fn claim(&self, lanes: &Lanes) -> Result<Option<ClaimedJob>, Arc<str>> {
-        let (reply, answer) = oneshot::channel();
-        lanes.claims.send(reply).await.map_err(|_| Arc::<str>::from("the claimer has stopped"))?;
-        answer.await.map_err(|_| Arc::<str>::from("the claimer has stopped"))?
-    }
-
     async fn work(&self, lanes: Lanes, stop: CancellationToken, abort: CancellationToken) {
         let kinds = self.kinds();
         let mut signal = self.store.job_signal();
         let mut store_errors = 0u32;
         while !stop.is_cancelled() {
             signal.borrow_and_update();
-            match self.claim(&lanes).await {
+            match ask(&lanes.claims, ()).await {
                 Ok(Some(claimed)) => {
                     store_errors = 0;
                     self.execute(claimed, &abort, &lanes).await;
@@ -385,7 +378,7 @@ impl WorkerPool {
             }
             JobError::Defer { reason, until, parked } => {
                 let deferral = Deferral { lease: *lease, reason: reason.clone(), until: *until, parked: *parked };
-                match self.defer(lanes, deferral).await {
+                match ask(&lanes.deferrals, deferral).await {
                     Ok(true) => {
                         tracing::info!(elapsed_ms, reason = %reason, until = %until, parked, outcome = "deferred", "job deferred")
                     }

@@ -112,8 +112,8 @@ impl SqliteStore {
         if writer.open {
             // Fails harmlessly when SQLite already ended it (a failed COMMIT can).
             let _ = sqlx::query("ROLLBACK").execute(&mut writer.conn).await;
-            writer.open = false;
         }
+        // Set before BEGIN: if it fails halfway, the next writer still rolls back.
         writer.open = true;
         // Both statements in one call: one hand-off to SQLite's thread.
         sqlx::Executor::execute(&mut writer.conn, begin).await?;
