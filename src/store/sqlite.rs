@@ -1276,6 +1276,68 @@ mod tests {
         durable.rollback().await.unwrap();
     }
 
+    /// A store written before the deduplication keys were indexed by time
+    /// keeps its notifications through the table's rebuild, and still
+    /// recognises their redelivery.
+    #[tokio::test]
+    async fn notifications_survive_the_rebuild_that_keys_them_by_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("old.db").display());
+        let mut conn = SqliteConnectOptions::from_str(&url).unwrap().create_if_missing(true).connect().await.unwrap();
+        let before = sqlx::migrate::Migrator {
+            migrations: MIGRATOR.iter().filter(|m| m.version < 5).cloned().collect::<Vec<_>>().into(),
+            ..sqlx::migrate::Migrator::DEFAULT
+        };
+        before.run(&mut conn).await.unwrap();
+        let account = AccountId::parse("f2a3b4c5-d6e7-4f80-9a1b-2c3d4e5f6a7b").unwrap();
+        let envelope = EnvelopeId::parse("93be49ab-afa0-4adf-933c-f752070d71ec").unwrap();
+        let old = NewNotification {
+            id: NotificationId::new(),
+            account_id: account,
+            envelope_id: envelope,
+            event: "envelope-completed".into(),
+            recipient_id: None,
+            generated_at: "2022-09-22T15:22:53.458074Z".parse().unwrap(),
+            format: "json".into(),
+            origin: NotificationOrigin::Connect,
+            body_sha256: "old-body".into(),
+            disposition: Disposition::Enqueued,
+            summary: serde_json::json!({ "status": "completed" }),
+        };
+        sqlx::query(
+            "INSERT INTO notifications (id, account_id, envelope_id, event, recipient_id, generated_at, format, origin, \
+             dedupe_key, body_sha256, disposition, summary, received_at) VALUES (?, ?, ?, ?, NULL, ?, 'json', 'connect', ?, ?, 'enqueued', '{}', 1)",
+        )
+        .bind(old.id.to_string())
+        .bind(account.to_string())
+        .bind(envelope.to_string())
+        .bind(&old.event)
+        .bind(old.generated_at.timestamp_millis())
+        .bind(old.dedupe_key())
+        .bind(&old.body_sha256)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        drop(conn);
+
+        let store = SqliteStore::open(&url).await.unwrap();
+        let kept = store.notifications_for(envelope).await.unwrap();
+        assert_eq!(kept.iter().map(|n| n.new.id).collect::<Vec<_>>(), vec![old.id]);
+        let redelivered =
+            NewNotification { id: NotificationId::new(), body_sha256: "retry-body".into(), ..old.clone() };
+        let replayed = NewNotification { id: NotificationId::new(), event: "envelope-sent".into(), ..old.clone() };
+        let later = NewNotification {
+            id: NotificationId::new(),
+            body_sha256: "later-body".into(),
+            generated_at: "2022-09-22T15:23:00Z".parse().unwrap(),
+            ..old.clone()
+        };
+        let mut tx = store.begin().await.unwrap();
+        let written = tx.insert_notifications(&[redelivered, replayed, later]).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(written, vec![false, false, true]);
+    }
+
     /// A transaction dropped without a commit (an early return, an error)
     /// leaves nothing behind, and the writer goes on working.
     #[tokio::test]
