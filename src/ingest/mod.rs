@@ -221,10 +221,10 @@ impl Ingest {
         scope: Option<KeyScope>,
     ) -> Result<ConnectNotification, Refusal> {
         let mut sink = self.documents.staging_sink();
-        let reader = spooled.into_reader();
-        let parsed = match format {
-            Format::Json => formats::parse_json(reader, &mut sink),
-            Format::Xml => formats::parse_xml(reader, account_hint, &mut sink),
+        let parsed = match (format, spooled.in_memory()) {
+            (Format::Json, Some(body)) => formats::parse_json_bytes(body, &mut sink),
+            (Format::Json, None) => formats::parse_json(spooled.into_reader(), &mut sink),
+            (Format::Xml, _) => formats::parse_xml(spooled.into_reader(), account_hint, &mut sink),
         };
         let discard = |sink: &crate::documents::StagingSink| {
             for key in sink.staged_keys() {

@@ -51,6 +51,14 @@ impl Spooled {
     }
 
     /// A blocking reader over the body, for the parsers.
+    /// The body, when it was small enough to be held in memory.
+    pub fn in_memory(&self) -> Option<&Bytes> {
+        match &self.content {
+            Content::Memory(bytes) => Some(bytes),
+            Content::File(_) => None,
+        }
+    }
+
     pub fn into_reader(self) -> Box<dyn BufRead + Send> {
         match self.content {
             Content::Memory(bytes) => Box::new(Cursor::new(bytes)),

@@ -12,7 +12,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 
 use super::embedded::{Begin, EmbeddedWriter};
 use super::json_model::{RawCustomFields, RawParty, RawRecipients, Scalar, text};
-use super::json_screen::{Rejected, screen};
+use super::json_screen::{Rejected, screen, screen_slice};
 use super::{FormatError, clip, clip_message, invalid, parse_utc};
 use crate::ids::{AccountId, EnvelopeId, UserId};
 use crate::ingest::notification::{
@@ -26,8 +26,23 @@ pub fn parse_json(reader: impl Read, sink: &mut dyn DocumentSink) -> Result<Conn
     let reader = screen(reader).map_err(FormatError::Read)?;
     // serde_json reads byte by byte; buffering here keeps that off the socket.
     let mut de = serde_json::Deserializer::from_reader(BufReader::with_capacity(64 * 1024, reader));
+    parse_from(&mut de, sink)
+}
+
+/// [`parse_json`] for a body already in memory: the same screen and the
+/// same parse, but serde_json reads the slice directly instead of a byte at
+/// a time through `io::Read`, which was most of a small body's parse.
+pub fn parse_json_bytes(body: &[u8], sink: &mut dyn DocumentSink) -> Result<ConnectNotification, FormatError> {
+    let body = screen_slice(body).map_err(|rejected| FormatError::Malformed(format!("malformed JSON: {rejected}")))?;
+    parse_from(&mut serde_json::Deserializer::from_slice(body), sink)
+}
+
+fn parse_from<'de, R: serde_json::de::Read<'de>>(
+    de: &mut serde_json::Deserializer<R>,
+    sink: &mut dyn DocumentSink,
+) -> Result<ConnectNotification, FormatError> {
     let mut ctx = Ctx { sink, failure: None, embedded: Vec::new() };
-    let parsed = MessageSeed(&mut ctx).deserialize(&mut de).and_then(|raw| de.end().map(|()| raw));
+    let parsed = MessageSeed(&mut ctx).deserialize(&mut *de).and_then(|raw| de.end().map(|()| raw));
     let raw = match parsed {
         Ok(raw) => raw,
         // A sink or base64 failure travels through serde as an opaque error;

@@ -49,6 +49,27 @@ pub(super) fn screen(mut inner: impl Read) -> std::io::Result<Screened<impl Read
     Ok(Screened { inner, offset: 0, depth: 0, in_string: false, escaped: false, partial: [0; 4], partial_len: 0 })
 }
 
+/// The screen over a whole body in memory: the body without its BOM, or
+/// why it was refused (the same reasons, at the same offsets, as [`screen`]).
+pub(super) fn screen_slice(body: &[u8]) -> Result<&[u8], Rejected> {
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    let mut screened = Screened {
+        inner: std::io::empty(),
+        offset: 0,
+        depth: 0,
+        in_string: false,
+        escaped: false,
+        partial: [0; 4],
+        partial_len: 0,
+    };
+    screened.nesting(body)?;
+    screened.utf8(body)?;
+    if screened.partial_len > 0 {
+        return Err(Rejected::NotUtf8(body.len() as u64));
+    }
+    Ok(body)
+}
+
 fn reject(why: Rejected) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, why)
 }

@@ -29,7 +29,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use crate::ingest::notification::Format;
 
 pub use embedded::MAX_SINK_WRITE;
-pub use json::parse_json;
+pub use json::{parse_json, parse_json_bytes};
 pub use xml::{MAX_XML_DEPTH, parse_xml};
 
 /// Why a body could not be turned into a notification.

@@ -6,8 +6,12 @@ use crate::ingest::notification::ConnectNotification;
 
 type Parser = fn(&[u8]) -> Result<ConnectNotification, FormatError>;
 
+/// Both JSON parsers, the streaming one and the one for bodies held in
+/// memory: they must agree on every body.
 fn json(body: &[u8]) -> Result<ConnectNotification, FormatError> {
-    parse_json(body, &mut MemorySink::default())
+    let streamed = parse_json(body, &mut MemorySink::default());
+    assert_same(&streamed, &parse_json_bytes(body, &mut MemorySink::default()));
+    streamed
 }
 
 fn xml(body: &[u8]) -> Result<ConnectNotification, FormatError> {

@@ -7,6 +7,10 @@ use crate::ingest::notification::{ListedDocument, Party, TabValue};
 fn parse(body: &str) -> (Result<crate::ingest::notification::ConnectNotification, FormatError>, MemorySink) {
     let mut sink = MemorySink::default();
     let result = parse_json(body.as_bytes(), &mut sink);
+    let mut from_memory = MemorySink::default();
+    let in_memory = parse_json_bytes(body.as_bytes(), &mut from_memory);
+    assert_same(&result, &in_memory);
+    assert_eq!(sink.documents, from_memory.documents, "the in-memory parse stores the same documents");
     (result, sink)
 }
 
