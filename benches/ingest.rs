@@ -172,7 +172,14 @@ async fn countersign(store_url: &str, dir: &std::path::Path, sandbox: &Sandbox, 
         .env("COUNTERSIGN_STORE__URL", store_url)
         .env("COUNTERSIGN_CONNECT__HMAC_KEYS", format!("[{:?}]", sandbox.identity().hmac_keys[0]))
         .env("COUNTERSIGN_LOG__FILTER", std::env::var("SERVE_LOG").unwrap_or_else(|_| "error".into()))
-        .stdout(std::process::Stdio::null())
+        .stdout(match std::env::var("SERVE_LOG_DIR") {
+            Ok(d) => std::process::Stdio::from(std::fs::File::create(format!("{d}/serve-{port}.log")).unwrap()),
+            Err(_) => std::process::Stdio::null(),
+        })
+        .stderr(match std::env::var("SERVE_LOG_DIR") {
+            Ok(d) => std::process::Stdio::from(std::fs::File::create(format!("{d}/serve-{port}.err")).unwrap()),
+            Err(_) => std::process::Stdio::inherit(),
+        })
         .spawn()
         .unwrap();
     wait_for(&format!("http://127.0.0.1:{port}/healthz")).await;

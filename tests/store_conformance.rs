@@ -582,7 +582,7 @@ async fn batch_writes_match_single_writes(db: &common::TestStore) {
     };
     let later = Utc::now() + TimeDelta::hours(1);
     let mut tx = store.begin().await.unwrap();
-    let written = tx.insert_notifications(&[retry, fresh.clone(), twin]).await.unwrap();
+    let written = tx.insert_notifications(&[&retry, &fresh, &twin]).await.unwrap();
     assert_eq!(written, [false, true, false], "a known message and a twin inside the batch are duplicates");
     tx.upsert_envelopes(&[upsert(first, "one"), upsert(second, "two")]).await.unwrap();
     tx.enqueue_all(&[

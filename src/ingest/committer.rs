@@ -121,7 +121,7 @@ async fn run(store: Arc<dyn Store>, mut receiver: mpsc::Receiver<Pending>) {
 /// Writes `records` in one transaction; a duplicate notification writes nothing else.
 pub async fn write(store: &dyn Store, records: &[&Record]) -> Result<Vec<Outcome>, StoreError> {
     let mut tx = store.begin().await?;
-    let notifications: Vec<NewNotification> = records.iter().map(|r| r.notification.clone()).collect();
+    let notifications: Vec<&NewNotification> = records.iter().map(|r| &r.notification).collect();
     let written = tx.insert_notifications(&notifications).await?;
     // One statement per kind of row for the whole batch; an envelope named
     // twice in a batch is upserted once, with its latest values.

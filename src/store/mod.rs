@@ -214,7 +214,7 @@ pub trait StoreTx: Send {
     async fn complete_job(&mut self, lease: &Lease) -> StoreResult<bool>;
     /// Inserts many notifications in one statement; `true` where a row was
     /// written, `false` for a duplicate. The ingest path's group commit uses it.
-    async fn insert_notifications(&mut self, batch: &[NewNotification]) -> StoreResult<Vec<bool>>;
+    async fn insert_notifications(&mut self, batch: &[&NewNotification]) -> StoreResult<Vec<bool>>;
     /// Upserts many envelopes in one statement; each envelope id must appear
     /// at most once. A `processed` or `flagged` envelope keeps its status, and
     /// an envelope never changes account.
@@ -227,7 +227,7 @@ pub trait StoreTx: Send {
         &mut self,
         notification: &NewNotification,
     ) -> StoreResult<Inserted<crate::ids::NotificationId>> {
-        let written = self.insert_notifications(std::slice::from_ref(notification)).await?;
+        let written = self.insert_notifications(&[notification]).await?;
         Ok(if written.first() == Some(&true) { Inserted::Created(notification.id) } else { Inserted::Duplicate })
     }
 

@@ -915,11 +915,11 @@ impl StoreTx for PgTx {
     // text is the same whatever the batch size: each connection prepares it
     // once. A VALUES list would be a new statement, prepared anew, for every size.
 
-    async fn insert_notifications(&mut self, batch: &[NewNotification]) -> StoreResult<Vec<bool>> {
+    async fn insert_notifications(&mut self, batch: &[&NewNotification]) -> StoreResult<Vec<bool>> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let column = |f: &dyn Fn(&NewNotification) -> String| batch.iter().map(f).collect::<Vec<String>>();
+        let column = |f: &dyn Fn(&NewNotification) -> String| batch.iter().map(|n| f(n)).collect::<Vec<String>>();
         let written: std::collections::HashSet<uuid::Uuid> = sqlx::query_scalar(
             "INSERT INTO notifications (id, account_id, envelope_id, event, recipient_id, generated_at, format, origin,
                  dedupe_key, body_sha256, disposition, summary, received_at)

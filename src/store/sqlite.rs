@@ -1077,7 +1077,7 @@ impl StoreTx for SqliteTx {
         Ok(true)
     }
 
-    async fn insert_notifications(&mut self, batch: &[NewNotification]) -> StoreResult<Vec<bool>> {
+    async fn insert_notifications(&mut self, batch: &[&NewNotification]) -> StoreResult<Vec<bool>> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
@@ -1333,7 +1333,7 @@ mod tests {
             ..old.clone()
         };
         let mut tx = store.begin().await.unwrap();
-        let written = tx.insert_notifications(&[redelivered, replayed, later]).await.unwrap();
+        let written = tx.insert_notifications(&[&redelivered, &replayed, &later]).await.unwrap();
         tx.commit().await.unwrap();
         assert_eq!(written, vec![false, false, true]);
     }
