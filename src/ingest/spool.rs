@@ -50,7 +50,6 @@ impl Spooled {
         matches!(self.content, Content::Memory(_)) && self.len <= limit
     }
 
-    /// A blocking reader over the body, for the parsers.
     /// The body, when it was small enough to be held in memory.
     pub fn in_memory(&self) -> Option<&Bytes> {
         match &self.content {
@@ -59,6 +58,7 @@ impl Spooled {
         }
     }
 
+    /// A blocking reader over the body, for the parsers.
     pub fn into_reader(self) -> Box<dyn BufRead + Send> {
         match self.content {
             Content::Memory(bytes) => Box::new(Cursor::new(bytes)),
