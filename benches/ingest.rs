@@ -162,6 +162,11 @@ fn serve_bare(port: u16) {
 async fn countersign(store_url: &str, dir: &std::path::Path, sandbox: &Sandbox, jobs: bool) -> (String, Server) {
     let port = free_port();
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"));
+    // SERVE_LOG_DIR keeps each server's output, for SERVE_LOG's debug timings.
+    let log_to = |suffix: &str, otherwise: fn() -> std::process::Stdio| match std::env::var("SERVE_LOG_DIR") {
+        Ok(dir) => std::fs::File::create(format!("{dir}/serve-{port}.{suffix}")).unwrap().into(),
+        Err(_) => otherwise(),
+    };
     if !jobs {
         command.env("COUNTERSIGN_CONNECT__PROCESS_EVENTS", r#"["recipient-completed"]"#);
     }
@@ -172,14 +177,8 @@ async fn countersign(store_url: &str, dir: &std::path::Path, sandbox: &Sandbox, 
         .env("COUNTERSIGN_STORE__URL", store_url)
         .env("COUNTERSIGN_CONNECT__HMAC_KEYS", format!("[{:?}]", sandbox.identity().hmac_keys[0]))
         .env("COUNTERSIGN_LOG__FILTER", std::env::var("SERVE_LOG").unwrap_or_else(|_| "error".into()))
-        .stdout(match std::env::var("SERVE_LOG_DIR") {
-            Ok(d) => std::process::Stdio::from(std::fs::File::create(format!("{d}/serve-{port}.log")).unwrap()),
-            Err(_) => std::process::Stdio::null(),
-        })
-        .stderr(match std::env::var("SERVE_LOG_DIR") {
-            Ok(d) => std::process::Stdio::from(std::fs::File::create(format!("{d}/serve-{port}.err")).unwrap()),
-            Err(_) => std::process::Stdio::inherit(),
-        })
+        .stdout(log_to("log", std::process::Stdio::null))
+        .stderr(log_to("err", std::process::Stdio::inherit))
         .spawn()
         .unwrap();
     wait_for(&format!("http://127.0.0.1:{port}/healthz")).await;

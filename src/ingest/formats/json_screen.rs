@@ -45,23 +45,14 @@ pub(super) fn screen(mut inner: impl Read) -> std::io::Result<Screened<impl Read
         }
     }
     let kept = if head[..filled] == *b"\xEF\xBB\xBF" { &[][..] } else { &head[..filled] };
-    let inner = std::io::Cursor::new(kept.to_vec()).chain(inner);
-    Ok(Screened { inner, offset: 0, depth: 0, in_string: false, escaped: false, partial: [0; 4], partial_len: 0 })
+    Ok(Screened::new(std::io::Cursor::new(kept.to_vec()).chain(inner)))
 }
 
 /// The screen over a whole body in memory: the body without its BOM, or
 /// why it was refused (the same reasons, at the same offsets, as [`screen`]).
 pub(super) fn screen_slice(body: &[u8]) -> Result<&[u8], Rejected> {
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-    let mut screened = Screened {
-        inner: std::io::empty(),
-        offset: 0,
-        depth: 0,
-        in_string: false,
-        escaped: false,
-        partial: [0; 4],
-        partial_len: 0,
-    };
+    let mut screened = Screened::new(std::io::empty());
     screened.nesting(body)?;
     screened.utf8(body)?;
     if screened.partial_len > 0 {
@@ -75,6 +66,10 @@ fn reject(why: Rejected) -> std::io::Error {
 }
 
 impl<R: Read> Screened<R> {
+    fn new(inner: R) -> Self {
+        Self { inner, offset: 0, depth: 0, in_string: false, escaped: false, partial: [0; 4], partial_len: 0 }
+    }
+
     fn nesting(&mut self, bytes: &[u8]) -> Result<(), Rejected> {
         for (i, &byte) in bytes.iter().enumerate() {
             if self.in_string {
