@@ -89,6 +89,10 @@ impl SqliteStore {
             // FULL: an acknowledged notification must survive power loss, not only a crash.
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
+            // A batch insert that may hit a constraint keeps a statement
+            // journal; past 64 KiB SQLite spills it to a new temporary file,
+            // created and deleted by every group commit.
+            .pragma("temp_store", "memory")
             .busy_timeout(Duration::from_secs(10));
         if let Some(dir) = options.get_filename().parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| open_err(format!("cannot create {}: {e}", dir.display())))?;
