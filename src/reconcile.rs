@@ -26,9 +26,9 @@ use crate::config::Settings;
 use crate::docusign::{ApiError, DocuSign, GrantError};
 use crate::ids::{AccountId, UserId};
 use crate::ingest::notification::{ConnectNotification, DocumentKind, DocumentSink, EmbeddedDocument};
-use crate::ingest::{Outcome, Record, record_for, write_records};
+use crate::ingest::{Outcome, record_for, write_records};
 use crate::pipeline::{JobContext, JobError, JobHandler};
-use crate::store::{Job, NewJob, NotificationOrigin, ReconcilePass, Store, StoreError};
+use crate::store::{Job, NewJob, NotificationOrigin, NotificationRecord, ReconcilePass, Store, StoreError};
 
 /// The job that runs one reconciliation pass for one account.
 pub const RECONCILE_ACCOUNT: &str = "reconcile_account";
@@ -139,7 +139,7 @@ impl Reconciler {
         if records.is_empty() {
             return Ok(0);
         }
-        let refs: Vec<&Record> = records.iter().collect();
+        let refs: Vec<&NotificationRecord> = records.iter().collect();
         let outcomes = write_records(&*self.store, &refs).await?;
         let found = outcomes.iter().filter(|o| **o == Outcome::Recorded).count();
         metrics::counter!("countersign_reconcile_found_total", "account" => account.to_string())

@@ -58,6 +58,8 @@ conformance!(
     envelope_documents_events_and_deliveries_round_trip,
     readiness_reports_a_migrated_store,
     batch_writes_match_single_writes,
+    a_recorded_batch_writes_only_what_its_new_notifications_bring,
+    a_batch_that_fails_records_nothing,
     an_envelope_is_neither_downgraded_nor_taken_over,
     reclaiming_one_expired_job_leaves_the_others_history_alone,
     a_deferred_job_waits_without_spending_an_attempt,
@@ -602,6 +604,91 @@ async fn batch_writes_match_single_writes(db: &common::TestStore) {
     store.complete_job(&due[0].lease).await.unwrap();
     let next = store.next_due(&["process"]).await.unwrap().unwrap();
     assert!((next - later).num_milliseconds().abs() < 5, "run_at kept: {next} vs {later}");
+}
+
+/// What ingest's group commit writes for one notification.
+fn record(n: &NewNotification, subject: Option<&str>, job_key: Option<&str>, document: bool) -> NotificationRecord {
+    let envelope = subject.map(|subject| EnvelopeUpsert {
+        envelope_id: n.envelope_id,
+        account_id: n.account_id,
+        status: EnvelopeStatus::Received,
+        subject: Some(subject.into()),
+        completed_at: None,
+    });
+    let documents = document
+        .then(|| DocumentRecord {
+            envelope_id: n.envelope_id,
+            document_id: "1".into(),
+            name: format!("from {}", n.body_sha256),
+            file_name: "1-offer.pdf".into(),
+            content_type: "application/pdf".into(),
+            size_bytes: 10,
+            sha256: "cd".repeat(32),
+            storage_key: format!("{}/1-offer.pdf", n.envelope_id),
+            stored_at: n.generated_at,
+        })
+        .into_iter()
+        .collect();
+    let job = job_key.map(|key| job("process", 0).unique(key.to_string()));
+    NotificationRecord { notification: n.clone(), envelope, documents, job }
+}
+
+async fn a_recorded_batch_writes_only_what_its_new_notifications_bring(db: &common::TestStore) {
+    let store = &*db.store;
+    let first = EnvelopeId::parse("21111111-2222-4333-8444-555555555555").unwrap();
+    let second = EnvelopeId::parse("76666666-7777-4888-9999-aaaaaaaaaaaa").unwrap();
+    let earlier = notification(first, "envelope-completed", "rec-0");
+    let before = record(&earlier, Some("earlier"), Some("first"), false);
+    assert_eq!(store.record_notifications(&[&before]).await.unwrap(), [true]);
+
+    let retry = NewNotification { id: NotificationId::new(), body_sha256: "rec-1".into(), ..earlier.clone() };
+    let fresh = notification(second, "envelope-completed", "rec-2");
+    let twin = NewNotification { id: NotificationId::new(), ..fresh.clone() };
+    let voided = notification(second, "envelope-voided", "rec-3");
+    let ignored = notification(second, "recipient-sent", "rec-4");
+    let batch = [
+        record(&retry, Some("retry"), Some("from-retry"), true),
+        record(&fresh, Some("fresh"), Some("second"), true),
+        record(&twin, Some("twin"), Some("from-twin"), true),
+        record(&voided, Some("latest"), Some("second"), false),
+        record(&ignored, None, None, false),
+    ];
+    let mut signal = store.job_signal();
+    signal.borrow_and_update();
+    let written = store.record_notifications(&batch.iter().collect::<Vec<_>>()).await.unwrap();
+    assert_eq!(written, [false, true, false, true, true], "a known message and a twin inside the batch are duplicates");
+
+    assert_eq!(store.count_notifications().await.unwrap(), 4);
+    let kept = store.envelope(first).await.unwrap().unwrap();
+    assert_eq!(kept.subject.as_deref(), Some("earlier"), "a duplicate does not touch its envelope");
+    assert!(store.documents(first).await.unwrap().is_empty(), "nor store its documents");
+    assert!(store.job_by_key("process", "from-retry").await.unwrap().is_none(), "nor enqueue its job");
+    assert!(store.job_by_key("process", "from-twin").await.unwrap().is_none());
+    let named_twice = store.envelope(second).await.unwrap().unwrap();
+    assert_eq!(named_twice.subject.as_deref(), Some("latest"), "an envelope named twice keeps its latest values");
+    let documents = store.documents(second).await.unwrap();
+    assert_eq!(documents.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["from rec-2"]);
+    assert!(store.job_by_key("process", "second").await.unwrap().is_some());
+    assert!(signal.has_changed().unwrap(), "workers are woken for the new job");
+}
+
+async fn a_batch_that_fails_records_nothing(db: &common::TestStore) {
+    let store = &*db.store;
+    let known = EnvelopeId::parse("31111111-2222-4333-8444-555555555555").unwrap();
+    let unknown = EnvelopeId::parse("86666666-7777-4888-9999-aaaaaaaaaaaa").unwrap();
+    let good = notification(known, "envelope-completed", "fail-0");
+    // A document of an envelope that is not stored breaks a foreign key.
+    let bad = notification(unknown, "envelope-completed", "fail-1");
+    let batch = [record(&good, Some("good"), Some("good"), false), record(&bad, None, None, true)];
+    assert!(store.record_notifications(&batch.iter().collect::<Vec<_>>()).await.is_err());
+    assert_eq!(store.count_notifications().await.unwrap(), 0);
+    assert!(store.envelope(known).await.unwrap().is_none());
+    assert!(store.job_by_key("process", "good").await.unwrap().is_none());
+
+    // The store goes on: the good record alone is written.
+    assert_eq!(store.record_notifications(&[&batch[0]]).await.unwrap(), [true]);
+    assert_eq!(store.count_notifications().await.unwrap(), 1);
+    assert!(store.job_by_key("process", "good").await.unwrap().is_some());
 }
 
 async fn an_envelope_is_neither_downgraded_nor_taken_over(db: &common::TestStore) {

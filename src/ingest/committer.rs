@@ -7,19 +7,10 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::{DocumentRecord, EnvelopeUpsert, NewJob, NewNotification, Store, StoreError};
+use crate::store::{NotificationRecord, Store, StoreError};
 
 /// Most notifications written in one transaction.
 const MAX_BATCH: usize = 256;
-
-/// Everything one notification writes.
-#[derive(Debug)]
-pub struct Record {
-    pub notification: NewNotification,
-    pub envelope: Option<EnvelopeUpsert>,
-    pub documents: Vec<DocumentRecord>,
-    pub job: Option<NewJob>,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -37,7 +28,7 @@ pub enum CommitError {
     Stopped,
 }
 
-type Pending = (Record, oneshot::Sender<Result<Outcome, Arc<str>>>);
+type Pending = (NotificationRecord, oneshot::Sender<Result<Outcome, Arc<str>>>);
 
 #[derive(Debug, Clone)]
 pub struct Committer {
@@ -52,7 +43,7 @@ impl Committer {
     }
 
     /// Writes `record` durably; returns once its transaction has committed.
-    pub async fn commit(&self, record: Record) -> Result<Outcome, CommitError> {
+    pub async fn commit(&self, record: NotificationRecord) -> Result<Outcome, CommitError> {
         let (reply, answer) = oneshot::channel();
         self.queue.send((record, reply)).await.map_err(|_| CommitError::Stopped)?;
         match answer.await {
@@ -80,7 +71,7 @@ async fn run(store: Arc<dyn Store>, mut receiver: mpsc::Receiver<Pending>) {
         if batch.is_empty() {
             continue;
         }
-        let records: Vec<&Record> = batch.iter().map(|(record, _)| record).collect();
+        let records: Vec<&NotificationRecord> = batch.iter().map(|(record, _)| record).collect();
         let started = std::time::Instant::now();
         let written = write(&*store, &records).await;
         tracing::debug!(
@@ -119,33 +110,7 @@ async fn run(store: Arc<dyn Store>, mut receiver: mpsc::Receiver<Pending>) {
 }
 
 /// Writes `records` in one transaction; a duplicate notification writes nothing else.
-pub async fn write(store: &dyn Store, records: &[&Record]) -> Result<Vec<Outcome>, StoreError> {
-    let mut tx = store.begin().await?;
-    let notifications: Vec<&NewNotification> = records.iter().map(|r| &r.notification).collect();
-    let written = tx.insert_notifications(&notifications).await?;
-    // One statement per kind of row for the whole batch; an envelope named
-    // twice in a batch is upserted once, with its latest values.
-    let mut envelopes: Vec<EnvelopeUpsert> = Vec::new();
-    let mut jobs: Vec<NewJob> = Vec::new();
-    for (record, written) in records.iter().zip(&written) {
-        if !written {
-            continue;
-        }
-        if let Some(envelope) = &record.envelope {
-            envelopes.retain(|e| e.envelope_id != envelope.envelope_id);
-            envelopes.push(envelope.clone());
-        }
-        jobs.extend(record.job.iter().cloned());
-    }
-    tx.upsert_envelopes(&envelopes).await?;
-    for (record, written) in records.iter().zip(&written) {
-        if *written {
-            for document in &record.documents {
-                tx.upsert_document(document).await?;
-            }
-        }
-    }
-    tx.enqueue_all(&jobs).await?;
-    tx.commit().await?;
+pub async fn write(store: &dyn Store, records: &[&NotificationRecord]) -> Result<Vec<Outcome>, StoreError> {
+    let written = store.record_notifications(records).await?;
     Ok(written.into_iter().map(|w| if w { Outcome::Recorded } else { Outcome::Duplicate }).collect())
 }

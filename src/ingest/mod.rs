@@ -24,13 +24,14 @@ use chrono::Utc;
 use serde_json::json;
 
 pub use auth::{ConnectAuth, KeyRing};
-pub use committer::{Committer, Outcome, Record, write as write_records};
+pub use committer::{Committer, Outcome, write as write_records};
 
 use crate::config::Settings;
 use crate::documents::DocumentStore;
 use crate::ids::{AccountId, NotificationId};
 use crate::store::{
-    Disposition, DocumentRecord, EnvelopeStatus, EnvelopeUpsert, NewJob, NewNotification, NotificationOrigin, Store,
+    Disposition, DocumentRecord, EnvelopeStatus, EnvelopeUpsert, NewJob, NewNotification, NotificationOrigin,
+    NotificationRecord, Store,
 };
 use auth::KeyScope;
 use notification::{ConnectNotification, Format};
@@ -316,7 +317,7 @@ impl Ingest {
         documents: Vec<DocumentRecord>,
         body_sha256: String,
         process: bool,
-    ) -> Record {
+    ) -> NotificationRecord {
         let origin = NotificationOrigin::Connect;
         record_for(notification, documents, body_sha256, process, origin, self.max_attempts)
     }
@@ -334,7 +335,7 @@ pub fn record_for(
     process: bool,
     origin: NotificationOrigin,
     max_attempts: u32,
-) -> Record {
+) -> NotificationRecord {
     let id = NotificationId::new();
     let mut summary = serde_json::to_value(notification).unwrap_or_default();
     if let Some(object) = summary.as_object_mut() {
@@ -371,7 +372,7 @@ pub fn record_for(
     } else {
         (None, None)
     };
-    Record { notification: new, envelope, documents, job }
+    NotificationRecord { notification: new, envelope, documents, job }
 }
 
 /// The stored file name: the certificate is named as DocuSign names it in

@@ -246,6 +246,16 @@ pub struct NewNotification {
     pub summary: serde_json::Value,
 }
 
+/// Everything one notification writes when it is recorded: the envelope,
+/// documents and job are written only if the notification is new.
+#[derive(Debug)]
+pub struct NotificationRecord {
+    pub notification: NewNotification,
+    pub envelope: Option<EnvelopeUpsert>,
+    pub documents: Vec<DocumentRecord>,
+    pub job: Option<NewJob>,
+}
+
 impl NewNotification {
     /// Two deliveries of the same Connect message share this key even when
     /// their bodies differ (Connect bumps `retryCount` on a retry).

@@ -50,6 +50,14 @@ struct Writer {
     committed: watch::Sender<()>,
 }
 
+impl Writer {
+    /// The open transaction has committed.
+    fn closed(&mut self) {
+        self.open = false;
+        self.committed.send_replace(());
+    }
+}
+
 /// A write transaction holding the writer; dropped without `commit`, it is
 /// rolled back before the writer's next transaction begins.
 #[derive(Debug)]
@@ -60,8 +68,7 @@ struct WriteTx {
 impl WriteTx {
     async fn commit(mut self) -> StoreResult<()> {
         sqlx::query("COMMIT").execute(&mut self.writer.conn).await?;
-        self.writer.open = false;
-        self.writer.committed.send_replace(());
+        self.writer.closed();
         Ok(())
     }
 
@@ -128,9 +135,10 @@ impl SqliteStore {
         Ok(Self { writer, reader, signal: Arc::new(signal) })
     }
 
-    /// Takes the writer and runs `begin` (which sets `synchronous` and
-    /// begins the transaction) on it.
-    async fn begin_with(&self, begin: &'static str) -> StoreResult<WriteTx> {
+    /// Takes the writer, rolling back whatever its last holder left open,
+    /// and marks it open: if what follows fails halfway, the next holder
+    /// rolls it back in turn.
+    async fn take_writer(&self) -> StoreResult<OwnedMutexGuard<Writer>> {
         // As a pool's acquire timeout would: a writer held this long means
         // something is stuck, and the caller gets an error, not a hang.
         let mut writer = tokio::time::timeout(WRITER_WAIT, self.writer.clone().lock_owned())
@@ -140,8 +148,14 @@ impl SqliteStore {
             // Fails harmlessly when SQLite already ended it (a failed COMMIT can).
             let _ = sqlx::query("ROLLBACK").execute(&mut writer.conn).await;
         }
-        // Set before BEGIN: if it fails halfway, the next writer still rolls back.
         writer.open = true;
+        Ok(writer)
+    }
+
+    /// Takes the writer and runs `begin` (which sets `synchronous` and
+    /// begins the transaction) on it.
+    async fn begin_with(&self, begin: &'static str) -> StoreResult<WriteTx> {
+        let mut writer = self.take_writer().await?;
         // Both statements in one call: one hand-off to SQLite's thread.
         sqlx::Executor::execute(&mut writer.conn, begin).await?;
         Ok(WriteTx { writer })
@@ -199,6 +213,115 @@ impl Checkpointer {
         let row = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(&mut self.conn).await?;
         Ok(row.try_get(1)?)
     }
+}
+
+const NOTIFICATION_COLUMNS: &str = "id, account_id, envelope_id, event, recipient_id, generated_at, format, origin, \
+     dedupe_key, body_sha256, disposition, summary, received_at";
+const ENVELOPE_COLUMNS: &str = "envelope_id, account_id, status, subject, completed_at, created_at, updated_at";
+/// A processed or flagged envelope keeps its status when a late
+/// notification names it again.
+const ENVELOPE_CONFLICT: &str = " ON CONFLICT (envelope_id) DO UPDATE SET \
+     status = CASE WHEN envelopes.status IN ('processed', 'flagged') THEN envelopes.status ELSE excluded.status END, \
+     subject = COALESCE(excluded.subject, envelopes.subject), \
+     completed_at = COALESCE(excluded.completed_at, envelopes.completed_at), updated_at = excluded.updated_at \
+     WHERE envelopes.account_id = excluded.account_id";
+const DOCUMENT_COLUMNS: &str =
+    "envelope_id, document_id, name, file_name, content_type, size_bytes, sha256, storage_key, stored_at";
+const DOCUMENT_CONFLICT: &str = " ON CONFLICT (envelope_id, document_id) DO UPDATE SET \
+     name = excluded.name, file_name = excluded.file_name, content_type = excluded.content_type, \
+     size_bytes = excluded.size_bytes, sha256 = excluded.sha256, storage_key = excluded.storage_key, \
+     stored_at = excluded.stored_at";
+const JOB_COLUMNS: &str =
+    "id, kind, unique_key, payload, state, attempts, max_attempts, run_at, created_at, updated_at";
+
+type ValuesRow<'q, 'args> = sqlx::query_builder::Separated<'q, 'args, Sqlite, &'static str>;
+
+/// The INSERT of `batch`, returning the ids of the notifications not recorded before.
+fn push_insert_notifications<'args>(
+    query: &mut sqlx::QueryBuilder<'args, Sqlite>,
+    batch: &[&NewNotification],
+    now: i64,
+) {
+    query.push(format!("INSERT INTO notifications ({NOTIFICATION_COLUMNS}) "));
+    query.push_values(batch, |mut row, n| {
+        row.push_bind(n.id.to_string())
+            .push_bind(n.account_id.to_string())
+            .push_bind(n.envelope_id.to_string())
+            .push_bind(n.event.clone())
+            .push_bind(n.recipient_id.clone())
+            .push_bind(n.generated_at.timestamp_millis())
+            .push_bind(n.format.clone())
+            .push_bind(n.origin.as_str())
+            .push_bind(n.dedupe_key())
+            .push_bind(n.body_sha256.clone())
+            .push_bind(n.disposition.as_str())
+            .push_bind(n.summary.to_string())
+            .push_bind(now);
+    });
+    query.push(" ON CONFLICT DO NOTHING RETURNING id");
+}
+
+fn bind_envelope(row: &mut ValuesRow<'_, '_>, e: &EnvelopeUpsert, now: i64) {
+    row.push_bind(e.envelope_id.to_string())
+        .push_bind(e.account_id.to_string())
+        .push_bind(e.status.as_str())
+        .push_bind(e.subject.clone())
+        .push_bind(e.completed_at.map(|t| t.timestamp_millis()))
+        .push_bind(now)
+        .push_bind(now);
+}
+
+fn bind_document(row: &mut ValuesRow<'_, '_>, d: &DocumentRecord) {
+    row.push_bind(d.envelope_id.to_string())
+        .push_bind(d.document_id.clone())
+        .push_bind(d.name.clone())
+        .push_bind(d.file_name.clone())
+        .push_bind(d.content_type.clone())
+        .push_bind(i64::try_from(d.size_bytes).unwrap_or(i64::MAX))
+        .push_bind(d.sha256.clone())
+        .push_bind(d.storage_key.clone())
+        .push_bind(d.stored_at.timestamp_millis());
+}
+
+fn bind_job(row: &mut ValuesRow<'_, '_>, job: &NewJob, now: i64) {
+    row.push_bind(JobId::new().to_string())
+        .push_bind(job.kind.clone())
+        .push_bind(job.unique_key.clone())
+        .push_bind(job.payload.to_string())
+        .push_bind("ready")
+        .push_bind(0_i64)
+        .push_bind(i64::from(job.max_attempts.max(1)))
+        .push_bind(job.run_at.map_or(now, |t| t.timestamp_millis()))
+        .push_bind(now)
+        .push_bind(now);
+}
+
+/// `; INSERT INTO table (columns) …` of one row per `(notification, item)`,
+/// each written only if its notification was inserted earlier in this
+/// transaction (ids are fresh, so a row with that id is this batch's own).
+/// `conflict` ends the statement.
+fn push_if_recorded<'args, T>(
+    query: &mut sqlx::QueryBuilder<'args, Sqlite>,
+    table: &str,
+    columns: &str,
+    rows: &[(NotificationId, &T)],
+    mut bind: impl FnMut(&mut ValuesRow<'_, 'args>, &T),
+    conflict: &str,
+) {
+    if rows.is_empty() {
+        return;
+    }
+    // A VALUES list names its columns column1, column2, …; column1 is the notification.
+    let width = columns.split(',').count();
+    let selected: Vec<String> = (2..=width + 1).map(|i| format!("column{i}")).collect();
+    query.push(format!("; INSERT INTO {table} ({columns}) SELECT {} FROM (", selected.join(", ")));
+    query.push_values(rows, |mut row, (notification, item)| {
+        row.push_bind(notification.to_string());
+        bind(&mut row, item);
+    });
+    // The WHERE also keeps SQLite from reading ON CONFLICT as a join's ON.
+    query.push(") WHERE EXISTS (SELECT 1 FROM notifications WHERE notifications.id = column1)");
+    query.push(conflict);
 }
 
 fn now_ms() -> i64 {
@@ -313,6 +436,50 @@ impl Store for SqliteStore {
 
     async fn begin(&self) -> StoreResult<Box<dyn StoreTx>> {
         Ok(Box::new(SqliteTx { tx: self.write_tx().await?, signal: self.signal.clone(), enqueued: false }))
+    }
+
+    /// The whole batch, from BEGIN to COMMIT, goes to SQLite's thread as one
+    /// list of statements: each hand-off to that thread waits for a tokio
+    /// worker to pick the answer up, and with five of them a group commit
+    /// spent more time handing off than writing.
+    async fn record_notifications(&self, records: &[&NotificationRecord]) -> StoreResult<Vec<bool>> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let notifications: Vec<&NewNotification> = records.iter().map(|r| &r.notification).collect();
+        let envelopes: Vec<(NotificationId, &EnvelopeUpsert)> =
+            records.iter().filter_map(|r| r.envelope.as_ref().map(|e| (r.notification.id, e))).collect();
+        let documents: Vec<(NotificationId, &DocumentRecord)> =
+            records.iter().flat_map(|r| r.documents.iter().map(|d| (r.notification.id, d))).collect();
+        let jobs: Vec<(NotificationId, &NewJob)> =
+            records.iter().filter_map(|r| r.job.as_ref().map(|j| (r.notification.id, j))).collect();
+
+        let mut query = sqlx::QueryBuilder::<Sqlite>::new("PRAGMA synchronous = FULL; BEGIN IMMEDIATE; ");
+        push_insert_notifications(&mut query, &notifications, now);
+        // The envelope before its documents, which refer to it.
+        push_if_recorded(
+            &mut query,
+            "envelopes",
+            ENVELOPE_COLUMNS,
+            &envelopes,
+            |r, e| bind_envelope(r, e, now),
+            ENVELOPE_CONFLICT,
+        );
+        push_if_recorded(&mut query, "documents", DOCUMENT_COLUMNS, &documents, bind_document, DOCUMENT_CONFLICT);
+        push_if_recorded(&mut query, "jobs", JOB_COLUMNS, &jobs, |r, j| bind_job(r, j, now), " ON CONFLICT DO NOTHING");
+        query.push("; COMMIT");
+
+        let mut writer = self.take_writer().await?;
+        let written: std::collections::HashSet<String> =
+            query.build_query_scalar::<String>().fetch_all(&mut writer.conn).await?.into_iter().collect();
+        writer.closed();
+        drop(writer);
+        if !jobs.is_empty() {
+            // Perhaps every job was a duplicate: a worker woken for nothing finds nothing.
+            self.signal.send_modify(|v| *v += 1);
+        }
+        Ok(records.iter().map(|r| written.contains(&r.notification.id.to_string())).collect())
     }
 
     async fn check_ready(&self) -> StoreResult<()> {
@@ -1144,27 +1311,8 @@ impl StoreTx for SqliteTx {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let now = now_ms();
-        let mut query = sqlx::QueryBuilder::<Sqlite>::new(
-            "INSERT INTO notifications (id, account_id, envelope_id, event, recipient_id, generated_at, format, origin, \
-             dedupe_key, body_sha256, disposition, summary, received_at) ",
-        );
-        query.push_values(batch, |mut row, n| {
-            row.push_bind(n.id.to_string())
-                .push_bind(n.account_id.to_string())
-                .push_bind(n.envelope_id.to_string())
-                .push_bind(n.event.clone())
-                .push_bind(n.recipient_id.clone())
-                .push_bind(n.generated_at.timestamp_millis())
-                .push_bind(n.format.clone())
-                .push_bind(n.origin.as_str())
-                .push_bind(n.dedupe_key())
-                .push_bind(n.body_sha256.clone())
-                .push_bind(n.disposition.as_str())
-                .push_bind(n.summary.to_string())
-                .push_bind(now);
-        });
-        query.push(" ON CONFLICT DO NOTHING RETURNING id");
+        let mut query = sqlx::QueryBuilder::<Sqlite>::new("");
+        push_insert_notifications(&mut query, batch, now_ms());
         let written: std::collections::HashSet<String> =
             query.build_query_scalar::<String>().fetch_all(&mut *self.tx).await?.into_iter().collect();
         Ok(batch.iter().map(|n| written.contains(&n.id.to_string())).collect())
@@ -1175,24 +1323,9 @@ impl StoreTx for SqliteTx {
             return Ok(());
         }
         let now = now_ms();
-        let mut query = sqlx::QueryBuilder::<Sqlite>::new(
-            "INSERT INTO envelopes (envelope_id, account_id, status, subject, completed_at, created_at, updated_at) ",
-        );
-        query.push_values(batch, |mut row, e| {
-            row.push_bind(e.envelope_id.to_string())
-                .push_bind(e.account_id.to_string())
-                .push_bind(e.status.as_str())
-                .push_bind(e.subject.clone())
-                .push_bind(e.completed_at.map(|t| t.timestamp_millis()))
-                .push_bind(now)
-                .push_bind(now);
-        });
-        query.push(
-            " ON CONFLICT (envelope_id) DO UPDATE SET status = CASE WHEN envelopes.status IN ('processed', 'flagged') THEN envelopes.status ELSE excluded.status END, \
-             subject = COALESCE(excluded.subject, envelopes.subject), \
-             completed_at = COALESCE(excluded.completed_at, envelopes.completed_at), updated_at = excluded.updated_at \
-             WHERE envelopes.account_id = excluded.account_id",
-        );
+        let mut query = sqlx::QueryBuilder::<Sqlite>::new(format!("INSERT INTO envelopes ({ENVELOPE_COLUMNS}) "));
+        query.push_values(batch, |mut row, e| bind_envelope(&mut row, e, now));
+        query.push(ENVELOPE_CONFLICT);
         query.build().execute(&mut *self.tx).await?;
         Ok(())
     }
@@ -1202,21 +1335,8 @@ impl StoreTx for SqliteTx {
             return Ok(());
         }
         let now = now_ms();
-        let mut query = sqlx::QueryBuilder::<Sqlite>::new(
-            "INSERT INTO jobs (id, kind, unique_key, payload, state, attempts, max_attempts, run_at, created_at, updated_at) ",
-        );
-        query.push_values(jobs, |mut row, job| {
-            row.push_bind(JobId::new().to_string())
-                .push_bind(job.kind.clone())
-                .push_bind(job.unique_key.clone())
-                .push_bind(job.payload.to_string())
-                .push_bind("ready")
-                .push_bind(0_i64)
-                .push_bind(i64::from(job.max_attempts.max(1)))
-                .push_bind(job.run_at.map_or(now, |t| t.timestamp_millis()))
-                .push_bind(now)
-                .push_bind(now);
-        });
+        let mut query = sqlx::QueryBuilder::<Sqlite>::new(format!("INSERT INTO jobs ({JOB_COLUMNS}) "));
+        query.push_values(jobs, |mut row, job| bind_job(&mut row, job, now));
         query.push(" ON CONFLICT DO NOTHING");
         if query.build().execute(&mut *self.tx).await?.rows_affected() > 0 {
             self.enqueued = true;
@@ -1225,26 +1345,10 @@ impl StoreTx for SqliteTx {
     }
 
     async fn upsert_document(&mut self, d: &DocumentRecord) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO documents (envelope_id, document_id, name, file_name, content_type, size_bytes, sha256,
-                 storage_key, stored_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-             ON CONFLICT (envelope_id, document_id) DO UPDATE SET
-                 name = excluded.name, file_name = excluded.file_name, content_type = excluded.content_type,
-                 size_bytes = excluded.size_bytes, sha256 = excluded.sha256, storage_key = excluded.storage_key,
-                 stored_at = excluded.stored_at",
-        )
-        .bind(d.envelope_id.to_string())
-        .bind(&d.document_id)
-        .bind(&d.name)
-        .bind(&d.file_name)
-        .bind(&d.content_type)
-        .bind(i64::try_from(d.size_bytes).unwrap_or(i64::MAX))
-        .bind(&d.sha256)
-        .bind(&d.storage_key)
-        .bind(d.stored_at.timestamp_millis())
-        .execute(&mut *self.tx)
-        .await?;
+        let mut query = sqlx::QueryBuilder::<Sqlite>::new(format!("INSERT INTO documents ({DOCUMENT_COLUMNS}) "));
+        query.push_values([d], |mut row, d| bind_document(&mut row, d));
+        query.push(DOCUMENT_CONFLICT);
+        query.build().execute(&mut *self.tx).await?;
         Ok(())
     }
 
