@@ -66,6 +66,13 @@ struct WriteTx {
 }
 
 impl WriteTx {
+    /// Runs `statements`, which end with COMMIT, in one hand-off; returns their rows.
+    async fn commit_after(mut self, statements: SqliteQuery<'_>) -> StoreResult<Vec<SqliteRow>> {
+        let rows = statements.fetch_all(&mut self.writer.conn).await?;
+        self.writer.closed();
+        Ok(rows)
+    }
+
     async fn commit(mut self) -> StoreResult<()> {
         sqlx::query("COMMIT").execute(&mut self.writer.conn).await?;
         self.writer.closed();
@@ -233,6 +240,8 @@ const DOCUMENT_CONFLICT: &str = " ON CONFLICT (envelope_id, document_id) DO UPDA
      stored_at = excluded.stored_at";
 const JOB_COLUMNS: &str =
     "id, kind, unique_key, payload, state, attempts, max_attempts, run_at, created_at, updated_at";
+
+type SqliteQuery<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
 
 type ValuesRow<'q, 'args> = sqlx::query_builder::Separated<'q, 'args, Sqlite, &'static str>;
 
@@ -563,19 +572,26 @@ impl Store for SqliteStore {
             picked.iter().filter(|(_, state)| state == "running").map(|(id, _)| id.as_str()).collect();
         close_attempts_of(&mut tx, &expired, now).await?;
         let ids: Vec<&str> = picked.iter().map(|(id, _)| id.as_str()).collect();
-        let mut rows = sqlx::query(
-            "UPDATE jobs SET state = 'running', attempts = attempts + 1,
-                 lease_token = lower(hex(randomblob(16))), lease_owner = ?3,
-                 lease_expires_at = ?1 + ?4, updated_at = ?1
-             WHERE id IN (SELECT value FROM json_each(?2))
-             RETURNING *",
-        )
-        .bind(now)
-        .bind(serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()))
-        .bind(worker)
-        .bind(millis(lease))
-        .fetch_all(&mut *tx)
-        .await?;
+        // The lease, its attempt and the commit in one hand-off: the writer
+        // is held throughout, and ingest waits for it.
+        let mut rows = tx
+            .commit_after(
+                sqlx::query(
+                    "UPDATE jobs SET state = 'running', attempts = attempts + 1,
+                         lease_token = lower(hex(randomblob(16))), lease_owner = ?3,
+                         lease_expires_at = ?1 + ?4, updated_at = ?1
+                     WHERE id IN (SELECT value FROM json_each(?2))
+                     RETURNING *;
+                     INSERT INTO job_attempts (job_id, attempt, worker, started_at)
+                         SELECT id, attempts, ?3, ?1 FROM jobs WHERE id IN (SELECT value FROM json_each(?2));
+                     COMMIT",
+                )
+                .bind(now)
+                .bind(serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()))
+                .bind(worker)
+                .bind(millis(lease)),
+            )
+            .await?;
         // RETURNING comes in storage order; hand jobs out in due order.
         rows.sort_by_key(|row| {
             let id: String = row.try_get("id").unwrap_or_default();
@@ -585,17 +601,9 @@ impl Store for SqliteStore {
         for row in &rows {
             let job = job_from_row(row)?;
             let token: String = row.try_get("lease_token")?;
-            sqlx::query("INSERT INTO job_attempts (job_id, attempt, worker, started_at) VALUES (?1, ?2, ?3, ?4)")
-                .bind(job.id.to_string())
-                .bind(i64::from(job.attempts))
-                .bind(worker)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
             let lease = Lease { job: job.id, token: parse_uuid("jobs.lease_token", &token)? };
             claimed.push(ClaimedJob { job, lease });
         }
-        tx.commit().await?;
         Ok(claimed)
     }
 
@@ -676,30 +684,44 @@ impl Store for SqliteStore {
 
     async fn defer_jobs(&self, deferrals: &[Deferral]) -> StoreResult<Vec<bool>> {
         let now = now_ms();
-        let mut tx = self.lease_tx().await?;
-        let mut held = Vec::with_capacity(deferrals.len());
+        // Every deferral in one hand-off to SQLite's thread: the writer is
+        // held throughout, and ingest waits for it.
+        let mut statements = String::from("PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE;");
+        for _ in deferrals {
+            // An open attempt of a job with no lease is the one this lease
+            // ran: a worker that takes a job over closes the old attempt.
+            statements.push_str(
+                " UPDATE jobs SET state = ?, attempts = attempts - 1, run_at = ?, last_error = ?, updated_at = ?,
+                     lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL
+                 WHERE id = ? AND lease_token = ? AND state = 'running' RETURNING id;
+                 UPDATE job_attempts SET outcome = 'deferred', error = ?, finished_at = ?
+                 WHERE job_id = ? AND finished_at IS NULL AND (SELECT lease_token FROM jobs WHERE id = ?) IS NULL;",
+            );
+        }
+        statements.push_str(" COMMIT");
+        let mut query = sqlx::query(&statements);
         for Deferral { lease, reason, until, parked } in deferrals {
             let reason = clip(reason);
-            let result = sqlx::query(
-                "UPDATE jobs SET state = ?1, attempts = attempts - 1, run_at = ?2, last_error = ?3, updated_at = ?4,
-                     lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL
-                 WHERE id = ?5 AND lease_token = ?6 AND state = 'running'",
-            )
-            .bind(if *parked { JobState::Parked } else { JobState::Ready }.as_str())
-            .bind(until.timestamp_millis())
-            .bind(&reason)
-            .bind(now)
-            .bind(lease.job.to_string())
-            .bind(lease.token.simple().to_string())
-            .execute(&mut *tx)
-            .await?;
-            let still_held = result.rows_affected() == 1;
-            if still_held {
-                close_attempt(&mut tx, lease.job, AttemptOutcome::Deferred, Some(&reason), now).await?;
-            }
-            held.push(still_held);
+            let job = lease.job.to_string();
+            query = query
+                .bind(if *parked { JobState::Parked } else { JobState::Ready }.as_str())
+                .bind(until.timestamp_millis())
+                .bind(reason.clone())
+                .bind(now)
+                .bind(job.clone())
+                .bind(lease.token.simple().to_string())
+                .bind(reason)
+                .bind(now)
+                .bind(job.clone())
+                .bind(job);
         }
-        tx.commit().await?;
+        let mut writer = self.take_writer().await?;
+        let rows = query.fetch_all(&mut writer.conn).await?;
+        writer.closed();
+        drop(writer);
+        let deferred: std::collections::HashSet<String> =
+            rows.iter().map(|row| row.try_get::<String, _>(0)).collect::<Result<_, _>>()?;
+        let held: Vec<bool> = deferrals.iter().map(|d| deferred.contains(&d.lease.job.to_string())).collect();
         if held.contains(&true) {
             self.signal.send_modify(|v| *v += 1);
         }
