@@ -175,6 +175,131 @@ impl Store for PostgresStore {
         Ok(Box::new(PgTx { tx: self.pool.begin().await?, signal: self.signal.clone(), enqueued: false }))
     }
 
+    /// The whole batch in one statement (one round trip, committed on its
+    /// own), instead of BEGIN, three inserts and COMMIT. Data-modifying CTEs
+    /// see each other only through RETURNING, so each row that depends on a
+    /// notification is written only if that notification's id came back.
+    /// PostgreSQL refuses an upsert that touches a row twice, so an envelope
+    /// or document named twice keeps only its latest (highest ordinal) row.
+    async fn record_notifications(&self, records: &[&NotificationRecord]) -> StoreResult<Vec<bool>> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let notifications: Vec<&NewNotification> = records.iter().map(|r| &r.notification).collect();
+        let text = |f: &dyn Fn(&NewNotification) -> String| notifications.iter().map(|n| f(n)).collect::<Vec<String>>();
+        let envelopes: Vec<(NotificationId, &EnvelopeUpsert)> =
+            records.iter().filter_map(|r| r.envelope.as_ref().map(|e| (r.notification.id, e))).collect();
+        let documents: Vec<(NotificationId, &DocumentRecord)> =
+            records.iter().flat_map(|r| r.documents.iter().map(|d| (r.notification.id, d))).collect();
+        let jobs: Vec<(NotificationId, &NewJob)> =
+            records.iter().filter_map(|r| r.job.as_ref().map(|j| (r.notification.id, j))).collect();
+        fn of<T>(rows: &[(NotificationId, T)]) -> Vec<uuid::Uuid> {
+            rows.iter().map(|(n, _)| n.0).collect()
+        }
+        let rows = sqlx::query(
+            "WITH n AS (
+                 INSERT INTO notifications (id, account_id, envelope_id, event, recipient_id, generated_at, format,
+                     origin, dedupe_key, body_sha256, disposition, summary, received_at)
+                 SELECT id, account_id, envelope_id, event, recipient_id, generated_at, format, origin,
+                     dedupe_key, body_sha256, disposition, summary, now()
+                 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
+                     $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::jsonb[])
+                     AS t(id, account_id, envelope_id, event, recipient_id, generated_at, format, origin,
+                          dedupe_key, body_sha256, disposition, summary)
+                 ON CONFLICT DO NOTHING
+                 RETURNING id
+             ), e AS (
+                 INSERT INTO envelopes (envelope_id, account_id, status, subject, completed_at, created_at, updated_at)
+                 SELECT DISTINCT ON (envelope_id) envelope_id, account_id, status, subject, completed_at, now(), now()
+                 FROM UNNEST($13::uuid[], $14::text[], $15::text[], $16::text[], $17::text[], $18::timestamptz[])
+                     WITH ORDINALITY AS t(notification, envelope_id, account_id, status, subject, completed_at, ord)
+                 WHERE notification IN (SELECT id FROM n)
+                 ORDER BY envelope_id, ord DESC
+                 ON CONFLICT (envelope_id) DO UPDATE SET
+                     status = CASE WHEN envelopes.status IN ('processed', 'flagged') THEN envelopes.status
+                         ELSE excluded.status END,
+                     subject = COALESCE(excluded.subject, envelopes.subject),
+                     completed_at = COALESCE(excluded.completed_at, envelopes.completed_at),
+                     updated_at = excluded.updated_at
+                 WHERE envelopes.account_id = excluded.account_id
+             ), d AS (
+                 INSERT INTO documents (envelope_id, document_id, name, file_name, content_type, size_bytes, sha256,
+                     storage_key, stored_at)
+                 SELECT DISTINCT ON (envelope_id, document_id) envelope_id, document_id, name, file_name,
+                     content_type, size_bytes, sha256, storage_key, stored_at
+                 FROM UNNEST($19::uuid[], $20::text[], $21::text[], $22::text[], $23::text[], $24::text[],
+                     $25::int8[], $26::text[], $27::text[], $28::timestamptz[])
+                     WITH ORDINALITY AS t(notification, envelope_id, document_id, name, file_name, content_type,
+                          size_bytes, sha256, storage_key, stored_at, ord)
+                 WHERE notification IN (SELECT id FROM n)
+                 ORDER BY envelope_id, document_id, ord DESC
+                 ON CONFLICT (envelope_id, document_id) DO UPDATE SET
+                     name = excluded.name, file_name = excluded.file_name, content_type = excluded.content_type,
+                     size_bytes = excluded.size_bytes, sha256 = excluded.sha256, storage_key = excluded.storage_key,
+                     stored_at = excluded.stored_at
+             ), j AS (
+                 INSERT INTO jobs (id, kind, unique_key, payload, state, attempts, max_attempts, run_at,
+                     created_at, updated_at)
+                 SELECT id, kind, unique_key, payload, 'ready', 0, max_attempts, COALESCE(run_at, now()), now(), now()
+                 FROM UNNEST($29::uuid[], $30::uuid[], $31::text[], $32::text[], $33::jsonb[], $34::int4[],
+                     $35::timestamptz[])
+                     AS t(notification, id, kind, unique_key, payload, max_attempts, run_at)
+                 WHERE notification IN (SELECT id FROM n)
+                 ON CONFLICT DO NOTHING
+                 RETURNING 1
+             ), woken AS (
+                 SELECT pg_notify($36, 'batch') FROM (SELECT 1 FROM j LIMIT 1) AS any_job
+             )
+             -- The one NULL row, if any, says a job was enqueued and replicas were told.
+             SELECT id FROM n UNION ALL SELECT NULL FROM woken",
+        )
+        .bind(notifications.iter().map(|n| n.id.0).collect::<Vec<_>>())
+        .bind(text(&|n| n.account_id.to_string()))
+        .bind(text(&|n| n.envelope_id.to_string()))
+        .bind(text(&|n| n.event.clone()))
+        .bind(notifications.iter().map(|n| n.recipient_id.clone()).collect::<Vec<_>>())
+        .bind(notifications.iter().map(|n| n.generated_at).collect::<Vec<_>>())
+        .bind(text(&|n| n.format.clone()))
+        .bind(text(&|n| n.origin.as_str().to_string()))
+        .bind(text(&|n| n.dedupe_key()))
+        .bind(text(&|n| n.body_sha256.clone()))
+        .bind(text(&|n| n.disposition.as_str().to_string()))
+        .bind(notifications.iter().map(|n| n.summary.clone()).collect::<Vec<_>>())
+        .bind(of(&envelopes))
+        .bind(envelopes.iter().map(|(_, e)| e.envelope_id.to_string()).collect::<Vec<_>>())
+        .bind(envelopes.iter().map(|(_, e)| e.account_id.to_string()).collect::<Vec<_>>())
+        .bind(envelopes.iter().map(|(_, e)| e.status.as_str().to_string()).collect::<Vec<_>>())
+        .bind(envelopes.iter().map(|(_, e)| e.subject.clone()).collect::<Vec<_>>())
+        .bind(envelopes.iter().map(|(_, e)| e.completed_at).collect::<Vec<_>>())
+        .bind(of(&documents))
+        .bind(documents.iter().map(|(_, d)| d.envelope_id.to_string()).collect::<Vec<_>>())
+        .bind(documents.iter().map(|(_, d)| d.document_id.clone()).collect::<Vec<_>>())
+        .bind(documents.iter().map(|(_, d)| d.name.clone()).collect::<Vec<_>>())
+        .bind(documents.iter().map(|(_, d)| d.file_name.clone()).collect::<Vec<_>>())
+        .bind(documents.iter().map(|(_, d)| d.content_type.clone()).collect::<Vec<_>>())
+        .bind(documents.iter().map(|(_, d)| i64::try_from(d.size_bytes).unwrap_or(i64::MAX)).collect::<Vec<_>>())
+        .bind(documents.iter().map(|(_, d)| d.sha256.clone()).collect::<Vec<_>>())
+        .bind(documents.iter().map(|(_, d)| d.storage_key.clone()).collect::<Vec<_>>())
+        .bind(documents.iter().map(|(_, d)| d.stored_at).collect::<Vec<_>>())
+        .bind(of(&jobs))
+        .bind(jobs.iter().map(|_| JobId::new().0).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|(_, j)| j.kind.clone()).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|(_, j)| j.unique_key.clone()).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|(_, j)| j.payload.clone()).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|(_, j)| i32_of(j.max_attempts.max(1))).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|(_, j)| j.run_at).collect::<Vec<_>>())
+        .bind(JOB_CHANNEL)
+        .fetch_all(&self.pool)
+        .await?;
+        let ids: Vec<Option<uuid::Uuid>> = rows.iter().map(|row| row.try_get(0)).collect::<Result<_, _>>()?;
+        if ids.contains(&None) {
+            // Local workers need not wait for the notification's round trip.
+            self.signal.send_modify(|v| *v += 1);
+        }
+        let written: std::collections::HashSet<uuid::Uuid> = ids.into_iter().flatten().collect();
+        Ok(notifications.iter().map(|n| written.contains(&n.id.0)).collect())
+    }
+
     async fn check_ready(&self) -> StoreResult<()> {
         let expected = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
         let found: Option<i64> =
