@@ -59,6 +59,7 @@ conformance!(
     readiness_reports_a_migrated_store,
     batch_writes_match_single_writes,
     a_recorded_batch_writes_only_what_its_new_notifications_bring,
+    a_claim_with_nothing_due_does_not_wait_for_a_write,
     a_batch_that_fails_records_nothing,
     an_envelope_is_neither_downgraded_nor_taken_over,
     reclaiming_one_expired_job_leaves_the_others_history_alone,
@@ -670,6 +671,21 @@ async fn a_recorded_batch_writes_only_what_its_new_notifications_bring(db: &comm
     assert_eq!(documents.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["from rec-2"]);
     assert!(store.job_by_key("process", "second").await.unwrap().is_some());
     assert!(signal.has_changed().unwrap(), "workers are woken for the new job");
+}
+
+/// Idle workers ask for jobs at every wake-up: when nothing is due, the
+/// answer must not queue behind a write in progress (SQLite has one writer).
+async fn a_claim_with_nothing_due_does_not_wait_for_a_write(db: &common::TestStore) {
+    let store = &*db.store;
+    store.enqueue(&job("later", 0).at(Utc::now() + TimeDelta::hours(1))).await.unwrap();
+    let mut writing = store.begin().await.unwrap();
+    writing.enqueue(&job("other", 1)).await.unwrap();
+    let claim = store.claim_jobs(&["later"], "idle", LEASE, 4);
+    let claimed = tokio::time::timeout(Duration::from_secs(5), claim).await.expect("the claim waited for the writer");
+    assert!(claimed.unwrap().is_empty());
+    writing.commit().await.unwrap();
+    let claimed = store.claim_jobs(&["other"], "w", LEASE, 4).await.unwrap();
+    assert_eq!(claimed.len(), 1, "a due job is still claimed");
 }
 
 async fn a_batch_that_fails_records_nothing(db: &common::TestStore) {

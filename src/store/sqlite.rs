@@ -524,6 +524,25 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<ClaimedJob>> {
         let now = now_ms();
         let kinds = kinds_json(kinds);
+        // Idle workers ask again at every wake-up (each group commit that
+        // enqueues wakes them all); when nothing is due, a reader answers
+        // and the writer stays with ingest. A job that becomes due after this
+        // read wakes the workers again.
+        let due: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_ready
+                     WHERE state = 'ready' AND run_at <= ?1 AND kind IN (SELECT value FROM json_each(?2)))
+                 OR EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_parked
+                     WHERE state = 'parked' AND run_at <= ?1 AND kind IN (SELECT value FROM json_each(?2)))
+                 OR EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_leased
+                     WHERE state = 'running' AND lease_expires_at <= ?1 AND kind IN (SELECT value FROM json_each(?2)))",
+        )
+        .bind(now)
+        .bind(&kinds)
+        .fetch_one(&self.reader)
+        .await?;
+        if !due {
+            return Ok(Vec::new());
+        }
         let mut tx = self.lease_tx().await?;
         // Expired jobs with no attempts left become dead letters rather than
         // crash-looping; their open attempt is closed as lease_expired.
