@@ -19,7 +19,7 @@ pub use model::*;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
-use crate::ids::{AccountId, EnvelopeId, EventId, JobId};
+use crate::ids::{AccountId, EnvelopeId, EventId, JobId, NotificationId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -275,6 +275,27 @@ pub trait StoreTx: Send {
 }
 
 /// Opens the store named by `url` and applies its migrations.
+/// A batch of records split by kind of row, each dependent row paired with
+/// the notification it is written for (only if that notification is new).
+struct RecordRows<'a> {
+    notifications: Vec<&'a NewNotification>,
+    envelopes: Vec<(NotificationId, &'a EnvelopeUpsert)>,
+    documents: Vec<(NotificationId, &'a DocumentRecord)>,
+    jobs: Vec<(NotificationId, &'a NewJob)>,
+}
+
+impl<'a> RecordRows<'a> {
+    fn of(records: &[&'a NotificationRecord]) -> Self {
+        let id = |r: &NotificationRecord| r.notification.id;
+        Self {
+            notifications: records.iter().map(|r| &r.notification).collect(),
+            envelopes: records.iter().filter_map(|r| r.envelope.as_ref().map(|e| (id(r), e))).collect(),
+            documents: records.iter().flat_map(|r| r.documents.iter().map(move |d| (id(r), d))).collect(),
+            jobs: records.iter().filter_map(|r| r.job.as_ref().map(|j| (id(r), j))).collect(),
+        }
+    }
+}
+
 pub async fn open(url: &str, max_connections: u32) -> StoreResult<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::open(url).await?))

@@ -161,6 +161,44 @@ fn kinds_vec(kinds: &[&str]) -> Vec<String> {
     kinds.iter().map(|k| (*k).to_string()).collect()
 }
 
+/// The INSERT of a batch of notifications bound by [`bind_notifications`]
+/// as $1–$12, returning the ids of those not recorded before. A macro, so
+/// that the group commit's statement can `concat!` it.
+macro_rules! insert_notifications {
+    () => {
+        "INSERT INTO notifications (id, account_id, envelope_id, event, recipient_id, generated_at, format, origin,
+             dedupe_key, body_sha256, disposition, summary, received_at)
+         SELECT id, account_id, envelope_id, event, recipient_id, generated_at, format, origin,
+             dedupe_key, body_sha256, disposition, summary, now()
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::text[],
+             $8::text[], $9::text[], $10::text[], $11::text[], $12::jsonb[])
+             AS t(id, account_id, envelope_id, event, recipient_id, generated_at, format, origin,
+                  dedupe_key, body_sha256, disposition, summary)
+         ON CONFLICT DO NOTHING
+         RETURNING id"
+    };
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+
+/// Binds `batch` as the twelve column arrays of [`insert_notifications`].
+fn bind_notifications<'q>(query: PgQuery<'q>, batch: &[&NewNotification]) -> PgQuery<'q> {
+    let text = |f: &dyn Fn(&NewNotification) -> String| batch.iter().map(|n| f(n)).collect::<Vec<String>>();
+    query
+        .bind(batch.iter().map(|n| n.id.0).collect::<Vec<_>>())
+        .bind(text(&|n| n.account_id.to_string()))
+        .bind(text(&|n| n.envelope_id.to_string()))
+        .bind(text(&|n| n.event.clone()))
+        .bind(batch.iter().map(|n| n.recipient_id.clone()).collect::<Vec<_>>())
+        .bind(batch.iter().map(|n| n.generated_at).collect::<Vec<_>>())
+        .bind(text(&|n| n.format.clone()))
+        .bind(text(&|n| n.origin.as_str().to_string()))
+        .bind(text(&|n| n.dedupe_key()))
+        .bind(text(&|n| n.body_sha256.clone()))
+        .bind(text(&|n| n.disposition.as_str().to_string()))
+        .bind(batch.iter().map(|n| n.summary.clone()).collect::<Vec<_>>())
+}
+
 fn i32_of(value: u32) -> i32 {
     i32::try_from(value).unwrap_or(i32::MAX)
 }
@@ -185,30 +223,15 @@ impl Store for PostgresStore {
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        let notifications: Vec<&NewNotification> = records.iter().map(|r| &r.notification).collect();
-        let text = |f: &dyn Fn(&NewNotification) -> String| notifications.iter().map(|n| f(n)).collect::<Vec<String>>();
-        let envelopes: Vec<(NotificationId, &EnvelopeUpsert)> =
-            records.iter().filter_map(|r| r.envelope.as_ref().map(|e| (r.notification.id, e))).collect();
-        let documents: Vec<(NotificationId, &DocumentRecord)> =
-            records.iter().flat_map(|r| r.documents.iter().map(|d| (r.notification.id, d))).collect();
-        let jobs: Vec<(NotificationId, &NewJob)> =
-            records.iter().filter_map(|r| r.job.as_ref().map(|j| (r.notification.id, j))).collect();
+        let RecordRows { notifications, envelopes, documents, jobs } = RecordRows::of(records);
         fn of<T>(rows: &[(NotificationId, T)]) -> Vec<uuid::Uuid> {
             rows.iter().map(|(n, _)| n.0).collect()
         }
-        let rows = sqlx::query(
-            "WITH n AS (
-                 INSERT INTO notifications (id, account_id, envelope_id, event, recipient_id, generated_at, format,
-                     origin, dedupe_key, body_sha256, disposition, summary, received_at)
-                 SELECT id, account_id, envelope_id, event, recipient_id, generated_at, format, origin,
-                     dedupe_key, body_sha256, disposition, summary, now()
-                 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
-                     $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::jsonb[])
-                     AS t(id, account_id, envelope_id, event, recipient_id, generated_at, format, origin,
-                          dedupe_key, body_sha256, disposition, summary)
-                 ON CONFLICT DO NOTHING
-                 RETURNING id
-             ), e AS (
+        let rows = bind_notifications(
+            sqlx::query(concat!(
+                "WITH n AS (",
+                insert_notifications!(),
+                "), e AS (
                  INSERT INTO envelopes (envelope_id, account_id, status, subject, completed_at, created_at, updated_at)
                  SELECT DISTINCT ON (envelope_id) envelope_id, account_id, status, subject, completed_at, now(), now()
                  FROM UNNEST($13::uuid[], $14::text[], $15::text[], $16::text[], $17::text[], $18::timestamptz[])
@@ -251,20 +274,10 @@ impl Store for PostgresStore {
                  SELECT pg_notify($36, 'batch') FROM (SELECT 1 FROM j LIMIT 1) AS any_job
              )
              -- The one NULL row, if any, says a job was enqueued and replicas were told.
-             SELECT id FROM n UNION ALL SELECT NULL FROM woken",
+             SELECT id FROM n UNION ALL SELECT NULL FROM woken"
+            )),
+            &notifications,
         )
-        .bind(notifications.iter().map(|n| n.id.0).collect::<Vec<_>>())
-        .bind(text(&|n| n.account_id.to_string()))
-        .bind(text(&|n| n.envelope_id.to_string()))
-        .bind(text(&|n| n.event.clone()))
-        .bind(notifications.iter().map(|n| n.recipient_id.clone()).collect::<Vec<_>>())
-        .bind(notifications.iter().map(|n| n.generated_at).collect::<Vec<_>>())
-        .bind(text(&|n| n.format.clone()))
-        .bind(text(&|n| n.origin.as_str().to_string()))
-        .bind(text(&|n| n.dedupe_key()))
-        .bind(text(&|n| n.body_sha256.clone()))
-        .bind(text(&|n| n.disposition.as_str().to_string()))
-        .bind(notifications.iter().map(|n| n.summary.clone()).collect::<Vec<_>>())
         .bind(of(&envelopes))
         .bind(envelopes.iter().map(|(_, e)| e.envelope_id.to_string()).collect::<Vec<_>>())
         .bind(envelopes.iter().map(|(_, e)| e.account_id.to_string()).collect::<Vec<_>>())
@@ -1044,35 +1057,9 @@ impl StoreTx for PgTx {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let column = |f: &dyn Fn(&NewNotification) -> String| batch.iter().map(|n| f(n)).collect::<Vec<String>>();
-        let written: std::collections::HashSet<uuid::Uuid> = sqlx::query_scalar(
-            "INSERT INTO notifications (id, account_id, envelope_id, event, recipient_id, generated_at, format, origin,
-                 dedupe_key, body_sha256, disposition, summary, received_at)
-             SELECT id, account_id, envelope_id, event, recipient_id, generated_at, format, origin,
-                 dedupe_key, body_sha256, disposition, summary, now()
-             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::text[],
-                 $8::text[], $9::text[], $10::text[], $11::text[], $12::jsonb[])
-                 AS t(id, account_id, envelope_id, event, recipient_id, generated_at, format, origin,
-                      dedupe_key, body_sha256, disposition, summary)
-             ON CONFLICT DO NOTHING
-             RETURNING id",
-        )
-        .bind(batch.iter().map(|n| n.id.0).collect::<Vec<_>>())
-        .bind(column(&|n| n.account_id.to_string()))
-        .bind(column(&|n| n.envelope_id.to_string()))
-        .bind(column(&|n| n.event.clone()))
-        .bind(batch.iter().map(|n| n.recipient_id.clone()).collect::<Vec<_>>())
-        .bind(batch.iter().map(|n| n.generated_at).collect::<Vec<_>>())
-        .bind(column(&|n| n.format.clone()))
-        .bind(column(&|n| n.origin.as_str().to_string()))
-        .bind(column(&|n| n.dedupe_key()))
-        .bind(column(&|n| n.body_sha256.clone()))
-        .bind(column(&|n| n.disposition.as_str().to_string()))
-        .bind(batch.iter().map(|n| n.summary.clone()).collect::<Vec<_>>())
-        .fetch_all(&mut *self.tx)
-        .await?
-        .into_iter()
-        .collect();
+        let rows = bind_notifications(sqlx::query(insert_notifications!()), batch).fetch_all(&mut *self.tx).await?;
+        let written: std::collections::HashSet<uuid::Uuid> =
+            rows.iter().map(|row| row.try_get("id")).collect::<Result<_, _>>()?;
         Ok(batch.iter().map(|n| written.contains(&n.id.0)).collect())
     }
 

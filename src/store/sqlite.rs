@@ -464,13 +464,7 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let now = now_ms();
-        let notifications: Vec<&NewNotification> = records.iter().map(|r| &r.notification).collect();
-        let envelopes: Vec<(NotificationId, &EnvelopeUpsert)> =
-            records.iter().filter_map(|r| r.envelope.as_ref().map(|e| (r.notification.id, e))).collect();
-        let documents: Vec<(NotificationId, &DocumentRecord)> =
-            records.iter().flat_map(|r| r.documents.iter().map(|d| (r.notification.id, d))).collect();
-        let jobs: Vec<(NotificationId, &NewJob)> =
-            records.iter().filter_map(|r| r.job.as_ref().map(|j| (r.notification.id, j))).collect();
+        let RecordRows { notifications, envelopes, documents, jobs } = RecordRows::of(records);
 
         let mut query = sqlx::QueryBuilder::<Sqlite>::new("PRAGMA synchronous = FULL; BEGIN IMMEDIATE; ");
         push_insert_notifications(&mut query, &notifications, now);
