@@ -66,6 +66,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Starts a write transaction; dropping it without [`StoreTx::commit`] rolls back.
     async fn begin(&self) -> StoreResult<Box<dyn StoreTx>>;
+    /// Records `records` in one transaction. A notification recorded before
+    /// (or earlier in the same batch) writes nothing else; an envelope named
+    /// twice is upserted with its latest values. Returns, per record,
+    /// whether its notification was new. Ingest's group commit: each store
+    /// writes the batch in as few trips to the database as it can.
+    async fn record_notifications(&self, records: &[&NotificationRecord]) -> StoreResult<Vec<bool>>;
 
     /// Reachable and fully migrated.
     async fn check_ready(&self) -> StoreResult<()>;
@@ -201,35 +207,6 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         let enqueued = tx.enqueue(job).await?;
         tx.commit().await?;
         Ok(enqueued)
-    }
-
-    /// Records `records` in one transaction. A notification recorded before
-    /// (or earlier in the same batch) writes nothing else; an envelope named
-    /// twice is upserted with its latest values. Returns, per record,
-    /// whether its notification was new.
-    async fn record_notifications(&self, records: &[&NotificationRecord]) -> StoreResult<Vec<bool>> {
-        let mut tx = self.begin().await?;
-        let notifications: Vec<&NewNotification> = records.iter().map(|r| &r.notification).collect();
-        let written = tx.insert_notifications(&notifications).await?;
-        // One statement per kind of row for the whole batch.
-        let mut envelopes: Vec<EnvelopeUpsert> = Vec::new();
-        let mut jobs: Vec<NewJob> = Vec::new();
-        for (record, _) in records.iter().zip(&written).filter(|(_, written)| **written) {
-            if let Some(envelope) = &record.envelope {
-                envelopes.retain(|e| e.envelope_id != envelope.envelope_id);
-                envelopes.push(envelope.clone());
-            }
-            jobs.extend(record.job.iter().cloned());
-        }
-        tx.upsert_envelopes(&envelopes).await?;
-        for (record, _) in records.iter().zip(&written).filter(|(_, written)| **written) {
-            for document in &record.documents {
-                tx.upsert_document(document).await?;
-            }
-        }
-        tx.enqueue_all(&jobs).await?;
-        tx.commit().await?;
-        Ok(written)
     }
 }
 
