@@ -60,6 +60,7 @@ conformance!(
     batch_writes_match_single_writes,
     a_recorded_batch_writes_only_what_its_new_notifications_bring,
     a_claim_with_nothing_due_does_not_wait_for_a_write,
+    a_batch_with_thousands_of_documents_is_recorded_whole,
     a_batch_that_fails_records_nothing,
     an_envelope_is_neither_downgraded_nor_taken_over,
     reclaiming_one_expired_job_leaves_the_others_history_alone,
@@ -686,6 +687,17 @@ async fn a_claim_with_nothing_due_does_not_wait_for_a_write(db: &common::TestSto
     writing.commit().await.unwrap();
     let claimed = store.claim_jobs(&["other"], "w", LEASE, 4).await.unwrap();
     assert_eq!(claimed.len(), 1, "a due job is still claimed");
+}
+
+/// More document rows than one SQLite statement has parameters for.
+async fn a_batch_with_thousands_of_documents_is_recorded_whole(db: &common::TestStore) {
+    let store = &*db.store;
+    let envelope = EnvelopeId::parse("41111111-2222-4333-8444-555555555555").unwrap();
+    let mut record = record(&notification(envelope, "envelope-completed", "docs-0"), Some("many"), Some("many"), true);
+    let template = record.documents.remove(0);
+    record.documents = (0..4_000).map(|i| DocumentRecord { document_id: i.to_string(), ..template.clone() }).collect();
+    assert_eq!(store.record_notifications(&[&record]).await.unwrap(), [true]);
+    assert_eq!(store.documents(envelope).await.unwrap().len(), 4_000);
 }
 
 async fn a_batch_that_fails_records_nothing(db: &common::TestStore) {

@@ -68,7 +68,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn begin(&self) -> StoreResult<Box<dyn StoreTx>>;
     /// Records `records` in one transaction. A notification recorded before
     /// (or earlier in the same batch) writes nothing else; an envelope named
-    /// twice is upserted with its latest values. Returns, per record,
+    /// twice takes its later values (on SQLite each row is upserted in turn,
+    /// so a later row without a subject keeps the earlier one's, as two
+    /// batches would; PostgreSQL keeps only the latest row). Returns, per record,
     /// whether its notification was new. Ingest's group commit: each store
     /// writes the batch in as few trips to the database as it can.
     async fn record_notifications(&self, records: &[&NotificationRecord]) -> StoreResult<Vec<bool>>;
@@ -251,7 +253,6 @@ pub trait StoreTx: Send {
     async fn commit(self: Box<Self>) -> StoreResult<()>;
 }
 
-/// Opens the store named by `url` and applies its migrations.
 /// A batch of records split by kind of row, each dependent row paired with
 /// the notification it is written for (only if that notification is new).
 struct RecordRows<'a> {
@@ -273,6 +274,7 @@ impl<'a> RecordRows<'a> {
     }
 }
 
+/// Opens the store named by `url` and applies its migrations.
 pub async fn open(url: &str, max_connections: u32) -> StoreResult<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::open(url).await?))

@@ -201,17 +201,20 @@ impl Checkpointer {
         while self.commits.changed().await.is_ok() {
             tokio::time::sleep(CHECKPOINT_DELAY).await;
             match self.checkpoint().await {
-                Ok(frames) if frames > limit_frames => {
+                Ok((frames, _)) if frames > limit_frames => {
                     let Some(writer) = self.writer.upgrade() else { break };
                     // With writes held back, this checkpoint copies the rest,
                     // and the next write starts the WAL over.
                     let _held = writer.lock().await;
                     let held = std::time::Instant::now();
+                    // A reader still on an older snapshot can keep even this
+                    // one from copying everything; the next round tries again.
                     match self.checkpoint().await {
-                        Ok(_) => tracing::debug!(
+                        Ok((_, left)) => tracing::debug!(
                             frames,
+                            left,
                             held_us = held.elapsed().as_micros() as u64,
-                            "writes held while the WAL was copied in full"
+                            "writes held while the WAL was copied back"
                         ),
                         Err(error) => tracing::warn!(%error, "SQLite checkpoint failed"),
                     }
@@ -223,10 +226,12 @@ impl Checkpointer {
     }
 
     /// A passive checkpoint (it never waits for the writer or a reader);
-    /// returns how many frames the WAL holds.
-    async fn checkpoint(&mut self) -> StoreResult<i64> {
+    /// returns how many frames the WAL holds and how many of them it could
+    /// not copy.
+    async fn checkpoint(&mut self) -> StoreResult<(i64, i64)> {
         let row = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(&mut self.conn).await?;
-        Ok(row.try_get(1)?)
+        let (frames, copied): (i64, i64) = (row.try_get(1)?, row.try_get(2)?);
+        Ok((frames, frames - copied))
     }
 }
 
@@ -477,7 +482,11 @@ impl Store for SqliteStore {
             |r, e| bind_envelope(r, e, now),
             ENVELOPE_CONFLICT,
         );
-        push_if_recorded(&mut query, "documents", DOCUMENT_COLUMNS, &documents, bind_document, DOCUMENT_CONFLICT);
+        // SQLite allows 32,766 parameters in a statement: a batch of
+        // notifications with many embedded documents gets several INSERTs.
+        for documents in documents.chunks(1_000) {
+            push_if_recorded(&mut query, "documents", DOCUMENT_COLUMNS, documents, bind_document, DOCUMENT_CONFLICT);
+        }
         push_if_recorded(&mut query, "jobs", JOB_COLUMNS, &jobs, |r, j| bind_job(r, j, now), " ON CONFLICT DO NOTHING");
         query.push("; COMMIT");
 
