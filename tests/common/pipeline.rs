@@ -51,12 +51,15 @@ impl Pipeline {
         let receiver = WebhookReceiver::spawn(&[&secret]).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         // The retry schedule outlasts a broker's restart (about 9 s of retries
-        // was not enough for RabbitMQ on a slow machine): these tests expect
-        // every delivery to succeed once the fault is gone, never a dead letter.
+        // was not enough for RabbitMQ on a slow machine), and a job's attempts
+        // outlast DocuSign's faults (12 attempts at backoff 100 ms..1 s ran out
+        // inside 9 s of faults once claims got faster): these tests expect
+        // every job and delivery to succeed once the fault is gone, never a
+        // dead letter.
         let config = format!(
             "[server]\nshutdown_grace = \"1s\"\n[store]\nurl = \"{store_url}\"\n\
              [documents]\nurl = \"file://{docs}\"\n[log]\nformat = \"json\"\nfilter = \"warn\"\n\
-             {connect}{docusign}[queue]\nworkers = 8\nbackoff_base = \"100ms\"\nbackoff_cap = \"1s\"\nlease = \"3s\"\n\
+             {connect}{docusign}[queue]\nworkers = 8\nmax_attempts = 30\nbackoff_base = \"100ms\"\nbackoff_cap = \"1s\"\nlease = \"3s\"\n\
              [reconcile]\nenabled = false\n[delivery]\nschedule = [\"100ms\", \"200ms\", \"500ms\", \"1s\", \"2s\", \"5s\", \"10s\", \"10s\", \"10s\", \"10s\"]\n\
              [[sinks]]\nname = \"hr\"\nkind = \"webhook\"\nurl = \"{hook}\"\nsecret = \"{secret}\"\n{extra}",
             docs = dir.path().join("documents").display(),
