@@ -221,7 +221,8 @@ pub trait StoreTx: Send {
     /// was lost and the caller must not commit its other writes.
     async fn complete_job(&mut self, lease: &Lease) -> StoreResult<bool>;
     /// Inserts many notifications in one statement; `true` where a row was
-    /// written, `false` for a duplicate. The ingest path's group commit uses it.
+    /// written, `false` for a duplicate. (Ingest's group commit writes
+    /// through [`Store::record_notifications`] instead.)
     async fn insert_notifications(&mut self, batch: &[&NewNotification]) -> StoreResult<Vec<bool>>;
     /// Upserts many envelopes in one statement; each envelope id must appear
     /// at most once. A `processed` or `flagged` envelope keeps its status, and

@@ -161,6 +161,12 @@ impl SqliteStore {
         Ok(writer)
     }
 
+    /// Runs `statements`, a whole transaction from BEGIN to COMMIT, on the
+    /// writer in one hand-off; returns their rows.
+    async fn write_all(&self, statements: SqliteQuery<'_>) -> StoreResult<Vec<SqliteRow>> {
+        WriteTx { writer: self.take_writer().await? }.commit_after(statements).await
+    }
+
     /// Takes the writer and runs `begin` (which sets `synchronous` and
     /// begins the transaction) on it.
     async fn begin_with(&self, begin: &'static str) -> StoreResult<WriteTx> {
@@ -346,6 +352,11 @@ fn push_if_recorded<'args, T>(
     query.push(conflict);
 }
 
+/// The ids a statement list returned (RETURNING id).
+fn returned_ids(rows: &[SqliteRow]) -> StoreResult<std::collections::HashSet<String>> {
+    Ok(rows.iter().map(|row| row.try_get::<String, _>(0)).collect::<Result<_, _>>()?)
+}
+
 fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
@@ -490,11 +501,7 @@ impl Store for SqliteStore {
         push_if_recorded(&mut query, "jobs", JOB_COLUMNS, &jobs, |r, j| bind_job(r, j, now), " ON CONFLICT DO NOTHING");
         query.push("; COMMIT");
 
-        let mut writer = self.take_writer().await?;
-        let written: std::collections::HashSet<String> =
-            query.build_query_scalar::<String>().fetch_all(&mut writer.conn).await?.into_iter().collect();
-        writer.closed();
-        drop(writer);
+        let written = returned_ids(&self.write_all(query.build()).await?)?;
         if !jobs.is_empty() {
             // Perhaps every job was a duplicate: a worker woken for nothing finds nothing.
             self.signal.send_modify(|v| *v += 1);
@@ -745,12 +752,7 @@ impl Store for SqliteStore {
                 .bind(job.clone())
                 .bind(job);
         }
-        let mut writer = self.take_writer().await?;
-        let rows = query.fetch_all(&mut writer.conn).await?;
-        writer.closed();
-        drop(writer);
-        let deferred: std::collections::HashSet<String> =
-            rows.iter().map(|row| row.try_get::<String, _>(0)).collect::<Result<_, _>>()?;
+        let deferred = returned_ids(&self.write_all(query).await?)?;
         let held: Vec<bool> = deferrals.iter().map(|d| deferred.contains(&d.lease.job.to_string())).collect();
         if held.contains(&true) {
             self.signal.send_modify(|v| *v += 1);
