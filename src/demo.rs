@@ -218,7 +218,7 @@ async fn wait_processed(store: &dyn crate::store::Store, envelopes: &[Envelope])
 }
 
 async fn report_envelope(store: &dyn crate::store::Store, envelope: &Envelope) -> anyhow::Result<()> {
-    let notifications = store.notifications_for(envelope.envelope_id).await?;
+    let notifications = store.enqueued_notifications(envelope.envelope_id).await?;
     ensure!(!notifications.is_empty(), "no notification recorded");
     let record = store.envelope(envelope.envelope_id).await?.context("no envelope recorded")?;
     println!("  {} {:?}: {} ({})", envelope.envelope_id, envelope.subject, record.status, notifications[0].new.format);

@@ -110,7 +110,9 @@ impl Reconciler {
         }
     }
 
-    /// Records the listed envelopes that have no notification yet; returns how many.
+    /// Records the listed envelopes that no notification has enqueued for
+    /// processing yet (an ignored one, such as `envelope-sent`, does not
+    /// count); returns how many.
     async fn record_missing(&self, account: AccountId, listed: &[serde_json::Value]) -> Result<usize, PassError> {
         let mut records = Vec::new();
         for envelope in listed {
@@ -118,7 +120,7 @@ impl Reconciler {
                 tracing::warn!(%account, "a listed envelope could not be read; skipped");
                 continue;
             };
-            if !self.store.notifications_for(notification.envelope_id).await?.is_empty() {
+            if !self.store.enqueued_notifications(notification.envelope_id).await?.is_empty() {
                 continue;
             }
             // The same envelope always yields the same synthetic body, so two

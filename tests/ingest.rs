@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono::Utc;
 use common::TestApp;
 use countersign::config::Settings;
+use countersign::ids::NotificationId;
 use countersign::ingest::ConnectAuth;
 use countersign::sandbox::connect::{
     ConnectFormat, ConnectSender, NotificationOptions, RetryPolicy, json_sim_body, signature_headers, xml_body,
@@ -73,7 +74,7 @@ async fn json_and_xml_notifications_are_stored_with_a_job_before_the_200() {
     assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")), "{answer}");
 
     for (envelope, format) in envelopes.iter().zip(["json", "xml"]) {
-        let notifications = app.store.notifications_for(envelope.envelope_id).await.unwrap();
+        let notifications = app.store.enqueued_notifications(envelope.envelope_id).await.unwrap();
         assert_eq!(notifications.len(), 1);
         let n = &notifications[0].new;
         assert_eq!((n.format.as_str(), n.event.as_str()), (format, "envelope-completed"));
@@ -133,7 +134,7 @@ async fn a_redelivery_is_answered_200_and_enqueues_nothing_new() {
     let (status, answer) = post_signed(&app, &sandbox, json_body(&envelope, &options, 0), "application/json").await;
     assert_eq!((status, answer["status"].as_str()), (200, Some("duplicate")));
 
-    assert_eq!(app.store.notifications_for(envelope.envelope_id).await.unwrap().len(), 1);
+    assert_eq!(app.store.enqueued_notifications(envelope.envelope_id).await.unwrap().len(), 1);
     assert_eq!(jobs(&app).await, 1);
 }
 
@@ -145,10 +146,16 @@ async fn an_event_not_processed_is_recorded_and_answered_200() {
     let options = NotificationOptions { event: "recipient-completed".into(), ..NotificationOptions::default() };
     let (status, answer) = post_signed(&app, &sandbox, json_body(&envelope, &options, 0), "application/json").await;
     assert_eq!((status, answer["status"].as_str()), (200, Some("ignored")));
-    let recorded = app.store.notifications_for(envelope.envelope_id).await.unwrap();
-    assert_eq!(recorded.len(), 1);
-    assert_eq!(recorded[0].new.disposition, Disposition::Ignored);
-    assert_eq!(recorded[0].new.recipient_id.as_deref(), Some(envelope.signers.last().unwrap().recipient_id.as_str()));
+    let id =
+        NotificationId::parse(answer["notification_id"].as_str().expect("the answer names the notification")).unwrap();
+    let recorded = app.store.notification(id).await.unwrap().expect("the ignored notification is recorded");
+    assert_eq!(recorded.new.disposition, Disposition::Ignored);
+    assert_eq!(recorded.new.recipient_id.as_deref(), Some(envelope.signers.last().unwrap().recipient_id.as_str()));
+    // Not listed with the envelope's processing (nor counted as received by reconciliation).
+    assert!(app.store.enqueued_notifications(envelope.envelope_id).await.unwrap().is_empty());
+    // Recorded all the same: Connect's retry of it is a duplicate.
+    let (status, answer) = post_signed(&app, &sandbox, json_body(&envelope, &options, 1), "application/json").await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("duplicate")));
     assert_eq!(jobs(&app).await, 0);
     assert!(app.store.envelope(envelope.envelope_id).await.unwrap().is_none());
 }
@@ -304,7 +311,7 @@ async fn many_notifications_over_many_connections(db: common::TestStore) {
     assert_eq!(app.store.count_notifications().await.unwrap(), 2000);
     assert_eq!(jobs(&app).await, 2000);
     for envelope in envelopes.iter().step_by(97) {
-        assert_eq!(app.store.notifications_for(envelope.envelope_id).await.unwrap().len(), 1);
+        assert_eq!(app.store.enqueued_notifications(envelope.envelope_id).await.unwrap().len(), 1);
     }
 }
 

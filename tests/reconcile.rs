@@ -73,7 +73,7 @@ fn route(sandbox: &RunningSandbox, name: &str) -> u64 {
 }
 
 async fn origins(store: &dyn Store, envelope: &Envelope) -> Vec<NotificationOrigin> {
-    store.notifications_for(envelope.envelope_id).await.unwrap().iter().map(|n| n.new.origin).collect()
+    store.enqueued_notifications(envelope.envelope_id).await.unwrap().iter().map(|n| n.new.origin).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -111,7 +111,7 @@ async fn envelopes_connect_never_delivered_are_found_and_every_envelope_is_proce
     for envelope in &envelopes {
         let job = app.store.job_by_key("process_envelope", &envelope.envelope_id.to_string()).await.unwrap().unwrap();
         let notification_id = job.payload["notification_id"].as_str().unwrap().to_string();
-        let notifications = app.store.notifications_for(envelope.envelope_id).await.unwrap();
+        let notifications = app.store.enqueued_notifications(envelope.envelope_id).await.unwrap();
         let first = notifications.iter().find(|n| n.new.id.to_string() == notification_id).unwrap();
         from_listing += u64::from(first.new.origin == NotificationOrigin::Reconciliation);
     }

@@ -55,6 +55,7 @@ conformance!(
     pruning_deletes_only_old_finished_jobs,
     an_enqueue_wakes_waiting_workers,
     a_redelivered_notification_is_recorded_once,
+    an_ignored_notification_is_found_by_its_id_not_by_its_envelope,
     envelope_documents_events_and_deliveries_round_trip,
     readiness_reports_a_migrated_store,
     batch_writes_match_single_writes,
@@ -255,7 +256,7 @@ async fn an_enqueue_rolled_back_with_its_transaction_leaves_no_job(db: &common::
     }
     assert!(store.claim_jobs(&["process"], "w", LEASE, 10).await.unwrap().is_empty());
     assert!(store.queue_stats().await.unwrap().is_empty());
-    assert!(store.notifications_for(envelope).await.unwrap().is_empty());
+    assert!(store.enqueued_notifications(envelope).await.unwrap().is_empty());
 }
 
 async fn completion_after_losing_the_lease_keeps_nothing(db: &common::TestStore) {
@@ -484,12 +485,29 @@ async fn a_redelivered_notification_is_recorded_once(db: &common::TestStore) {
     assert!(tx.insert_notification(&later).await.unwrap().created().is_some());
     tx.commit().await.unwrap();
 
-    let stored = store.notifications_for(envelope).await.unwrap();
+    let stored = store.enqueued_notifications(envelope).await.unwrap();
     let events: Vec<_> = stored.iter().map(|n| n.new.event.as_str()).collect();
     assert_eq!(events, ["envelope-completed", "envelope-voided"]);
     // SQLite keeps milliseconds, PostgreSQL microseconds.
     assert_eq!(stored[0].new.generated_at.timestamp_millis(), first.generated_at.timestamp_millis());
     assert_eq!(stored[0].new.summary, json!({ "status": "completed" }));
+}
+
+async fn an_ignored_notification_is_found_by_its_id_not_by_its_envelope(db: &common::TestStore) {
+    let store = &*db.store;
+    let envelope = EnvelopeId::parse("c41d7a0e-2b7f-4f4c-9a55-0d3b6c2e8f19").unwrap();
+    let sent = NewNotification { disposition: Disposition::Ignored, ..notification(envelope, "envelope-sent", "sent") };
+    let completed = notification(envelope, "envelope-completed", "completed");
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(tx.insert_notifications(&[&sent, &completed]).await.unwrap(), [true, true]);
+    tx.commit().await.unwrap();
+
+    let listed = store.enqueued_notifications(envelope).await.unwrap();
+    assert_eq!(listed.iter().map(|n| n.new.id).collect::<Vec<_>>(), [completed.id]);
+    let found = store.notification(sent.id).await.unwrap().expect("the ignored notification is recorded");
+    assert_eq!((found.new.event.as_str(), found.new.disposition), ("envelope-sent", Disposition::Ignored));
+    assert_eq!(found.new.envelope_id, envelope);
+    assert!(store.notification(NotificationId::new()).await.unwrap().is_none());
 }
 
 async fn envelope_documents_events_and_deliveries_round_trip(db: &common::TestStore) {

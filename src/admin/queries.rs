@@ -94,7 +94,7 @@ pub async fn envelope(admin: &Admin, id: EnvelopeId) -> Result<EnvelopeDetail, A
     let Some(envelope) = store.envelope(id).await? else {
         return Err(AdminError::not_found(format!("no envelope {id} is recorded")));
     };
-    let notifications = store.notifications_for(id).await?;
+    let notifications = store.enqueued_notifications(id).await?;
     let processing = history(admin, store.job_by_key(PROCESS_ENVELOPE, &id.to_string()).await?).await?;
     let documents = store.documents(id).await?;
     let mut events = Vec::new();

@@ -165,6 +165,7 @@ async fn receive(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) -
         Vec::new()
     };
     let record = ingest.record(&notification, documents, body_sha256, process);
+    let id = record.notification.id;
     match ingest.committer.commit(record).await {
         Ok(Outcome::Duplicate) => {
             count_notification(&notification.event, "duplicate");
@@ -180,10 +181,13 @@ async fn receive(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) -
                 format = notification.format.as_str(),
                 bytes = body_len,
                 embedded = notification.embedded.len(),
+                notification_id = %id,
                 status,
                 "notification recorded"
             );
-            (StatusCode::OK, Json(json!({ "status": status }))).into_response()
+            // Connect keeps the listener's answer in its logs: the id ties a
+            // delivery there to the record here.
+            (StatusCode::OK, Json(json!({ "status": status, "notification_id": id }))).into_response()
         }
         Err(error) => {
             tracing::error!(%error, envelope_id = %notification.envelope_id, "notification not stored; answering 503 so Connect retries");

@@ -243,10 +243,9 @@ impl JobHandler for ProcessEnvelope {
         tracing::Span::current().record("envelope_id", tracing::field::display(payload.envelope_id));
         let notification = ctx
             .store
-            .notifications_for(payload.envelope_id)
+            .notification(payload.notification_id)
             .await?
-            .into_iter()
-            .find(|n| n.new.id == payload.notification_id)
+            .filter(|n| n.new.envelope_id == payload.envelope_id)
             .ok_or_else(|| JobError::Fatal(format!("notification {} is not in the store", payload.notification_id)))?;
         let mut envelope: ConnectNotification = serde_json::from_value(notification.new.summary)
             .map_err(|e| JobError::Fatal(format!("the recorded notification cannot be read: {e}")))?;

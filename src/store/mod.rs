@@ -140,7 +140,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     // ---- envelopes and what hangs off them ----
 
-    async fn notifications_for(&self, envelope: EnvelopeId) -> StoreResult<Vec<Notification>>;
+    /// The notifications of `envelope` that enqueued its processing, oldest
+    /// first. Ignored notifications are recorded but not listed by envelope:
+    /// indexing them cost a random page each at ingest, and nothing reads them
+    /// that way (ARCHITECTURE.md, "Ignored notifications are not indexed by
+    /// envelope").
+    async fn enqueued_notifications(&self, envelope: EnvelopeId) -> StoreResult<Vec<Notification>>;
+    async fn notification(&self, id: NotificationId) -> StoreResult<Option<Notification>>;
     /// How many notifications are recorded, in all.
     async fn count_notifications(&self) -> StoreResult<u64>;
     async fn envelope(&self, envelope: EnvelopeId) -> StoreResult<Option<EnvelopeRecord>>;

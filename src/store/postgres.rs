@@ -82,6 +82,28 @@ fn u32_column(row: &PgRow, column: &str) -> StoreResult<u32> {
     u32::try_from(value).map_err(|_| corrupt(column, &value.to_string()))
 }
 
+fn notification_from_row(row: &PgRow) -> StoreResult<Notification> {
+    let account: String = row.try_get("account_id")?;
+    let origin: String = row.try_get("origin")?;
+    let disposition: String = row.try_get("disposition")?;
+    Ok(Notification {
+        new: NewNotification {
+            id: NotificationId(row.try_get("id")?),
+            account_id: AccountId::parse(&account).map_err(|_| corrupt("account_id", &account))?,
+            envelope_id: envelope_id(row, "envelope_id")?,
+            event: row.try_get("event")?,
+            recipient_id: row.try_get("recipient_id")?,
+            generated_at: row.try_get("generated_at")?,
+            format: row.try_get("format")?,
+            origin: NotificationOrigin::parse(&origin).ok_or_else(|| corrupt("origin", &origin))?,
+            body_sha256: row.try_get("body_sha256")?,
+            disposition: Disposition::parse(&disposition).ok_or_else(|| corrupt("disposition", &disposition))?,
+            summary: row.try_get("summary")?,
+        },
+        received_at: row.try_get("received_at")?,
+    })
+}
+
 fn job_from_row(row: &PgRow) -> StoreResult<Job> {
     let state: String = row.try_get("state")?;
     Ok(Job {
@@ -731,35 +753,20 @@ impl Store for PostgresStore {
             .collect()
     }
 
-    async fn notifications_for(&self, envelope: EnvelopeId) -> StoreResult<Vec<Notification>> {
-        let rows = sqlx::query("SELECT * FROM notifications WHERE envelope_id = $1 ORDER BY received_at, id")
-            .bind(envelope.to_string())
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|row| {
-                let account: String = row.try_get("account_id")?;
-                let origin: String = row.try_get("origin")?;
-                let disposition: String = row.try_get("disposition")?;
-                Ok(Notification {
-                    new: NewNotification {
-                        id: NotificationId(row.try_get("id")?),
-                        account_id: AccountId::parse(&account).map_err(|_| corrupt("account_id", &account))?,
-                        envelope_id: envelope_id(row, "envelope_id")?,
-                        event: row.try_get("event")?,
-                        recipient_id: row.try_get("recipient_id")?,
-                        generated_at: row.try_get("generated_at")?,
-                        format: row.try_get("format")?,
-                        origin: NotificationOrigin::parse(&origin).ok_or_else(|| corrupt("origin", &origin))?,
-                        body_sha256: row.try_get("body_sha256")?,
-                        disposition: Disposition::parse(&disposition)
-                            .ok_or_else(|| corrupt("disposition", &disposition))?,
-                        summary: row.try_get("summary")?,
-                    },
-                    received_at: row.try_get("received_at")?,
-                })
-            })
-            .collect()
+    async fn enqueued_notifications(&self, envelope: EnvelopeId) -> StoreResult<Vec<Notification>> {
+        let rows = sqlx::query(
+            "SELECT * FROM notifications WHERE envelope_id = $1 AND disposition = 'enqueued' ORDER BY received_at, id",
+        )
+        .bind(envelope.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(notification_from_row).collect()
+    }
+
+    async fn notification(&self, id: NotificationId) -> StoreResult<Option<Notification>> {
+        let row =
+            sqlx::query("SELECT * FROM notifications WHERE id = $1").bind(id.0).fetch_optional(&self.pool).await?;
+        row.as_ref().map(notification_from_row).transpose()
     }
 
     async fn count_notifications(&self) -> StoreResult<u64> {

@@ -387,6 +387,28 @@ fn u32_column(row: &SqliteRow, column: &str) -> StoreResult<u32> {
     u32::try_from(value).map_err(|_| corrupt(column, &value.to_string()))
 }
 
+fn notification_from_row(row: &SqliteRow) -> StoreResult<Notification> {
+    let account: String = row.try_get("account_id")?;
+    let origin: String = row.try_get("origin")?;
+    let disposition: String = row.try_get("disposition")?;
+    Ok(Notification {
+        new: NewNotification {
+            id: NotificationId(parse_uuid("notifications.id", &row.try_get::<String, _>("id")?)?),
+            account_id: AccountId::parse(&account).map_err(|_| corrupt("account_id", &account))?,
+            envelope_id: envelope_id(row, "envelope_id")?,
+            event: row.try_get("event")?,
+            recipient_id: row.try_get("recipient_id")?,
+            generated_at: to_time(row.try_get("generated_at")?),
+            format: row.try_get("format")?,
+            origin: NotificationOrigin::parse(&origin).ok_or_else(|| corrupt("origin", &origin))?,
+            body_sha256: row.try_get("body_sha256")?,
+            disposition: Disposition::parse(&disposition).ok_or_else(|| corrupt("disposition", &disposition))?,
+            summary: json_column(row, "summary")?,
+        },
+        received_at: to_time(row.try_get("received_at")?),
+    })
+}
+
 fn job_from_row(row: &SqliteRow) -> StoreResult<Job> {
     let state: String = row.try_get("state")?;
     Ok(Job {
@@ -1017,35 +1039,22 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn notifications_for(&self, envelope: EnvelopeId) -> StoreResult<Vec<Notification>> {
-        let rows = sqlx::query("SELECT * FROM notifications WHERE envelope_id = ?1 ORDER BY received_at, id")
-            .bind(envelope.to_string())
-            .fetch_all(&self.reader)
+    async fn enqueued_notifications(&self, envelope: EnvelopeId) -> StoreResult<Vec<Notification>> {
+        let rows = sqlx::query(
+            "SELECT * FROM notifications WHERE envelope_id = ?1 AND disposition = 'enqueued' ORDER BY received_at, id",
+        )
+        .bind(envelope.to_string())
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(notification_from_row).collect()
+    }
+
+    async fn notification(&self, id: NotificationId) -> StoreResult<Option<Notification>> {
+        let row = sqlx::query("SELECT * FROM notifications WHERE id = ?1")
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
             .await?;
-        rows.iter()
-            .map(|row| {
-                let account: String = row.try_get("account_id")?;
-                let origin: String = row.try_get("origin")?;
-                let disposition: String = row.try_get("disposition")?;
-                Ok(Notification {
-                    new: NewNotification {
-                        id: NotificationId(parse_uuid("notifications.id", &row.try_get::<String, _>("id")?)?),
-                        account_id: AccountId::parse(&account).map_err(|_| corrupt("account_id", &account))?,
-                        envelope_id: envelope_id(row, "envelope_id")?,
-                        event: row.try_get("event")?,
-                        recipient_id: row.try_get("recipient_id")?,
-                        generated_at: to_time(row.try_get("generated_at")?),
-                        format: row.try_get("format")?,
-                        origin: NotificationOrigin::parse(&origin).ok_or_else(|| corrupt("origin", &origin))?,
-                        body_sha256: row.try_get("body_sha256")?,
-                        disposition: Disposition::parse(&disposition)
-                            .ok_or_else(|| corrupt("disposition", &disposition))?,
-                        summary: json_column(row, "summary")?,
-                    },
-                    received_at: to_time(row.try_get("received_at")?),
-                })
-            })
-            .collect()
+        row.as_ref().map(notification_from_row).transpose()
     }
 
     async fn count_notifications(&self) -> StoreResult<u64> {
@@ -1600,7 +1609,7 @@ mod tests {
         drop(conn);
 
         let store = SqliteStore::open(&url).await.unwrap();
-        let kept = store.notifications_for(envelope).await.unwrap();
+        let kept = store.enqueued_notifications(envelope).await.unwrap();
         assert_eq!(kept.iter().map(|n| n.new.id).collect::<Vec<_>>(), vec![old.id]);
         let redelivered =
             NewNotification { id: NotificationId::new(), body_sha256: "retry-body".into(), ..old.clone() };
