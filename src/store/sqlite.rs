@@ -60,11 +60,23 @@ impl Writer {
     }
 }
 
+/// How a write queues for the writer.
+#[derive(Debug, Clone, Copy)]
+enum Lane {
+    /// Notifications waiting for their 200: straight to the writer's queue.
+    GroupCommit,
+    /// Everything else: behind the other writes of this lane first.
+    Other,
+}
+
 /// A write transaction holding the writer; dropped without `commit`, it is
 /// rolled back before the writer's next transaction begins.
 #[derive(Debug)]
 struct WriteTx {
     writer: OwnedMutexGuard<Writer>,
+    /// Held by a write that is not a group commit until the writer is free
+    /// again (declared after `writer`, so released after it).
+    _turn: Option<OwnedMutexGuard<()>>,
 }
 
 impl WriteTx {
@@ -105,6 +117,12 @@ impl std::ops::DerefMut for WriteTx {
 #[derive(Debug)]
 pub struct SqliteStore {
     writer: Arc<Mutex<Writer>>,
+    /// Every write but a group commit passes here first, one at a time, so
+    /// at most one of them is ever queued for the writer ahead of a group
+    /// commit: the writer's queue is first come, first served, and the
+    /// workers' claims, deferrals and heartbeats would otherwise each take
+    /// a turn before the notifications waiting for their 200.
+    others: Arc<Mutex<()>>,
     reader: SqlitePool,
     signal: Arc<watch::Sender<u64>>,
 }
@@ -133,6 +151,8 @@ impl SqliteStore {
         }
         let mut conn = options.connect().await?;
         MIGRATOR.run(&mut conn).await?;
+        // The ids a claim picks, between its statements (see claim_jobs).
+        sqlx::query("CREATE TEMP TABLE claimed (id TEXT PRIMARY KEY, state TEXT NOT NULL)").execute(&mut conn).await?;
         let reader = SqlitePoolOptions::new().max_connections(4).connect_with(options.clone().read_only(true)).await?;
         let (signal, _) = watch::channel(0);
         let (committed, mut commits) = watch::channel(());
@@ -141,39 +161,45 @@ impl SqliteStore {
         let writer = Arc::new(Mutex::new(Writer { conn, open: false, committed }));
         let checkpointer = Checkpointer { conn: options.connect().await?, writer: Arc::downgrade(&writer), commits };
         tokio::spawn(checkpointer.run(WAL_LIMIT_FRAMES));
-        Ok(Self { writer, reader, signal: Arc::new(signal) })
+        Ok(Self { writer, others: Arc::new(Mutex::new(())), reader, signal: Arc::new(signal) })
     }
 
     /// Takes the writer, rolling back whatever its last holder left open,
     /// and marks it open: if what follows fails halfway, the next holder
     /// rolls it back in turn.
-    async fn take_writer(&self) -> StoreResult<OwnedMutexGuard<Writer>> {
+    async fn take_writer(&self, lane: Lane) -> StoreResult<WriteTx> {
         // As a pool's acquire timeout would: a writer held this long means
         // something is stuck, and the caller gets an error, not a hang.
-        let mut writer = tokio::time::timeout(WRITER_WAIT, self.writer.clone().lock_owned())
-            .await
-            .map_err(|_| sqlx::Error::PoolTimedOut)?;
+        let (mut writer, turn) = tokio::time::timeout(WRITER_WAIT, async {
+            let turn = match lane {
+                Lane::GroupCommit => None,
+                Lane::Other => Some(self.others.clone().lock_owned().await),
+            };
+            (self.writer.clone().lock_owned().await, turn)
+        })
+        .await
+        .map_err(|_| sqlx::Error::PoolTimedOut)?;
         if writer.open {
             // Fails harmlessly when SQLite already ended it (a failed COMMIT can).
             let _ = sqlx::query("ROLLBACK").execute(&mut writer.conn).await;
         }
         writer.open = true;
-        Ok(writer)
+        Ok(WriteTx { writer, _turn: turn })
     }
 
     /// Runs `statements`, a whole transaction from BEGIN to COMMIT, on the
     /// writer in one hand-off; returns their rows.
-    async fn write_all(&self, statements: SqliteQuery<'_>) -> StoreResult<Vec<SqliteRow>> {
-        WriteTx { writer: self.take_writer().await? }.commit_after(statements).await
+    async fn write_all(&self, lane: Lane, statements: SqliteQuery<'_>) -> StoreResult<Vec<SqliteRow>> {
+        self.take_writer(lane).await?.commit_after(statements).await
     }
 
     /// Takes the writer and runs `begin` (which sets `synchronous` and
     /// begins the transaction) on it.
     async fn begin_with(&self, begin: &'static str) -> StoreResult<WriteTx> {
-        let mut writer = self.take_writer().await?;
+        let mut tx = self.take_writer(Lane::Other).await?;
         // Both statements in one call: one hand-off to SQLite's thread.
-        sqlx::Executor::execute(&mut writer.conn, begin).await?;
-        Ok(WriteTx { writer })
+        sqlx::Executor::execute(&mut *tx, begin).await?;
+        Ok(tx)
     }
 
     /// A write whose commit is fsynced before it returns. The writer is one
@@ -523,7 +549,7 @@ impl Store for SqliteStore {
         push_if_recorded(&mut query, "jobs", JOB_COLUMNS, &jobs, |r, j| bind_job(r, j, now), " ON CONFLICT DO NOTHING");
         query.push("; COMMIT");
 
-        let written = returned_ids(&self.write_all(query.build()).await?)?;
+        let written = returned_ids(&self.write_all(Lane::GroupCommit, query.build()).await?)?;
         if !jobs.is_empty() {
             // Perhaps every job was a duplicate: a worker woken for nothing finds nothing.
             self.signal.send_modify(|v| *v += 1);
@@ -575,87 +601,72 @@ impl Store for SqliteStore {
         if !due {
             return Ok(Vec::new());
         }
-        let mut tx = self.lease_tx().await?;
-        // Expired jobs with no attempts left become dead letters rather than
-        // crash-looping; their open attempt is closed as lease_expired.
-        let exhausted: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at <= ?1 AND attempts >= max_attempts
-             AND kind IN (SELECT value FROM json_each(?2))",
-        )
-        .bind(now)
-        .bind(&kinds)
-        .fetch_all(&mut *tx)
-        .await?;
-        if !exhausted.is_empty() {
-            close_attempts_of(&mut tx, &exhausted, now).await?;
-            sqlx::query(
-                "UPDATE jobs SET state = 'dead',
-                     last_error = 'lease expired during attempt ' || attempts || ' (the worker stopped or stalled)',
-                     lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL,
-                     finished_at = ?1, updated_at = ?1
-                 WHERE id IN (SELECT value FROM json_each(?2))",
-            )
-            .bind(now)
-            .bind(serde_json::to_string(&exhausted).unwrap_or_else(|_| "[]".into()))
-            .execute(&mut *tx)
-            .await?;
-        }
-        // One walk per state along its partial index, each stopping at the
-        // first due jobs. Left to itself, SQLite answers the OR of the three
-        // states through the (state, finished_at) index and reads every job in
-        // that state: with a backlog of tens of thousands of parked jobs
-        // (consent missing), each claim read them all.
-        let picked: Vec<(String, String)> = sqlx::query_as(
-            "SELECT id, state FROM (
-                 SELECT * FROM (SELECT id, state, run_at FROM jobs INDEXED BY jobs_ready
-                     WHERE state = 'ready' AND run_at <= ?1 AND kind IN (SELECT value FROM json_each(?2))
-                     ORDER BY run_at LIMIT ?3)
-                 UNION ALL
-                 SELECT * FROM (SELECT id, state, run_at FROM jobs INDEXED BY jobs_parked
-                     WHERE state = 'parked' AND run_at <= ?1 AND kind IN (SELECT value FROM json_each(?2))
-                     ORDER BY run_at LIMIT ?3)
-                 UNION ALL
-                 SELECT * FROM (SELECT id, state, run_at FROM jobs INDEXED BY jobs_leased
-                     WHERE state = 'running' AND lease_expires_at <= ?1 AND kind IN (SELECT value FROM json_each(?2))
-                     ORDER BY lease_expires_at LIMIT ?3))
-             ORDER BY run_at, id LIMIT ?3",
-        )
-        .bind(now)
-        .bind(&kinds)
-        .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
-        .await?;
-        // Only the attempts of jobs taken over here are closed: another
-        // expired job may still finish under its old worker.
-        let expired: Vec<&str> =
-            picked.iter().filter(|(_, state)| state == "running").map(|(id, _)| id.as_str()).collect();
-        close_attempts_of(&mut tx, &expired, now).await?;
-        let ids: Vec<&str> = picked.iter().map(|(id, _)| id.as_str()).collect();
-        // The lease, its attempt and the commit in one hand-off: the writer
-        // is held throughout, and ingest waits for it.
-        let mut rows = tx
-            .commit_after(
+        // The whole claim is one statement list, BEGIN to COMMIT: one
+        // hand-off to SQLite's thread while the writer is held, where a
+        // statement at a time waited on a busy tokio worker between each.
+        // `temp.claimed` (in memory, on the writer's connection) carries the
+        // picked ids from the pick to the statements after it.
+        let mut rows = self
+            .write_all(
+                Lane::Other,
                 sqlx::query(
-                    "UPDATE jobs SET state = 'running', attempts = attempts + 1,
-                         lease_token = lower(hex(randomblob(16))), lease_owner = ?3,
-                         lease_expires_at = ?1 + ?4, updated_at = ?1
-                     WHERE id IN (SELECT value FROM json_each(?2))
-                     RETURNING *;
+                    "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE;
+                     -- Expired jobs with no attempts left become dead letters
+                     -- rather than crash-looping; their open attempt is closed
+                     -- as lease_expired.
+                     UPDATE job_attempts SET outcome = 'lease_expired', finished_at = ?1
+                     WHERE finished_at IS NULL AND job_id IN (SELECT id FROM jobs INDEXED BY jobs_leased
+                         WHERE state = 'running' AND lease_expires_at <= ?1 AND attempts >= max_attempts
+                         AND kind IN (SELECT value FROM json_each(?2)));
+                     UPDATE jobs SET state = 'dead',
+                         last_error = 'lease expired during attempt ' || attempts || ' (the worker stopped or stalled)',
+                         lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL,
+                         finished_at = ?1, updated_at = ?1
+                     WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_leased
+                         WHERE state = 'running' AND lease_expires_at <= ?1 AND attempts >= max_attempts
+                         AND kind IN (SELECT value FROM json_each(?2)));
+                     -- One walk per state along its partial index, each stopping
+                     -- at the first due jobs. Left to itself, SQLite answers the
+                     -- OR of the three states through the (state, finished_at)
+                     -- index and reads every job in that state: with a backlog
+                     -- of tens of thousands of parked jobs (consent missing),
+                     -- each claim read them all.
+                     DELETE FROM temp.claimed;
+                     INSERT INTO temp.claimed (id, state) SELECT id, state FROM (
+                         SELECT * FROM (SELECT id, state, run_at FROM jobs INDEXED BY jobs_ready
+                             WHERE state = 'ready' AND run_at <= ?1 AND kind IN (SELECT value FROM json_each(?2))
+                             ORDER BY run_at LIMIT ?3)
+                         UNION ALL
+                         SELECT * FROM (SELECT id, state, run_at FROM jobs INDEXED BY jobs_parked
+                             WHERE state = 'parked' AND run_at <= ?1 AND kind IN (SELECT value FROM json_each(?2))
+                             ORDER BY run_at LIMIT ?3)
+                         UNION ALL
+                         SELECT * FROM (SELECT id, state, run_at FROM jobs INDEXED BY jobs_leased
+                             WHERE state = 'running' AND lease_expires_at <= ?1 AND kind IN (SELECT value FROM json_each(?2))
+                             ORDER BY lease_expires_at LIMIT ?3))
+                     ORDER BY run_at, id LIMIT ?3;
+                     -- Only the attempts of jobs taken over here are closed:
+                     -- another expired job may still finish under its old worker.
+                     UPDATE job_attempts SET outcome = 'lease_expired', finished_at = ?1
+                     WHERE finished_at IS NULL AND job_id IN (SELECT id FROM temp.claimed WHERE state = 'running');
+                     UPDATE jobs SET state = 'running', attempts = attempts + 1,
+                         lease_token = lower(hex(randomblob(16))), lease_owner = ?4,
+                         lease_expires_at = ?1 + ?5, updated_at = ?1
+                     WHERE id IN (SELECT id FROM temp.claimed)
+                     RETURNING *, (SELECT rowid FROM temp.claimed WHERE temp.claimed.id = jobs.id) AS picked;
                      INSERT INTO job_attempts (job_id, attempt, worker, started_at)
-                         SELECT id, attempts, ?3, ?1 FROM jobs WHERE id IN (SELECT value FROM json_each(?2));
+                         SELECT id, attempts, ?4, ?1 FROM jobs WHERE id IN (SELECT id FROM temp.claimed);
                      COMMIT",
                 )
                 .bind(now)
-                .bind(serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()))
+                .bind(&kinds)
+                .bind(i64::from(limit))
                 .bind(worker)
                 .bind(millis(lease)),
             )
             .await?;
         // RETURNING comes in storage order; hand jobs out in due order.
-        rows.sort_by_key(|row| {
-            let id: String = row.try_get("id").unwrap_or_default();
-            ids.iter().position(|picked| *picked == id).unwrap_or(usize::MAX)
-        });
+        rows.sort_by_key(|row| row.try_get::<i64, _>("picked").unwrap_or(i64::MAX));
         let mut claimed = Vec::with_capacity(rows.len());
         for row in &rows {
             let job = job_from_row(row)?;
@@ -774,7 +785,7 @@ impl Store for SqliteStore {
                 .bind(job.clone())
                 .bind(job);
         }
-        let deferred = returned_ids(&self.write_all(query).await?)?;
+        let deferred = returned_ids(&self.write_all(Lane::Other, query).await?)?;
         let held: Vec<bool> = deferrals.iter().map(|d| deferred.contains(&d.lease.job.to_string())).collect();
         if held.contains(&true) {
             self.signal.send_modify(|v| *v += 1);
@@ -1284,22 +1295,6 @@ impl Store for SqliteStore {
 
 /// Closes the open attempts of `ids` as lease_expired. Most claims find no
 /// expired lease: they skip the statement (a round trip to SQLite's thread).
-async fn close_attempts_of(tx: &mut WriteTx, ids: &[impl serde::Serialize], now: i64) -> StoreResult<()> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let ids = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
-    sqlx::query(
-        "UPDATE job_attempts SET outcome = 'lease_expired', finished_at = ?1
-         WHERE finished_at IS NULL AND job_id IN (SELECT value FROM json_each(?2))",
-    )
-    .bind(now)
-    .bind(ids)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
 async fn close_attempt(
     tx: &mut WriteTx,
     job: JobId,
