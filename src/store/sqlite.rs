@@ -1501,6 +1501,59 @@ mod tests {
         durable.rollback().await.unwrap();
     }
 
+    /// Notifications waiting for their 200 wait for at most one of the
+    /// workers' writes: a group commit that comes after two other writes
+    /// queued gets the writer before both of them.
+    #[tokio::test]
+    async fn a_group_commit_goes_ahead_of_queued_bookkeeping() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(store_in(&dir).await);
+        let held = store.lease_tx().await.unwrap();
+        let mut waiting = Vec::new();
+        for _ in 0..2 {
+            let store = store.clone();
+            // Each sees, once it has the writer, how many notifications are committed.
+            waiting.push(tokio::spawn(async move {
+                let mut tx = store.lease_tx().await.unwrap();
+                let seen: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM notifications").fetch_one(&mut *tx).await.unwrap();
+                tx.commit().await.unwrap();
+                seen
+            }));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let group_commit = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let record = NotificationRecord {
+                    notification: NewNotification {
+                        id: NotificationId::new(),
+                        account_id: AccountId::parse("f2a3b4c5-d6e7-4f80-9a1b-2c3d4e5f6a7b").unwrap(),
+                        envelope_id: EnvelopeId::parse("93be49ab-afa0-4adf-933c-f752070d71ec").unwrap(),
+                        event: "envelope-sent".into(),
+                        recipient_id: None,
+                        generated_at: Utc::now(),
+                        format: "json".into(),
+                        origin: NotificationOrigin::Connect,
+                        body_sha256: "body".into(),
+                        disposition: Disposition::Ignored,
+                        summary: serde_json::json!({}),
+                    },
+                    envelope: None,
+                    documents: Vec::new(),
+                    job: None,
+                };
+                assert_eq!(store.record_notifications(&[&record]).await.unwrap(), [true]);
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        held.commit().await.unwrap();
+        group_commit.await.unwrap();
+        for task in waiting {
+            assert_eq!(task.await.unwrap(), 1, "a write queued before the group commit went ahead of it");
+        }
+    }
+
     async fn store_in(dir: &tempfile::TempDir) -> SqliteStore {
         SqliteStore::open(&format!("sqlite://{}", dir.path().join("q.db").display())).await.unwrap()
     }
