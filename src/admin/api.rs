@@ -213,7 +213,7 @@ async fn list_envelopes(State(admin): State<Admin>, RawQuery(raw): RawQuery) -> 
 #[utoipa::path(get, path = "/envelopes/{envelope_id}", tag = "envelopes",
     params(("envelope_id" = String, Path, description = "The DocuSign envelope id (a GUID)")),
     responses(
-        (status = 200, description = "The envelope, its notifications, its processing job with every attempt, \
+        (status = 200, description = "The envelope, the notifications that enqueued its processing, its processing job with every attempt, \
             its documents, and its events with each delivery and its job", body = EnvelopeDetail),
         (status = 400, description = "Not a GUID", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),

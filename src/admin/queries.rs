@@ -76,6 +76,8 @@ pub struct DeliveryDetail {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EnvelopeDetail {
     pub envelope: EnvelopeRecord,
+    /// The notifications that enqueued its processing (ignored events are
+    /// recorded but not listed here).
     pub notifications: Vec<Notification>,
     /// The `process_envelope` job (absent once pruned after success).
     pub processing: Option<JobHistory>,
