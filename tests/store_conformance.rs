@@ -44,6 +44,7 @@ macro_rules! conformance {
 conformance!(
     four_workers_complete_a_thousand_jobs_exactly_once,
     a_job_whose_lease_expired_is_claimed_again,
+    a_claim_hands_jobs_out_in_due_order_not_insert_order,
     a_failed_job_waits_for_its_retry_time,
     a_job_out_of_attempts_becomes_a_dead_letter_keeping_its_errors,
     a_job_whose_worker_keeps_dying_becomes_a_dead_letter,
@@ -143,6 +144,30 @@ async fn four_workers_complete_a_thousand_jobs_exactly_once(db: &common::TestSto
         let attempts = store.job_attempts(*id).await.unwrap();
         assert_eq!(attempts.len(), 1);
         assert_eq!(attempts[0].outcome, Some(AttemptOutcome::Succeeded));
+    }
+}
+
+async fn a_claim_hands_jobs_out_in_due_order_not_insert_order(db: &common::TestStore) {
+    let store = &*db.store;
+    let now = Utc::now();
+    for (n, ago) in [(1, 5), (2, 30), (3, 10)] {
+        store.enqueue(&job("process", n).at(now - TimeDelta::seconds(ago))).await.unwrap();
+    }
+    let claimed = store.claim_jobs(&["process"], "w", LEASE, 10).await.unwrap();
+    let payloads: Vec<_> = claimed.iter().map(|c| c.job.payload["n"].as_u64().unwrap()).collect();
+    assert_eq!(payloads, [2, 3, 1]);
+    for c in &claimed {
+        assert_eq!(c.job.attempts, 1);
+        let expires = c.job.lease_expires_at.expect("a claimed job has a lease");
+        assert!(expires > Utc::now() + LEASE / 2, "the lease runs for the time asked: {expires}");
+    }
+    // Each has its open attempt, under this worker.
+    for c in &claimed {
+        let attempts = store.job_attempts(c.job.id).await.unwrap();
+        assert_eq!(
+            attempts.iter().map(|a| (a.attempt, a.worker.as_str(), a.outcome)).collect::<Vec<_>>(),
+            [(1, "w", None)]
+        );
     }
 }
 

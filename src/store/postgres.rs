@@ -392,13 +392,13 @@ impl Store for PostgresStore {
                  WHERE state = 'running' AND lease_expires_at <= now() AND kind = ANY($1)
                  ORDER BY lease_expires_at LIMIT $2 FOR UPDATE SKIP LOCKED),
              picked AS (
-                 SELECT id, state AS previous_state FROM
+                 SELECT id, state AS previous_state, row_number() OVER (ORDER BY run_at, id) AS due_order FROM
                      (SELECT * FROM ready UNION ALL SELECT * FROM parked UNION ALL SELECT * FROM expired) due
                  ORDER BY run_at, id LIMIT $2)
              UPDATE jobs SET state = 'running', attempts = jobs.attempts + 1, lease_token = gen_random_uuid(),
                  lease_owner = $3, lease_expires_at = now() + $4 * interval '1 millisecond', updated_at = now()
              FROM picked WHERE jobs.id = picked.id
-             RETURNING jobs.*, picked.previous_state",
+             RETURNING jobs.*, picked.previous_state, picked.due_order",
         )
         .bind(&kinds)
         .bind(i64::from(limit))
@@ -406,6 +406,13 @@ impl Store for PostgresStore {
         .bind(millis(lease) as f64)
         .fetch_all(&mut *tx)
         .await?;
+        // RETURNING comes in no particular order; hand jobs out in due order.
+        let mut rows = rows
+            .into_iter()
+            .map(|row| Ok((row.try_get::<i64, _>("due_order")?, row)))
+            .collect::<StoreResult<Vec<_>>>()?;
+        rows.sort_by_key(|(order, _)| *order);
+        let rows: Vec<PgRow> = rows.into_iter().map(|(_, row)| row).collect();
         let mut claimed = Vec::with_capacity(rows.len());
         let mut expired = Vec::new();
         for row in &rows {

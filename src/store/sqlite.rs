@@ -605,8 +605,11 @@ impl Store for SqliteStore {
         // hand-off to SQLite's thread while the writer is held, where a
         // statement at a time waited on a busy tokio worker between each.
         // `temp.claimed` (in memory, on the writer's connection) carries the
-        // picked ids from the pick to the statements after it.
-        let mut rows = self
+        // picked ids from the pick to the statements after it. Parameters
+        // are anonymous, bound below in the order they appear: sqlx numbers
+        // those across statements, while a numbered one after a gap (?1, ?4)
+        // can go unbound in a later statement.
+        let rows = self
             .write_all(
                 Lane::Other,
                 sqlx::query(
@@ -614,17 +617,17 @@ impl Store for SqliteStore {
                      -- Expired jobs with no attempts left become dead letters
                      -- rather than crash-looping; their open attempt is closed
                      -- as lease_expired.
-                     UPDATE job_attempts SET outcome = 'lease_expired', finished_at = ?1
+                     UPDATE job_attempts SET outcome = 'lease_expired', finished_at = ?
                      WHERE finished_at IS NULL AND job_id IN (SELECT id FROM jobs INDEXED BY jobs_leased
-                         WHERE state = 'running' AND lease_expires_at <= ?1 AND attempts >= max_attempts
-                         AND kind IN (SELECT value FROM json_each(?2)));
+                         WHERE state = 'running' AND lease_expires_at <= ? AND attempts >= max_attempts
+                         AND kind IN (SELECT value FROM json_each(?)));
                      UPDATE jobs SET state = 'dead',
                          last_error = 'lease expired during attempt ' || attempts || ' (the worker stopped or stalled)',
                          lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL,
-                         finished_at = ?1, updated_at = ?1
+                         finished_at = ?, updated_at = ?
                      WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_leased
-                         WHERE state = 'running' AND lease_expires_at <= ?1 AND attempts >= max_attempts
-                         AND kind IN (SELECT value FROM json_each(?2)));
+                         WHERE state = 'running' AND lease_expires_at <= ? AND attempts >= max_attempts
+                         AND kind IN (SELECT value FROM json_each(?)));
                      -- One walk per state along its partial index, each stopping
                      -- at the first due jobs. Left to itself, SQLite answers the
                      -- OR of the three states through the (state, finished_at)
@@ -634,39 +637,61 @@ impl Store for SqliteStore {
                      DELETE FROM temp.claimed;
                      INSERT INTO temp.claimed (id, state) SELECT id, state FROM (
                          SELECT * FROM (SELECT id, state, run_at FROM jobs INDEXED BY jobs_ready
-                             WHERE state = 'ready' AND run_at <= ?1 AND kind IN (SELECT value FROM json_each(?2))
-                             ORDER BY run_at LIMIT ?3)
+                             WHERE state = 'ready' AND run_at <= ? AND kind IN (SELECT value FROM json_each(?))
+                             ORDER BY run_at LIMIT ?)
                          UNION ALL
                          SELECT * FROM (SELECT id, state, run_at FROM jobs INDEXED BY jobs_parked
-                             WHERE state = 'parked' AND run_at <= ?1 AND kind IN (SELECT value FROM json_each(?2))
-                             ORDER BY run_at LIMIT ?3)
+                             WHERE state = 'parked' AND run_at <= ? AND kind IN (SELECT value FROM json_each(?))
+                             ORDER BY run_at LIMIT ?)
                          UNION ALL
                          SELECT * FROM (SELECT id, state, run_at FROM jobs INDEXED BY jobs_leased
-                             WHERE state = 'running' AND lease_expires_at <= ?1 AND kind IN (SELECT value FROM json_each(?2))
-                             ORDER BY lease_expires_at LIMIT ?3))
-                     ORDER BY run_at, id LIMIT ?3;
+                             WHERE state = 'running' AND lease_expires_at <= ? AND kind IN (SELECT value FROM json_each(?))
+                             ORDER BY lease_expires_at LIMIT ?))
+                     ORDER BY run_at, id LIMIT ?;
                      -- Only the attempts of jobs taken over here are closed:
                      -- another expired job may still finish under its old worker.
-                     UPDATE job_attempts SET outcome = 'lease_expired', finished_at = ?1
+                     UPDATE job_attempts SET outcome = 'lease_expired', finished_at = ?
                      WHERE finished_at IS NULL AND job_id IN (SELECT id FROM temp.claimed WHERE state = 'running');
                      UPDATE jobs SET state = 'running', attempts = attempts + 1,
-                         lease_token = lower(hex(randomblob(16))), lease_owner = ?4,
-                         lease_expires_at = ?1 + ?5, updated_at = ?1
+                         lease_token = lower(hex(randomblob(16))), lease_owner = ?,
+                         lease_expires_at = ? + ?, updated_at = ?
                      WHERE id IN (SELECT id FROM temp.claimed)
-                     RETURNING *, (SELECT rowid FROM temp.claimed WHERE temp.claimed.id = jobs.id) AS picked;
+                     RETURNING *, (SELECT rowid FROM temp.claimed WHERE temp.claimed.id = jobs.id) AS due_order;
                      INSERT INTO job_attempts (job_id, attempt, worker, started_at)
-                         SELECT id, attempts, ?4, ?1 FROM jobs WHERE id IN (SELECT id FROM temp.claimed);
+                         SELECT id, attempts, ?, ? FROM jobs WHERE id IN (SELECT id FROM temp.claimed);
                      COMMIT",
                 )
                 .bind(now)
+                .bind(now)
+                .bind(&kinds)
+                .bind(now)
+                .bind(now)
+                .bind(now)
+                .bind(&kinds)
+                .bind(now)
                 .bind(&kinds)
                 .bind(i64::from(limit))
+                .bind(now)
+                .bind(&kinds)
+                .bind(i64::from(limit))
+                .bind(now)
+                .bind(&kinds)
+                .bind(i64::from(limit))
+                .bind(i64::from(limit))
+                .bind(now)
                 .bind(worker)
-                .bind(millis(lease)),
+                .bind(now)
+                .bind(millis(lease))
+                .bind(now)
+                .bind(worker)
+                .bind(now),
             )
             .await?;
         // RETURNING comes in storage order; hand jobs out in due order.
-        rows.sort_by_key(|row| row.try_get::<i64, _>("picked").unwrap_or(i64::MAX));
+        let mut picked =
+            rows.into_iter().map(|row| Ok((row.try_get::<i64, _>("due_order")?, row))).collect::<StoreResult<Vec<_>>>()?;
+        picked.sort_by_key(|(order, _)| *order);
+        let rows: Vec<SqliteRow> = picked.into_iter().map(|(_, row)| row).collect();
         let mut claimed = Vec::with_capacity(rows.len());
         for row in &rows {
             let job = job_from_row(row)?;
@@ -1293,8 +1318,7 @@ impl Store for SqliteStore {
     }
 }
 
-/// Closes the open attempts of `ids` as lease_expired. Most claims find no
-/// expired lease: they skip the statement (a round trip to SQLite's thread).
+/// Closes `job`'s open attempt with `outcome`.
 async fn close_attempt(
     tx: &mut WriteTx,
     job: JobId,
