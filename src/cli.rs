@@ -257,6 +257,11 @@ async fn reconcile(arg: &ConfigArg, since: &str, account: Option<&str>) -> anyho
     use crate::reconcile::{Reconciler, accounts};
     let settings = load(arg)?;
     let since = parse_since(since)?;
+    anyhow::ensure!(
+        settings.processes_completions(),
+        "connect.process_events does not include envelope-completed: reconciliation finds completed envelopes \
+         to process them, and this configuration does not process completions"
+    );
     let store = store::open(settings.store.connection_url().expose(), 2).await?;
     let docusign = crate::docusign::DocuSign::from_settings(&settings)?.context(
         "DocuSign access is not configured: set docusign.integration_key, docusign.user_id and \

@@ -68,7 +68,13 @@ impl Service {
         let circuits = deliver.circuits();
         let mut handlers: Vec<Arc<dyn JobHandler>> =
             vec![Arc::new(ProcessEnvelope::new(&settings, docusign.clone(), documents.clone())?), Arc::new(deliver)];
-        if let Some(docusign) = docusign.as_ref().filter(|_| settings.reconcile.enabled) {
+        if settings.reconcile.enabled && !settings.processes_completions() {
+            tracing::warn!(
+                "reconciliation is off: connect.process_events does not include envelope-completed, and \
+                 reconciliation only finds completed envelopes to process them"
+            );
+        }
+        if let Some(docusign) = docusign.as_ref().filter(|_| settings.reconciles()) {
             let reconciler = Reconciler::new(&settings, docusign.clone(), store.clone());
             handlers.push(Arc::new(ReconcileAccount::new(&settings, reconciler)));
         }
@@ -93,7 +99,7 @@ impl Service {
         let workers = WorkerPool::new(self.store.clone(), self.settings.queue.clone(), self.handlers);
         let workers = tokio::spawn(workers.run(stop.clone(), abort.clone()));
         let pruner = tokio::spawn(prune_loop(self.store.clone(), self.settings.queue.retention, stop.clone()));
-        let scheduler = (self.docusign.is_some() && self.settings.reconcile.enabled).then(|| {
+        let scheduler = (self.docusign.is_some() && self.settings.reconciles()).then(|| {
             tokio::spawn(reconcile::schedule(
                 self.store.clone(),
                 reconcile::accounts(&self.settings),

@@ -221,3 +221,36 @@ async fn reconcile_by_hand_backfills_from_a_time_and_shows_progress() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--since \"yesterday\""));
 }
+
+/// Reconciliation finds completed envelopes to process them: where the
+/// operator does not process completions, it neither runs on its own nor
+/// by hand, and no envelope is processed behind the configuration's back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_completions_processed_there_is_no_reconciliation() {
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    let missed = sandbox.sandbox.complete_envelopes(2);
+    let not_completions = "[connect]\nprocess_events = [\"recipient-completed\"]\n";
+    let toml =
+        format!("{}[reconcile]\ninterval = \"1s\"\n", config(&sandbox, "").replace("[connect]\n", not_completions));
+    let app = TestApp::spawn_shared(Arc::new(common::sqlite().await), &toml).await;
+    // Three passes' time: none runs.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(route(&sandbox, "listing"), 0, "no envelope listing was asked for");
+    for envelope in &missed {
+        assert!(app.store.job_by_key("process_envelope", &envelope.envelope_id.to_string()).await.unwrap().is_none());
+    }
+    let account = sandbox.sandbox.identity().account_id;
+    assert!(app.store.reconcile_checkpoint(account).await.unwrap().is_none());
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.toml"), &toml).unwrap();
+    let by_hand = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .args(["reconcile", "--config", "c.toml", "--since", "2026-01-01T00:00:00Z"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!by_hand.status.success());
+    let stderr = String::from_utf8_lossy(&by_hand.stderr);
+    assert!(stderr.contains("connect.process_events does not include envelope-completed"), "{stderr}");
+    assert_eq!(route(&sandbox, "listing"), 0);
+}

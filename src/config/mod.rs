@@ -776,6 +776,18 @@ impl Settings {
 }
 
 impl Settings {
+    /// Whether `envelope-completed` starts processing. Reconciliation finds
+    /// completed envelopes in order to process them, so without it there is
+    /// nothing for reconciliation to do.
+    pub fn processes_completions(&self) -> bool {
+        self.connect.process_events.iter().any(|event| event == "envelope-completed")
+    }
+
+    /// Whether the service reconciles on its own: enabled, and completions processed.
+    pub fn reconciles(&self) -> bool {
+        self.reconcile.enabled && self.processes_completions()
+    }
+
     /// A password goes into a PostgreSQL URL that does not carry one already:
     /// two passwords would leave the reader guessing which one is used.
     fn validate_store_password(&self) -> Result<(), ConfigError> {
