@@ -81,6 +81,15 @@ fn route(sandbox: &RunningSandbox, name: &str) -> u64 {
     sandbox.sandbox.counters().routes.get(name).copied().unwrap_or(0)
 }
 
+/// `countersign reconcile --config c.toml --since SINCE`, run in `dir`.
+fn reconcile_by_hand(dir: &std::path::Path, since: &str) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .args(["reconcile", "--config", "c.toml", "--since", since])
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
 async fn origins(store: &dyn Store, envelope: &Envelope) -> Vec<NotificationOrigin> {
     store.enqueued_notifications(envelope.envelope_id).await.unwrap().iter().map(|n| n.new.origin).collect()
 }
@@ -192,15 +201,7 @@ async fn reconcile_by_hand_backfills_from_a_time_and_shows_progress() {
     std::fs::write(dir.path().join("c.toml"), toml).unwrap();
     let since = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
     let cwd = dir.path().to_path_buf();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
-            .args(["reconcile", "--config", "c.toml", "--since", &since])
-            .current_dir(cwd)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = tokio::task::spawn_blocking(move || reconcile_by_hand(&cwd, &since)).await.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("page 1: 2 of 3 listed"), "{stdout}");
@@ -213,11 +214,7 @@ async fn reconcile_by_hand_backfills_from_a_time_and_shows_progress() {
         let job = store.job_by_key("process_envelope", &envelope.envelope_id.to_string()).await.unwrap();
         assert!(job.is_some(), "queued for processing");
     }
-    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
-        .args(["reconcile", "--config", "c.toml", "--since", "yesterday"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let bad = reconcile_by_hand(dir.path(), "yesterday");
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--since \"yesterday\""));
 }
@@ -244,11 +241,7 @@ async fn without_completions_processed_there_is_no_reconciliation() {
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("c.toml"), &toml).unwrap();
-    let by_hand = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
-        .args(["reconcile", "--config", "c.toml", "--since", "2026-01-01T00:00:00Z"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let by_hand = reconcile_by_hand(dir.path(), "2026-01-01T00:00:00Z");
     assert!(!by_hand.status.success());
     let stderr = String::from_utf8_lossy(&by_hand.stderr);
     assert!(stderr.contains("connect.process_events does not include envelope-completed"), "{stderr}");

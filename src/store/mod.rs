@@ -281,6 +281,20 @@ impl<'a> RecordRows<'a> {
     }
 }
 
+/// A claim's rows sorted by their `due_order` column, the order its pick
+/// chose them in: UPDATE … RETURNING gives them in storage order.
+fn in_due_order<R>(rows: Vec<R>) -> StoreResult<Vec<R>>
+where
+    R: sqlx::Row,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+{
+    let mut keyed =
+        rows.into_iter().map(|row| Ok((row.try_get::<i64, _>("due_order")?, row))).collect::<StoreResult<Vec<_>>>()?;
+    keyed.sort_by_key(|(order, _)| *order);
+    Ok(keyed.into_iter().map(|(_, row)| row).collect())
+}
+
 /// Opens the store named by `url` and applies its migrations.
 pub async fn open(url: &str, max_connections: u32) -> StoreResult<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {

@@ -406,13 +406,7 @@ impl Store for PostgresStore {
         .bind(millis(lease) as f64)
         .fetch_all(&mut *tx)
         .await?;
-        // RETURNING comes in no particular order; hand jobs out in due order.
-        let mut rows = rows
-            .into_iter()
-            .map(|row| Ok((row.try_get::<i64, _>("due_order")?, row)))
-            .collect::<StoreResult<Vec<_>>>()?;
-        rows.sort_by_key(|(order, _)| *order);
-        let rows: Vec<PgRow> = rows.into_iter().map(|(_, row)| row).collect();
+        let rows = in_due_order(rows)?;
         let mut claimed = Vec::with_capacity(rows.len());
         let mut expired = Vec::new();
         for row in &rows {

@@ -687,13 +687,7 @@ impl Store for SqliteStore {
                 .bind(now),
             )
             .await?;
-        // RETURNING comes in storage order; hand jobs out in due order.
-        let mut picked = rows
-            .into_iter()
-            .map(|row| Ok((row.try_get::<i64, _>("due_order")?, row)))
-            .collect::<StoreResult<Vec<_>>>()?;
-        picked.sort_by_key(|(order, _)| *order);
-        let rows: Vec<SqliteRow> = picked.into_iter().map(|(_, row)| row).collect();
+        let rows = in_due_order(rows)?;
         let mut claimed = Vec::with_capacity(rows.len());
         for row in &rows {
             let job = job_from_row(row)?;
