@@ -13,4 +13,4 @@ export CRASH_ENVELOPES="${CRASH_ENVELOPES:-10000}"
 export CRASH_KILLS="${CRASH_KILLS:-5}"
 export CRASH_RATE="${CRASH_RATE:-100}"
 # One store at a time: the two runs would otherwise share two cores.
-exec cargo test --release --locked --test crash -- --nocapture --test-threads 1
+exec cargo test --release --locked --test it -- crash:: --nocapture --test-threads 1

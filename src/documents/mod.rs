@@ -160,6 +160,23 @@ impl DocumentStore {
         }
     }
 
+    /// Removes a published document that no row refers to (its notification
+    /// was refused after it was published). Failures are logged: an
+    /// unreferenced file is never served, only left behind.
+    pub async fn remove(&self, key: &str) {
+        let removed = match (check_key(key), &self.backend) {
+            (Err(error), _) => Err(error),
+            (Ok(()), Backend::Local { root }) => match tokio::fs::remove_file(root.join(key)).await {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(io(&root.join(key))(error)),
+                _ => Ok(()),
+            },
+            (Ok(()), Backend::S3(s3)) => s3.remove(key).await,
+        };
+        if let Err(error) = removed {
+            tracing::warn!(%error, key, "cannot remove an unreferenced document");
+        }
+    }
+
     /// Opens a stored document for reading. Keys never leave the store (no
     /// `..`, no absolute path), and staged files are not documents.
     pub async fn read(&self, key: &str) -> Result<StoredDocument, DocumentError> {

@@ -99,6 +99,14 @@ impl S3Store {
         pending.complete().await.map_err(remote(format!("completing {key}")))
     }
 
+    pub(super) async fn remove(&self, key: &str) -> Result<(), DocumentError> {
+        let location = self.location(key)?;
+        match self.store.delete(&location).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(source) => Err(DocumentError::Remote { context: format!("removing {key}"), source }),
+        }
+    }
+
     pub(super) async fn read(&self, key: &str) -> Result<StoredDocument, DocumentError> {
         let location = self.location(key)?;
         match self.store.get(&location).await {

@@ -17,6 +17,8 @@ pub enum Outcome {
     Recorded,
     /// The same notification was recorded before; nothing was written.
     Duplicate,
+    /// The envelope it names belongs to another account; nothing was written.
+    OtherAccount,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,8 +111,40 @@ async fn run(store: Arc<dyn Store>, mut receiver: mpsc::Receiver<Pending>) {
     }
 }
 
-/// Writes `records` in one transaction; a duplicate notification writes nothing else.
+/// Writes `records`; a duplicate notification, or one naming an envelope
+/// of another account, writes nothing.
+///
+/// The store refuses a notification whose envelope is already another
+/// account's. Two records of one batch that name the same new envelope for
+/// two accounts would both pass that check, so a record naming an envelope
+/// that an earlier record of the batch named for another account waits for
+/// a later transaction (in practice never: envelope ids are DocuSign's GUIDs).
 pub async fn write(store: &dyn Store, records: &[&NotificationRecord]) -> Result<Vec<Outcome>, StoreError> {
-    let written = store.record_notifications(records).await?;
-    Ok(written.into_iter().map(|w| if w { Outcome::Recorded } else { Outcome::Duplicate }).collect())
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
+    let mut pending: Vec<usize> = (0..records.len()).collect();
+    while !pending.is_empty() {
+        let mut owners = std::collections::HashMap::new();
+        let (round, later): (Vec<usize>, Vec<usize>) = pending.iter().partition(|&&i| {
+            let n = &records[i].notification;
+            *owners.entry(n.envelope_id).or_insert(n.account_id) == n.account_id
+        });
+        let batch: Vec<&NotificationRecord> = round.iter().map(|&i| records[i]).collect();
+        let written = store.record_notifications(&batch).await?;
+        for (&i, written) in round.iter().zip(written) {
+            outcomes[i] = Some(if written { Outcome::Recorded } else { refused(store, records[i]).await? });
+        }
+        pending = later;
+    }
+    Ok(outcomes.into_iter().map(|o| o.unwrap_or(Outcome::Duplicate)).collect())
+}
+
+/// Why the store wrote nothing for `record`: its envelope is another
+/// account's, or it was recorded before. An envelope's account never
+/// changes once written, so asking after the commit is safe.
+async fn refused(store: &dyn Store, record: &NotificationRecord) -> Result<Outcome, StoreError> {
+    let n = &record.notification;
+    Ok(match store.envelope(n.envelope_id).await? {
+        Some(envelope) if envelope.account_id != n.account_id => Outcome::OtherAccount,
+        _ => Outcome::Duplicate,
+    })
 }

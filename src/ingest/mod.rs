@@ -47,6 +47,7 @@ pub const PROCESS_ENVELOPE: &str = "process_envelope";
 #[derive(Debug, Clone)]
 pub struct Ingest {
     keys: KeyRing,
+    store: Arc<dyn Store>,
     committer: Committer,
     documents: DocumentStore,
     max_body_bytes: u64,
@@ -60,7 +61,8 @@ impl Ingest {
     pub fn new(settings: &Settings, store: Arc<dyn Store>, documents: DocumentStore, keys: KeyRing) -> Self {
         Self {
             keys,
-            committer: Committer::spawn(store),
+            committer: Committer::spawn(store.clone()),
+            store,
             documents,
             max_body_bytes: settings.connect.max_body_bytes,
             body_timeout: settings.connect.body_timeout,
@@ -156,6 +158,31 @@ async fn receive(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) -
         }
     };
     let process = ingest.process_events.contains(&notification.event);
+    // Embedded documents reach the document store before the commit: make
+    // sure first that the envelope is not another account's. (Without
+    // documents, the commit's own check is enough.)
+    if process && !notification.embedded.is_empty() {
+        match ingest.store.envelope(notification.envelope_id).await {
+            Ok(Some(envelope)) if envelope.account_id != notification.account_id => {
+                for document in &notification.embedded {
+                    ingest.documents.discard(&document.storage_key);
+                }
+                return other_account(&notification);
+            }
+            Ok(_) => {}
+            Err(error) => {
+                for document in &notification.embedded {
+                    ingest.documents.discard(&document.storage_key);
+                }
+                tracing::error!(%error, "cannot look the envelope up; answering 503 so Connect retries");
+                return reject(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the store could not be read; try again",
+                );
+            }
+        }
+    }
     let documents = if process {
         match ingest.publish_embedded(&notification).await {
             Ok(documents) => documents,
@@ -164,9 +191,18 @@ async fn receive(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) -
     } else {
         Vec::new()
     };
+    let published: Vec<String> = documents.iter().map(|d| d.storage_key.clone()).collect();
     let record = ingest.record(&notification, documents, body_sha256, process);
     let id = record.notification.id;
     match ingest.committer.commit(record).await {
+        Ok(Outcome::OtherAccount) => {
+            // A race with the check above: the documents just published are
+            // referenced by no row; remove them.
+            for key in &published {
+                ingest.documents.remove(key).await;
+            }
+            other_account(&notification)
+        }
         Ok(Outcome::Duplicate) => {
             count_notification(&notification.event, "duplicate");
             tracing::info!(envelope_id = %notification.envelope_id, event = %notification.event, "duplicate notification; nothing new");
@@ -199,6 +235,21 @@ async fn receive(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) -
 fn count_notification(event: &str, outcome: &'static str) {
     metrics::counter!("countersign_notifications_total", "event" => event.to_string(), "outcome" => outcome)
         .increment(1);
+}
+
+/// A notification signed for one account that names an envelope of
+/// another: 403, since the sender proved who it is but may not act on that
+/// envelope. Nothing is stored, and Connect's retries are refused alike.
+fn other_account(notification: &ConnectNotification) -> Response {
+    count_notification(&notification.event, "other_account");
+    reject(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!(
+            "envelope {} belongs to another account than {}, which this notification names; nothing was stored",
+            notification.envelope_id, notification.account_id
+        ),
+    )
 }
 
 fn too_large(max: u64) -> Response {
@@ -301,6 +352,7 @@ impl Ingest {
                 }
             };
             records.push(DocumentRecord {
+                account_id: notification.account_id,
                 envelope_id: notification.envelope_id,
                 document_id: document.document_id.clone(),
                 name: document.name.clone(),

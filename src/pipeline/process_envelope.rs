@@ -147,6 +147,7 @@ impl ProcessEnvelope {
         let file_name = stored_file_name(wanted, downloaded.file_name.as_deref(), id);
         let key = self.documents.publish(&downloaded.staged.key, account, id, &file_name).await?;
         let record = DocumentRecord {
+            account_id: account,
             envelope_id: id,
             document_id: wanted.document_id.clone(),
             name: wanted.name.clone().or(downloaded.file_name).unwrap_or_else(|| file_name.clone()),

@@ -315,6 +315,9 @@ pub struct EnvelopeUpsert {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct DocumentRecord {
+    /// The account the envelope belongs to: a document row is keyed by
+    /// (account, envelope, document), so no account can write another's.
+    pub account_id: AccountId,
     pub envelope_id: EnvelopeId,
     /// DocuSign's document id ("1", "2", …) or "certificate".
     pub document_id: String,

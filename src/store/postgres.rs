@@ -196,8 +196,10 @@ macro_rules! insert_notifications {
              $8::text[], $9::text[], $10::text[], $11::text[], $12::jsonb[])
              AS t(id, account_id, envelope_id, event, recipient_id, generated_at, format, origin,
                   dedupe_key, body_sha256, disposition, summary)
+         WHERE NOT EXISTS (SELECT 1 FROM envelopes
+             WHERE envelopes.envelope_id = t.envelope_id AND envelopes.account_id <> t.account_id)
          ON CONFLICT DO NOTHING
-         RETURNING id"
+         RETURNING id, account_id"
     };
 }
 
@@ -268,17 +270,18 @@ impl Store for PostgresStore {
                      updated_at = excluded.updated_at
                  WHERE envelopes.account_id = excluded.account_id
              ), d AS (
-                 INSERT INTO documents (envelope_id, document_id, name, file_name, content_type, size_bytes, sha256,
-                     storage_key, stored_at)
-                 SELECT DISTINCT ON (envelope_id, document_id) envelope_id, document_id, name, file_name,
-                     content_type, size_bytes, sha256, storage_key, stored_at
+                 INSERT INTO documents (account_id, envelope_id, document_id, name, file_name, content_type,
+                     size_bytes, sha256, storage_key, stored_at)
+                 SELECT DISTINCT ON (t.envelope_id, t.document_id) n.account_id, t.envelope_id, t.document_id,
+                     t.name, t.file_name, t.content_type, t.size_bytes, t.sha256, t.storage_key, t.stored_at
                  FROM UNNEST($19::uuid[], $20::text[], $21::text[], $22::text[], $23::text[], $24::text[],
                      $25::int8[], $26::text[], $27::text[], $28::timestamptz[])
                      WITH ORDINALITY AS t(notification, envelope_id, document_id, name, file_name, content_type,
                           size_bytes, sha256, storage_key, stored_at, ord)
-                 WHERE notification IN (SELECT id FROM n)
-                 ORDER BY envelope_id, document_id, ord DESC
-                 ON CONFLICT (envelope_id, document_id) DO UPDATE SET
+                 -- A document takes its notification's account.
+                 JOIN n ON n.id = t.notification
+                 ORDER BY t.envelope_id, t.document_id, t.ord DESC
+                 ON CONFLICT (account_id, envelope_id, document_id) DO UPDATE SET
                      name = excluded.name, file_name = excluded.file_name, content_type = excluded.content_type,
                      size_bytes = excluded.size_bytes, sha256 = excluded.sha256, storage_key = excluded.storage_key,
                      stored_at = excluded.stored_at
@@ -822,7 +825,9 @@ impl Store for PostgresStore {
             .await?;
         rows.iter()
             .map(|row| {
+                let account: String = row.try_get("account_id")?;
                 Ok(DocumentRecord {
+                    account_id: AccountId::parse(&account).map_err(|_| corrupt("account_id", &account))?,
                     envelope_id: envelope_id(row, "envelope_id")?,
                     document_id: row.try_get("document_id")?,
                     name: row.try_get("name")?,
@@ -1126,10 +1131,10 @@ impl StoreTx for PgTx {
 
     async fn upsert_document(&mut self, d: &DocumentRecord) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO documents (envelope_id, document_id, name, file_name, content_type, size_bytes, sha256,
-                 storage_key, stored_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-             ON CONFLICT (envelope_id, document_id) DO UPDATE SET
+            "INSERT INTO documents (account_id, envelope_id, document_id, name, file_name, content_type,
+                 size_bytes, sha256, storage_key, stored_at)
+             VALUES ($10, $1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (account_id, envelope_id, document_id) DO UPDATE SET
                  name = excluded.name, file_name = excluded.file_name, content_type = excluded.content_type,
                  size_bytes = excluded.size_bytes, sha256 = excluded.sha256, storage_key = excluded.storage_key,
                  stored_at = excluded.stored_at",
@@ -1143,6 +1148,7 @@ impl StoreTx for PgTx {
         .bind(&d.sha256)
         .bind(&d.storage_key)
         .bind(d.stored_at)
+        .bind(d.account_id.to_string())
         .execute(&mut *self.tx)
         .await?;
         Ok(())

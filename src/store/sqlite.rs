@@ -278,8 +278,8 @@ const ENVELOPE_CONFLICT: &str = " ON CONFLICT (envelope_id) DO UPDATE SET \
      completed_at = COALESCE(excluded.completed_at, envelopes.completed_at), updated_at = excluded.updated_at \
      WHERE envelopes.account_id = excluded.account_id";
 const DOCUMENT_COLUMNS: &str =
-    "envelope_id, document_id, name, file_name, content_type, size_bytes, sha256, storage_key, stored_at";
-const DOCUMENT_CONFLICT: &str = " ON CONFLICT (envelope_id, document_id) DO UPDATE SET \
+    "account_id, envelope_id, document_id, name, file_name, content_type, size_bytes, sha256, storage_key, stored_at";
+const DOCUMENT_CONFLICT: &str = " ON CONFLICT (account_id, envelope_id, document_id) DO UPDATE SET \
      name = excluded.name, file_name = excluded.file_name, content_type = excluded.content_type, \
      size_bytes = excluded.size_bytes, sha256 = excluded.sha256, storage_key = excluded.storage_key, \
      stored_at = excluded.stored_at";
@@ -296,7 +296,12 @@ fn push_insert_notifications<'args>(
     batch: &[&NewNotification],
     now: i64,
 ) {
-    query.push(format!("INSERT INTO notifications ({NOTIFICATION_COLUMNS}) "));
+    // A VALUES list names its columns column1, column2, …: column2 is the
+    // account, column3 the envelope. A notification naming an envelope of
+    // another account is not written (nor, then, anything that depends on it).
+    let width = NOTIFICATION_COLUMNS.split(',').count();
+    let selected: Vec<String> = (1..=width).map(|i| format!("column{i}")).collect();
+    query.push(format!("INSERT INTO notifications ({NOTIFICATION_COLUMNS}) SELECT {} FROM (", selected.join(", ")));
     query.push_values(batch, |mut row, n| {
         row.push_bind(n.id.to_string())
             .push_bind(n.account_id.to_string())
@@ -312,7 +317,12 @@ fn push_insert_notifications<'args>(
             .push_bind(n.summary.to_string())
             .push_bind(now);
     });
-    query.push(" ON CONFLICT DO NOTHING RETURNING id");
+    // The WHERE also keeps SQLite from reading ON CONFLICT as a join's ON.
+    query.push(
+        ") WHERE NOT EXISTS (SELECT 1 FROM envelopes \
+         WHERE envelopes.envelope_id = column3 AND envelopes.account_id <> column2) \
+         ON CONFLICT DO NOTHING RETURNING id",
+    );
 }
 
 fn bind_envelope(row: &mut ValuesRow<'_, '_>, e: &EnvelopeUpsert, now: i64) {
@@ -326,7 +336,8 @@ fn bind_envelope(row: &mut ValuesRow<'_, '_>, e: &EnvelopeUpsert, now: i64) {
 }
 
 fn bind_document(row: &mut ValuesRow<'_, '_>, d: &DocumentRecord) {
-    row.push_bind(d.envelope_id.to_string())
+    row.push_bind(d.account_id.to_string())
+        .push_bind(d.envelope_id.to_string())
         .push_bind(d.document_id.clone())
         .push_bind(d.name.clone())
         .push_bind(d.file_name.clone())
@@ -1141,7 +1152,9 @@ impl Store for SqliteStore {
             .await?;
         rows.iter()
             .map(|row| {
+                let account: String = row.try_get("account_id")?;
                 Ok(DocumentRecord {
+                    account_id: AccountId::parse(&account).map_err(|_| corrupt("account_id", &account))?,
                     envelope_id: envelope_id(row, "envelope_id")?,
                     document_id: row.try_get("document_id")?,
                     name: row.try_get("name")?,

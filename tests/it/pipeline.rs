@@ -2,9 +2,8 @@
 //! envelopes and sends Connect notifications, countersign processes them
 //! (documents, rules, outbox) and a Standard Webhooks receiver on loopback
 //! verifies what arrives, as an IT system would.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

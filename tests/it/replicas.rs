@@ -4,9 +4,8 @@
 //! envelope's documents stored and its event delivered under one stable id,
 //! no dead letter, and no job ever ran on both replicas at once (a job the
 //! dead replica held is taken over only after it died).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::Arc;

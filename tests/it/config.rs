@@ -1,6 +1,5 @@
 //! Settings: defaults < file < environment, secrets from files, errors that
 //! name the key, and secrets that never print.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::result_large_err)]
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -1,9 +1,8 @@
 //! Delivery to the real brokers on this machine: NATS JetStream at
 //! 127.0.0.1:4222 and RabbitMQ at 127.0.0.1:5672 (guest/guest). Each test
 //! makes its own stream or exchange and removes it afterwards.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::time::Duration;

@@ -1,7 +1,6 @@
 //! One specification of the store, run against SQLite and PostgreSQL alike.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -65,6 +64,7 @@ conformance!(
     a_batch_with_thousands_of_documents_is_recorded_whole,
     a_batch_that_fails_records_nothing,
     an_envelope_is_neither_downgraded_nor_taken_over,
+    a_notification_naming_another_accounts_envelope_writes_nothing,
     reclaiming_one_expired_job_leaves_the_others_history_alone,
     a_deferred_job_waits_without_spending_an_attempt,
     a_parked_job_waits_until_woken,
@@ -541,6 +541,7 @@ async fn envelope_documents_events_and_deliveries_round_trip(db: &common::TestSt
     let account = AccountId::parse("f2a3b4c5-d6e7-4f80-9a1b-2c3d4e5f6a7b").unwrap();
     let completed_at = chrono::DateTime::from_timestamp_millis(1_700_000_000_123).unwrap();
     let document = DocumentRecord {
+        account_id: account,
         envelope_id: envelope,
         document_id: "certificate".into(),
         name: "Certificate of Completion".into(),
@@ -662,6 +663,7 @@ fn record(n: &NewNotification, subject: Option<&str>, job_key: Option<&str>, doc
     });
     let documents = document
         .then(|| DocumentRecord {
+            account_id: n.account_id,
             envelope_id: n.envelope_id,
             document_id: "1".into(),
             name: format!("from {}", n.body_sha256),
@@ -792,6 +794,57 @@ async fn an_envelope_is_neither_downgraded_nor_taken_over(db: &common::TestStore
         assert_eq!(stored.status, EnvelopeStatus::Processed, "a late notification does not reopen it");
         assert_eq!((stored.account_id, stored.subject.as_deref()), (owner, Some("mine")), "no takeover");
     }
+}
+
+/// Whoever holds one account's Connect key must never change another
+/// account's records: a notification naming an envelope that belongs to
+/// another account writes no notification, envelope, document or job row,
+/// whether the envelope was stored before or earlier in the same batch.
+async fn a_notification_naming_another_accounts_envelope_writes_nothing(db: &common::TestStore) {
+    let store = &*db.store;
+    let intruder = AccountId::parse("a1a2a3a4-b5b6-4c7c-8d8d-e9e0f1f2f3f4").unwrap();
+    let stored = EnvelopeId::parse("1c1d1e1f-2a2b-4c2d-8e2f-3a3b3c3d3e3f").unwrap();
+    let owned = notification(stored, "envelope-completed", "own-0");
+    let owner = owned.account_id;
+    assert_eq!(store.record_notifications(&[&record(&owned, Some("mine"), Some("mine"), true)]).await.unwrap(), [true]);
+    let documents_before = store.documents(stored).await.unwrap();
+
+    let forged = |envelope, hash: &str| NewNotification {
+        account_id: intruder,
+        ..notification(envelope, "envelope-completed", hash)
+    };
+    let mut forged_record = record(&forged(stored, "forged-0"), Some("theirs"), Some("theirs"), true);
+    forged_record.documents[0].sha256 = "ef".repeat(32);
+    assert_eq!(store.record_notifications(&[&forged_record]).await.unwrap(), [false]);
+    let outcomes = countersign::ingest::write_records(store, &[&forged_record]).await.unwrap();
+    assert_eq!(outcomes, [countersign::ingest::Outcome::OtherAccount]);
+
+    // notifications
+    assert_eq!(store.count_notifications().await.unwrap(), 1);
+    assert!(store.notification(forged_record.notification.id).await.unwrap().is_none());
+    // envelopes
+    let envelope = store.envelope(stored).await.unwrap().unwrap();
+    assert_eq!((envelope.account_id, envelope.subject.as_deref()), (owner, Some("mine")));
+    // documents
+    let documents = store.documents(stored).await.unwrap();
+    assert_eq!(documents, documents_before, "the owner's documents are untouched");
+    assert!(documents.iter().all(|d| d.account_id == owner && d.sha256 == "cd".repeat(32)));
+    // jobs
+    assert!(store.job_by_key("process", "theirs").await.unwrap().is_none());
+
+    // Two accounts naming one new envelope in one batch: the first keeps it.
+    let fresh = EnvelopeId::parse("4c4d4e4f-5a5b-4c5d-9e5f-6a6b6c6d6e6f").unwrap();
+    let first = record(&notification(fresh, "envelope-completed", "own-1"), Some("first"), Some("first"), true);
+    let second = record(&forged(fresh, "forged-1"), Some("second"), Some("second"), true);
+    let outcomes = countersign::ingest::write_records(store, &[&first, &second]).await.unwrap();
+    use countersign::ingest::Outcome::{OtherAccount, Recorded};
+    assert_eq!(outcomes, [Recorded, OtherAccount]);
+    assert_eq!(store.count_notifications().await.unwrap(), 2);
+    let envelope = store.envelope(fresh).await.unwrap().unwrap();
+    assert_eq!((envelope.account_id, envelope.subject.as_deref()), (owner, Some("first")));
+    let documents = store.documents(fresh).await.unwrap();
+    assert_eq!(documents.iter().map(|d| (d.account_id, d.name.as_str())).collect::<Vec<_>>(), [(owner, "from own-1")]);
+    assert!(store.job_by_key("process", "second").await.unwrap().is_none());
 }
 
 async fn reclaiming_one_expired_job_leaves_the_others_history_alone(db: &common::TestStore) {

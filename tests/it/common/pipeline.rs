@@ -34,7 +34,7 @@ impl Pipeline {
     /// [`Pipeline::new`] with `key = value` lines that override the `[docusign]` table.
     pub async fn with_docusign(store_url: &str, docusign: &str, extra: &str) -> Self {
         // DocuSign's rate limits (3,000 calls an hour, 200 per 30 s on demo accounts) would make long runs
-        // wait on the account instead of on what they test; tests/docusign.rs proves the limits are honoured.
+        // wait on the account instead of on what they test; tests/it/docusign.rs proves the limits are honoured.
         let sandbox = Sandbox::new(SandboxConfig {
             document_bytes: 4_000,
             hourly_limit: u32::MAX,

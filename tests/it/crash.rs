@@ -8,9 +8,8 @@
 //!
 //! CI runs a short version; `scripts/crash.sh` runs the long one
 //! (CRASH_ENVELOPES, CRASH_KILLS, CRASH_RATE).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -2,9 +2,8 @@
 //! README documents, with a JSON error naming the problem where the request
 //! reached countersign, and none of them stores anything: no notification, no
 //! job, no document, no staged file.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

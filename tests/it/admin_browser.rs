@@ -2,9 +2,8 @@
 //! chromedriver logs in, opens an envelope, replays a dead letter and saves
 //! a screenshot. Needs `chromium` and `chromedriver` on the PATH (Debian:
 //! `apt-get install chromium chromium-driver`; `.ci/run` installs them).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

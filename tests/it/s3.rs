@@ -2,9 +2,8 @@
 //! loopback, countersign's store (and then countersign itself) pointed at it
 //! with `documents.url = "s3://…"`. The bucket is inspected with plain
 //! HTTP requests of our own, not through the store under test.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

@@ -1,13 +1,12 @@
 //! Faults in the parts countersign depends on, mid-run, with `countersign
 //! serve` as its own process: DocuSign failing in every way the sandbox
 //! knows, the store's PostgreSQL stopped the hard way and started again, and
-//! a NATS server and a RabbitMQ node crashed and restarted under their sinks. Each runs on a server of its own (tests/common/servers.rs), so the
+//! a NATS server and a RabbitMQ node crashed and restarted under their sinks. Each runs on a server of its own (tests/it/common/servers.rs), so the
 //! shared ones other tests use are never disturbed. Afterwards nothing is
 //! lost: every envelope's documents stored and its events delivered.
 //! docs/RELIABILITY.md's fault matrix lists these with the other faults.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::sync::Arc;

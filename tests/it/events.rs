@@ -1,8 +1,7 @@
 //! Rules → events: what an envelope becomes, as the operator configures it
 //! in TOML and as consumers receive it (checked against docs/event.schema.json).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use chrono::{DateTime, Utc};
 use countersign::config::Settings;
@@ -84,6 +83,7 @@ fn offer_letter() -> ConnectNotification {
 fn documents(envelope: &ConnectNotification) -> Vec<DocumentRecord> {
     vec![
         DocumentRecord {
+            account_id: envelope.account_id,
             envelope_id: envelope.envelope_id,
             document_id: "1".into(),
             name: "Offer letter.pdf".into(),
@@ -95,6 +95,7 @@ fn documents(envelope: &ConnectNotification) -> Vec<DocumentRecord> {
             stored_at: time("2026-11-20T10:06:00Z"),
         },
         DocumentRecord {
+            account_id: envelope.account_id,
             envelope_id: envelope.envelope_id,
             document_id: "certificate".into(),
             name: "Certificate of Completion".into(),

@@ -3,9 +3,8 @@
 //! JSON and XML, refused requests, DocuSign calls with a token renewal,
 //! document downloads, webhook deliveries) and the logs hold none of the
 //! configured secrets, no access token and no document bytes.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

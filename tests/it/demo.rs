@@ -1,5 +1,4 @@
 //! README's first command: `countersign demo` runs the tour and exits 0.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::process::Command;
 

@@ -2,9 +2,8 @@
 //! sandbox playing DocuSign (its request counters are the witness), Connect
 //! notifications sent by the sandbox's sender, and `process_envelope` jobs
 //! taking each envelope to stored documents.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

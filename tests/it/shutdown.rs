@@ -1,9 +1,8 @@
 //! SIGTERM while a job runs: the process stops taking work, lets the job
 //! finish within the grace period, and otherwise hands the job back.
 //! One test function: both scenarios signal this very process.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

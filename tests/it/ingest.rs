@@ -1,7 +1,6 @@
 //! `POST /docusign/connect`: verified, durable, deduplicated, streaming.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -232,6 +231,60 @@ async fn per_account_keys_vouch_only_for_their_account() {
     ];
     assert_eq!(post(&app, body, "application/json", &headers).await.0, 401);
     assert_eq!(app.store.count_notifications().await.unwrap(), 1);
+}
+
+/// Account A's key cannot touch account B's envelope: a notification signed
+/// for A that names B's envelope (with other PDF bytes) is refused with 403
+/// and stores nothing: no notification, no change to the envelope, its
+/// documents or its job, no file.
+#[tokio::test]
+async fn a_notification_naming_another_accounts_envelope_is_refused_and_stores_nothing() {
+    let sandbox = sandbox(5_000);
+    let owner = sandbox.identity().account_id;
+    let intruder = countersign::ids::AccountId::parse(&uuid::Uuid::new_v4().to_string()).unwrap();
+    let toml = format!(
+        "[[connect.accounts]]\naccount_id = \"{owner}\"\nhmac_keys = [\"owner-key\"]\n\
+         [[connect.accounts]]\naccount_id = \"{intruder}\"\nhmac_keys = [\"intruder-key\"]\n"
+    );
+    let app = TestApp::spawn(common::sqlite().await, &toml).await;
+    let envelopes = sandbox.complete_envelopes(2);
+    let with_documents = NotificationOptions { include_documents: true, ..NotificationOptions::default() };
+    let signed = |key: &str, account: &str, body: &[u8]| {
+        vec![
+            ("X-DocuSign-Signature-1".to_string(), signature(key, body)),
+            ("X-DocuSign-AccountId".to_string(), account.to_string()),
+        ]
+    };
+    let body = json_body(&envelopes[0], &with_documents, 0);
+    let (status, answer) =
+        post(&app, body.clone(), "application/json", &signed("owner-key", &owner.to_string(), &body)).await;
+    assert_eq!(status, 200, "{answer}");
+    let id = envelopes[0].envelope_id;
+    let envelope_before = app.store.envelope(id).await.unwrap().unwrap();
+    let documents_before = app.store.documents(id).await.unwrap();
+    assert!(!documents_before.is_empty());
+    let jobs_before = jobs(&app).await;
+
+    // The second envelope's documents, renamed as the first envelope of the
+    // intruder's account, with and without embedded documents.
+    let mut forged = envelopes[1].clone();
+    forged.envelope_id = id;
+    forged.account_id = intruder;
+    for options in [with_documents, NotificationOptions::default()] {
+        let body = json_body(&forged, &options, 0);
+        let (status, answer) =
+            post(&app, body.clone(), "application/json", &signed("intruder-key", &intruder.to_string(), &body)).await;
+        assert_eq!((status, answer["error"].as_str()), (403, Some("forbidden")), "{answer}");
+        assert!(answer["message"].as_str().unwrap().contains("another account"), "{answer}");
+    }
+
+    assert_eq!(app.store.count_notifications().await.unwrap(), 1, "no notification row");
+    let envelope = app.store.envelope(id).await.unwrap().unwrap();
+    assert_eq!((envelope.account_id, &envelope.subject), (owner, &envelope_before.subject), "the envelope row");
+    assert_eq!(app.store.documents(id).await.unwrap(), documents_before, "the document rows");
+    assert_eq!(jobs(&app).await, jobs_before, "no job");
+    let intruder_files = app.documents_dir.path().join(intruder.to_string());
+    assert!(!intruder_files.exists(), "no file under {}", intruder_files.display());
 }
 
 #[tokio::test]

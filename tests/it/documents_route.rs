@@ -1,9 +1,8 @@
 //! `GET /documents/{envelope}/{file}` over real HTTP, fetched the way an
 //! event's consumer fetches it: from the URL in the event data, with the
 //! sink's bearer token or through the signed link.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use chrono::{Duration, Utc};
 use common::envelopes::{ACCOUNT, SECRET, new_envelope_id, offer_letter, publish};
@@ -49,6 +48,7 @@ async fn envelope_with_document(f: &Fixture, now: chrono::DateTime<Utc>) -> (Env
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, &bytes).unwrap();
     let document = DocumentRecord {
+        account_id: countersign::ids::AccountId::parse(ACCOUNT).unwrap(),
         envelope_id: id,
         document_id: "1".into(),
         name: "Offer letter.pdf".into(),

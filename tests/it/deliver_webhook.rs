@@ -1,9 +1,8 @@
 //! Webhook delivery over real HTTP on 127.0.0.1: the service's workers
 //! deliver what the outbox holds to local Standard Webhooks receivers that
 //! verify every signature.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;

@@ -1,8 +1,7 @@
 //! Reconciliation against the sandbox: completed envelopes that Connect never
 //! delivered are found by listing the account, and processed once.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

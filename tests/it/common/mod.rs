@@ -1,6 +1,5 @@
 //! Shared test support: real stores on a fresh database each, and the
 //! running service on a random port.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod balancer;
 pub mod docusign;
@@ -29,8 +28,11 @@ pub struct TestStore {
 }
 
 enum Cleanup {
-    Dir(tempfile::TempDir),
-    Postgres { name: String },
+    /// Held, not read: the directory is removed when the store is dropped.
+    Dir(#[expect(dead_code, reason = "held for its Drop")] tempfile::TempDir),
+    Postgres {
+        name: String,
+    },
 }
 
 impl Drop for Cleanup {
@@ -128,7 +130,8 @@ pub struct TestApp {
     pub base_url: String,
     pub store: Arc<dyn Store>,
     pub keys: countersign::ingest::KeyRing,
-    pub db: Arc<TestStore>,
+    /// Held so that the database outlives the service using it.
+    _db: Arc<TestStore>,
     pub documents_dir: tempfile::TempDir,
     pub settings: countersign::config::Settings,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -185,7 +188,7 @@ impl TestApp {
         let task = tokio::spawn(service.run(listener, async {
             let _ = stopped.await;
         }));
-        Self { base_url, store, keys, db, documents_dir, settings, stop: Some(stop), task: Some(task) }
+        Self { base_url, store, keys, _db: db, documents_dir, settings, stop: Some(stop), task: Some(task) }
     }
 
     pub fn connect_url(&self) -> String {

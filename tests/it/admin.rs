@@ -2,9 +2,8 @@
 //! stores holding what the pipeline really wrote: envelopes processed from
 //! the DocuSign sandbox's Connect notifications, deliveries that died at a
 //! failing webhook receiver.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,0 +1,30 @@
+//! The integration tests: one binary (one link of the crate) with a module
+//! per area. Each module's doc comment says what it covers; `common` holds
+//! the shared support (stores on fresh databases, the running service, the
+//! sandbox, local servers).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::result_large_err)]
+
+mod common;
+
+mod admin;
+mod admin_browser;
+mod cli;
+mod config;
+mod crash;
+mod deliver_brokers;
+mod deliver_webhook;
+mod demo;
+mod documents_route;
+mod docusign;
+mod events;
+mod faults;
+mod hostile;
+mod ingest;
+mod logs;
+mod pipeline;
+mod reconcile;
+mod replicas;
+mod s3;
+mod sandbox;
+mod shutdown;
+mod store_conformance;
