@@ -1,7 +1,7 @@
 //! The Connect sender: the notifications DocuSign posts to a listener when an
 //! envelope changes, in both formats a configuration can choose (JSON SIM,
-//! `shared/docusign-facts.md` §1, and legacy XML, §2), signed with
-//! `X-DocuSign-Signature-N` HMACs and retried the way Connect retries (§3).
+//! `docs/DOCUSIGN.md` §1, and legacy XML, §2), signed with
+//! `X-DocuSign-Signature-N` HMACs (§4) and retried the way Connect retries (§3).
 //!
 //! The generated envelopes are always completed, so notifications for earlier
 //! events (`envelope-sent`, `recipient-delivered`, …) describe the envelope as

@@ -1,9 +1,9 @@
 //! A faithful DocuSign simulator for tests, the demo, benchmarks and
 //! `countersign sandbox`: the OAuth JWT Grant with consent, userinfo, the
 //! eSignature REST endpoints countersign reads (with DocuSign's rate-limit
-//! headers), fault knobs, and a Connect sender. It follows
-//! `shared/docusign-facts.md`; where DocuSign's behaviour is unconfirmed the
-//! choice is written next to the code.
+//! headers), fault knobs, and a Connect sender. It follows `docs/DOCUSIGN.md`
+//! (§5 OAuth, §6 REST, §7 rate limits, §8 faults); where DocuSign's behaviour
+//! is unconfirmed the choice is written next to the code.
 
 pub mod connect;
 mod control;

@@ -1,4 +1,4 @@
-//! JSON SIM messages (`shared/docusign-facts.md` §1).
+//! JSON SIM messages (`docs/DOCUSIGN.md` §1).
 
 use base64::Engine;
 use chrono::{DateTime, Utc};

@@ -1,6 +1,6 @@
 //! Delivery: posts one notification, signed, and retries it the way Connect
 //! retries a configuration that requires acknowledgement
-//! (`shared/docusign-facts.md` §3), with the day between retries compressed.
+//! (`docs/DOCUSIGN.md` §3), with the day between retries compressed.
 
 use std::fmt;
 use std::time::Duration;

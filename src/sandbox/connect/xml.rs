@@ -1,4 +1,4 @@
-//! Legacy Connect XML messages (`shared/docusign-facts.md` §2): one
+//! Legacy Connect XML messages (`docs/DOCUSIGN.md` §2): one
 //! `DocuSignEnvelopeInformation` document on a single line, as real messages
 //! usually arrive.
 

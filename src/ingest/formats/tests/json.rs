@@ -1,4 +1,4 @@
-//! JSON SIM messages of every shape the facts describe.
+//! JSON SIM messages of every shape docs/DOCUSIGN.md §1 describes.
 
 use super::*;
 use crate::ids::{EnvelopeId, UserId};
