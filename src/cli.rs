@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::Settings;
 use crate::ids::{EventId, JobId};
+use crate::jobs::JobKind;
 use crate::store::DeliveryFilter;
 use crate::{service, store, telemetry};
 
@@ -324,7 +325,7 @@ async fn dead_letters(arg: &ConfigArg, limit: u32, sink: Option<String>, json: b
     // Deliveries are listed as deliveries; the other kinds as jobs.
     let jobs: Vec<_> = match sink {
         Some(_) => Vec::new(),
-        None => store.dead_jobs(limit).await?.into_iter().filter(|job| job.kind != crate::deliver::DELIVER).collect(),
+        None => store.dead_jobs(limit).await?.into_iter().filter(|job| job.kind != JobKind::Deliver).collect(),
     };
     if json {
         for sink in &disabled {
@@ -334,7 +335,7 @@ async fn dead_letters(arg: &ConfigArg, limit: u32, sink: Option<String>, json: b
         }
         for delivery in &deliveries {
             let mut row = serde_json::to_value(delivery)?;
-            row["kind"] = crate::deliver::DELIVER.into();
+            row["kind"] = JobKind::Deliver.as_str().into();
             println!("{row}");
         }
         for job in &jobs {
@@ -387,7 +388,7 @@ async fn replay(arg: &ConfigArg, ids: &[String], all: bool) -> anyhow::Result<Ex
     let ids: Vec<JobId> = if all {
         // Deliveries go through their own replay, which also enables their sinks.
         let replayed = replay_matching(&*store, &settings, &DeliveryFilter::default()).await?;
-        let others = store.dead_jobs(u32::MAX).await?.into_iter().filter(|job| job.kind != crate::deliver::DELIVER);
+        let others = store.dead_jobs(u32::MAX).await?.into_iter().filter(|job| job.kind != JobKind::Deliver);
         if replayed == 0 && others.clone().next().is_none() {
             println!("no dead letters");
         }

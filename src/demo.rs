@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::Settings;
 use crate::deliver::receiver::{ReceivedWebhook, WebhookReceiver};
+use crate::jobs::{JobKind, ProcessEnvelopeJob};
 use crate::sandbox::connect::{ConnectFormat, ConnectSender, NotificationOptions, RetryPolicy};
 use crate::sandbox::{Envelope, Sandbox, SandboxConfig, pdf};
 use crate::service::Service;
@@ -206,8 +207,9 @@ async fn wait_processed(store: &dyn crate::store::Store, envelopes: &[Envelope])
                 break;
             }
             if tokio::time::Instant::now() > deadline {
-                let job =
-                    store.job_by_key(crate::pipeline::PROCESS_ENVELOPE, &envelope.envelope_id.to_string()).await?;
+                let job = store
+                    .job_by_key(JobKind::ProcessEnvelope.as_str(), &ProcessEnvelopeJob::key(envelope.envelope_id))
+                    .await?;
                 let error = job.and_then(|j| j.last_error).unwrap_or_else(|| "no error recorded".into());
                 bail!("{} was not processed within a minute: {error}", envelope.envelope_id);
             }

@@ -16,6 +16,7 @@ pub mod events;
 pub mod http;
 pub mod ids;
 pub mod ingest;
+pub mod jobs;
 pub mod metrics;
 pub mod pipeline;
 pub mod reconcile;

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::Settings;
@@ -27,11 +27,9 @@ use crate::docusign::{ApiError, DocuSign, GrantError};
 use crate::ids::{AccountId, UserId};
 use crate::ingest::notification::{ConnectNotification, DocumentKind, DocumentSink, EmbeddedDocument};
 use crate::ingest::{Outcome, record_for, write_records};
+use crate::jobs::{JobKind, JobPayload, ReconcileAccountJob};
 use crate::pipeline::{JobContext, JobError, JobHandler};
-use crate::store::{Job, NewJob, NotificationOrigin, NotificationRecord, ReconcilePass, Store, StoreError};
-
-/// The job that runs one reconciliation pass for one account.
-pub const RECONCILE_ACCOUNT: &str = "reconcile_account";
+use crate::store::{Job, NotificationOrigin, NotificationRecord, ReconcilePass, Store, StoreError};
 
 /// What one pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -202,12 +200,6 @@ impl DocumentSink for NoDocuments {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct Payload {
-    /// `None`: the default account of the default user.
-    account_id: Option<AccountId>,
-}
-
 /// Runs periodic passes as jobs, one per account and interval.
 #[derive(Debug)]
 pub struct ReconcileAccount {
@@ -244,12 +236,11 @@ impl ReconcileAccount {
 #[async_trait]
 impl JobHandler for ReconcileAccount {
     fn kind(&self) -> &'static str {
-        RECONCILE_ACCOUNT
+        JobKind::ReconcileAccount.as_str()
     }
 
     async fn run(&self, job: &Job, ctx: &JobContext) -> Result<(), JobError> {
-        let payload: Payload = serde_json::from_value(job.payload.clone())
-            .map_err(|e| JobError::Fatal(format!("malformed reconcile payload: {e}")))?;
+        let payload = ReconcileAccountJob::read(&job.kind, &job.payload).map_err(|e| JobError::Fatal(e.to_string()))?;
         let account = match payload.account_id {
             Some(account) => account,
             None => self.reconciler.default_account().await.map_err(|e| self.job_error(e))?,
@@ -305,9 +296,9 @@ pub async fn schedule(
     }
     loop {
         for account in &accounts {
-            let name = account.map_or_else(|| "default".to_string(), |a| a.to_string());
-            let job = NewJob::new(RECONCILE_ACCOUNT, serde_json::json!({ "account_id": account }), max_attempts)
-                .unique(name.clone());
+            let payload = ReconcileAccountJob { account_id: *account };
+            let name = payload.unique_key().unwrap_or_default();
+            let job = payload.job(max_attempts);
             if let Err(error) = store.rearm_job(&job).await {
                 tracing::warn!(%error, account = %name, "could not schedule a reconciliation pass");
             }

@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::{Admin, AdminError};
+use crate::deliver::CircuitState;
 use crate::deliver::replay::{Replayed, replay_deliveries};
-use crate::deliver::{CircuitState, DELIVER, DeliveryJob, delivery_key};
 use crate::docusign::{Impersonation, UserAccess};
 use crate::ids::{EnvelopeId, JobId};
-use crate::pipeline::PROCESS_ENVELOPE;
+use crate::jobs::{DeliveryJob, JobKind, JobPayload, ProcessEnvelopeJob};
 use crate::store::{
     DeadDelivery, DeliveryFilter, DeliveryRecord, DisabledSink, DocumentRecord, EnvelopePage, EnvelopeQuery,
     EnvelopeRecord, EnvelopeStatus, EventRecord, Job, JobAttempt, JobState, Notification, QueueStat,
@@ -37,8 +37,8 @@ pub async fn overview(admin: &Admin) -> Result<Overview, AdminError> {
     let envelopes = store.count_envelopes().await?.into_iter().map(|(s, n)| (s.as_str().to_string(), n)).collect();
     let queue = store.queue_stats().await?;
     let count = |pick: &dyn Fn(&QueueStat) -> bool| queue.iter().filter(|s| pick(s)).map(|s| s.count).sum();
-    let dead_deliveries = count(&|s| s.state == JobState::Dead && s.kind == DELIVER);
-    let dead_jobs = count(&|s| s.state == JobState::Dead && s.kind != DELIVER);
+    let dead_deliveries = count(&|s| s.state == JobState::Dead && s.kind == JobKind::Deliver);
+    let dead_jobs = count(&|s| s.state == JobState::Dead && s.kind != JobKind::Deliver);
     let parked_jobs = count(&|s| s.state == JobState::Parked);
     let disabled_sinks = store.disabled_sinks().await?;
     Ok(Overview { envelopes, dead_deliveries, dead_jobs, parked_jobs, queue, disabled_sinks })
@@ -97,13 +97,15 @@ pub async fn envelope(admin: &Admin, id: EnvelopeId) -> Result<EnvelopeDetail, A
         return Err(AdminError::not_found(format!("no envelope {id} is recorded")));
     };
     let notifications = store.enqueued_notifications(id).await?;
-    let processing = history(admin, store.job_by_key(PROCESS_ENVELOPE, &id.to_string()).await?).await?;
+    let processing =
+        history(admin, store.job_by_key(JobKind::ProcessEnvelope.as_str(), &ProcessEnvelopeJob::key(id)).await?)
+            .await?;
     let documents = store.documents(id).await?;
     let mut events = Vec::new();
     for event in store.events_for(id).await? {
         let mut deliveries = Vec::new();
         for delivery in store.deliveries_for(event.id).await? {
-            let job = store.job_by_key(DELIVER, &delivery_key(event.id, &delivery.sink)).await?;
+            let job = store.job_by_key(JobKind::Deliver.as_str(), &DeliveryJob::key(event.id, &delivery.sink)).await?;
             deliveries.push(DeliveryDetail { delivery, job: history(admin, job).await? });
         }
         events.push(EventDetail { event, deliveries });
@@ -130,7 +132,7 @@ pub async fn dead_letters(admin: &Admin, sink: Option<String>, limit: u32) -> Re
     // Deliveries are listed as deliveries; only the other kinds as jobs.
     let jobs = match sink {
         Some(_) => Vec::new(),
-        None => store.dead_jobs(limit).await?.into_iter().filter(|job| job.kind != DELIVER).collect(),
+        None => store.dead_jobs(limit).await?.into_iter().filter(|job| job.kind != JobKind::Deliver).collect(),
     };
     Ok(DeadLetters { deliveries, jobs, disabled_sinks })
 }
@@ -157,9 +159,7 @@ pub async fn replay_job(admin: &Admin, id: JobId) -> Result<JobReplayed, AdminEr
             job.state
         )));
     }
-    if job.kind == DELIVER
-        && let Ok(delivery) = serde_json::from_value::<DeliveryJob>(job.payload.clone())
-    {
+    if let Ok(delivery) = DeliveryJob::read(&job.kind, &job.payload) {
         let filter = DeliveryFilter { event: Some(delivery.event_id), sink: Some(delivery.sink), since: None };
         let replayed = replay_deliveries(store, &filter, admin.settings().delivery.max_attempts()).await?;
         if replayed.deliveries.is_empty() {

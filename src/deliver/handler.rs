@@ -18,8 +18,9 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use super::circuit::{Admission, Circuit, CircuitState, Transition};
-use super::{DELIVER, DeliveryJob, OutgoingEvent, Sink, SinkError, build_sink};
+use super::{OutgoingEvent, Sink, SinkError, build_sink};
 use crate::config::Settings;
+use crate::jobs::{DeliveryJob, JobKind, JobPayload};
 use crate::pipeline::{JobContext, JobError, JobHandler};
 use crate::store::{DeliveryState, DeliveryUpdate, Job};
 
@@ -111,12 +112,11 @@ fn jittered(wait: Duration) -> Duration {
 #[async_trait]
 impl JobHandler for Deliver {
     fn kind(&self) -> &'static str {
-        DELIVER
+        JobKind::Deliver.as_str()
     }
 
     async fn run(&self, job: &Job, ctx: &JobContext) -> Result<(), JobError> {
-        let delivery: DeliveryJob = serde_json::from_value(job.payload.clone())
-            .map_err(|e| JobError::Fatal(format!("malformed deliver payload: {e}")))?;
+        let delivery = DeliveryJob::read(&job.kind, &job.payload).map_err(|e| JobError::Fatal(e.to_string()))?;
         let span = tracing::info_span!("delivery", event_id = %delivery.event_id, sink = %delivery.sink);
         self.deliver(job, ctx, delivery).instrument(span).await
     }

@@ -15,35 +15,12 @@ pub mod webhook;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
 use crate::config::{Secret, SinkKind, SinkSettings};
 use crate::ids::EventId;
-use crate::store::NewJob;
 
 pub use circuit::CircuitState;
 pub use handler::{Deliver, SinkCircuits};
-
-/// The job kind that delivers one event to one sink.
-pub const DELIVER: &str = "deliver";
-
-/// The payload of a `deliver` job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeliveryJob {
-    pub event_id: EventId,
-    pub sink: String,
-}
-
-/// The job's unique key: one job per delivery, whatever reruns enqueue.
-pub fn delivery_key(event: EventId, sink: &str) -> String {
-    format!("{event}/{sink}")
-}
-
-/// The `deliver` job of one (event, sink).
-pub fn delivery_job(event: EventId, sink: &str, max_attempts: u32) -> NewJob {
-    let payload = serde_json::json!(DeliveryJob { event_id: event, sink: sink.to_string() });
-    NewJob::new(DELIVER, payload, max_attempts).unique(delivery_key(event, sink))
-}
 
 /// One event on its way out.
 #[derive(Debug, Clone, Copy)]

@@ -20,9 +20,9 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::config::{DEFAULT_RULE, Settings};
-use crate::deliver::delivery_job;
 use crate::ids::{EnvelopeId, EventId};
 use crate::ingest::notification::ConnectNotification;
+use crate::jobs::{DeliveryJob, JobPayload};
 use crate::store::{DocumentRecord, EventRecord, Inserted, NewJob, StoreResult, StoreTx};
 
 pub use cloudevent::CLOUDEVENTS_JSON;
@@ -214,7 +214,7 @@ pub async fn write_outbox(tx: &mut dyn StoreTx, plan: &Plan) -> StoreResult<Outb
             if let Inserted::Created(()) = tx.insert_delivery(planned.event.id, sink).await? {
                 written.deliveries += 1;
             }
-            jobs.push(delivery_job(planned.event.id, sink, plan.max_attempts));
+            jobs.push(DeliveryJob { event_id: planned.event.id, sink: sink.clone() }.job(plan.max_attempts));
         }
     }
     tx.enqueue_all(&jobs).await?;

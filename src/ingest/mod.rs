@@ -29,8 +29,9 @@ pub use committer::{Committer, Outcome, write as write_records};
 use crate::config::Settings;
 use crate::documents::DocumentStore;
 use crate::ids::{AccountId, NotificationId};
+use crate::jobs::{JobPayload, ProcessEnvelopeJob};
 use crate::store::{
-    Disposition, DocumentRecord, EnvelopeStatus, EnvelopeUpsert, NewJob, NewNotification, NotificationOrigin,
+    Disposition, DocumentRecord, EnvelopeStatus, EnvelopeUpsert, NewNotification, NotificationOrigin,
     NotificationRecord, Store,
 };
 use auth::KeyScope;
@@ -39,9 +40,6 @@ use spool::SpoolError;
 
 /// Bodies up to this size are parsed on the request's own task.
 const INLINE_PARSE_BYTES: u64 = 16 * 1024;
-
-/// The job that takes a completed envelope through the pipeline.
-pub const PROCESS_ENVELOPE: &str = "process_envelope";
 
 /// Everything the listener needs; cheap to clone.
 #[derive(Debug, Clone)]
@@ -418,12 +416,12 @@ pub fn record_for(
             subject: notification.subject.clone(),
             completed_at: notification.completed_at,
         };
-        let payload = json!({
-            "notification_id": id,
-            "account_id": notification.account_id,
-            "envelope_id": notification.envelope_id,
-        });
-        let job = NewJob::new(PROCESS_ENVELOPE, payload, max_attempts).unique(notification.envelope_id.to_string());
+        let job = ProcessEnvelopeJob {
+            notification_id: id,
+            account_id: notification.account_id,
+            envelope_id: notification.envelope_id,
+        }
+        .job(max_attempts);
         (Some(envelope), Some(job))
     } else {
         (None, None)

@@ -5,6 +5,6 @@ mod process_envelope;
 mod retry;
 mod worker;
 
-pub use process_envelope::{PROCESS_ENVELOPE, ProcessEnvelope};
+pub use process_envelope::ProcessEnvelope;
 pub use retry::Backoff;
 pub use worker::{JobContext, JobError, JobHandler, WorkerPool};

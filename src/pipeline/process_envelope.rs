@@ -16,24 +16,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use serde::Deserialize;
 
 use super::{JobContext, JobError, JobHandler};
 use crate::config::{DownloadMode, Settings};
 use crate::documents::{DocumentStore, sanitise_file_name};
 use crate::docusign::{ApiError, DocuSign, GrantError};
 use crate::events::{Planner, write_outbox};
-use crate::ids::{AccountId, EnvelopeId, NotificationId, UserId};
+use crate::ids::{AccountId, EnvelopeId, UserId};
 use crate::ingest::notification::{ConnectNotification, DocumentKind, DocumentSink, EmbeddedDocument};
+use crate::jobs::{JobKind, JobPayload, ProcessEnvelopeJob};
 use crate::store::{DocumentRecord, EnvelopeStatus, EnvelopeUpsert, Job};
-
-pub use crate::ingest::PROCESS_ENVELOPE;
-
-#[derive(Debug, Deserialize)]
-struct Payload {
-    notification_id: NotificationId,
-    envelope_id: EnvelopeId,
-}
 
 /// A document still to fetch: DocuSign's id for it and the id it is recorded under.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,12 +227,11 @@ fn merge_rest_envelope(envelope: &mut ConnectNotification, rest: serde_json::Val
 #[async_trait]
 impl JobHandler for ProcessEnvelope {
     fn kind(&self) -> &'static str {
-        PROCESS_ENVELOPE
+        JobKind::ProcessEnvelope.as_str()
     }
 
     async fn run(&self, job: &Job, ctx: &JobContext) -> Result<(), JobError> {
-        let payload: Payload = serde_json::from_value(job.payload.clone())
-            .map_err(|e| JobError::Fatal(format!("malformed process_envelope payload: {e}")))?;
+        let payload = ProcessEnvelopeJob::read(&job.kind, &job.payload).map_err(|e| JobError::Fatal(e.to_string()))?;
         tracing::Span::current().record("envelope_id", tracing::field::display(payload.envelope_id));
         let notification = ctx
             .store

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{AccountId, EnvelopeId, EventId, JobId, NotificationId};
+pub use crate::jobs::NewJob;
 
 /// The result of an insert that may meet an existing row with the same key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,33 +115,6 @@ text_enum!(
 );
 
 /// A job to put on the queue.
-#[derive(Debug, Clone)]
-pub struct NewJob {
-    pub kind: String,
-    /// At most one job per (kind, unique key) exists until it is pruned.
-    pub unique_key: Option<String>,
-    pub payload: serde_json::Value,
-    /// Not before this time; `None` means now.
-    pub run_at: Option<DateTime<Utc>>,
-    pub max_attempts: u32,
-}
-
-impl NewJob {
-    pub fn new(kind: impl Into<String>, payload: serde_json::Value, max_attempts: u32) -> Self {
-        Self { kind: kind.into(), unique_key: None, payload, run_at: None, max_attempts }
-    }
-
-    pub fn unique(mut self, key: impl Into<String>) -> Self {
-        self.unique_key = Some(key.into());
-        self
-    }
-
-    pub fn at(mut self, run_at: DateTime<Utc>) -> Self {
-        self.run_at = Some(run_at);
-        self
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Enqueued {
     Created(JobId),

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use super::*;
 use crate::ids::{AccountId, EnvelopeId, EventId, JobId, NotificationId};
+use crate::jobs::JobKind;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -173,7 +174,7 @@ const DEAD_DELIVERIES: &str = "SELECT d.event_id, e.envelope_id, e.event_type, d
      FROM jobs j
      JOIN deliveries d ON j.unique_key = d.event_id::text || '/' || d.sink
      JOIN events e ON e.id = d.event_id
-     WHERE j.kind = 'deliver' AND j.state = 'dead'
+     WHERE j.kind = $5 AND j.state = 'dead'
        AND ($1::uuid IS NULL OR d.event_id = $1) AND ($2::text IS NULL OR d.sink = $2)
        AND ($3::timestamptz IS NULL OR j.finished_at >= $3)
      ORDER BY j.finished_at DESC, j.id
@@ -706,6 +707,7 @@ impl Store for PostgresStore {
     async fn dead_jobs(&self, limit: u32) -> StoreResult<Vec<Job>> {
         let rows = sqlx::query("SELECT * FROM jobs WHERE state = 'dead' ORDER BY finished_at DESC, id LIMIT $1")
             .bind(i64::from(limit))
+            .bind(JobKind::Deliver.as_str())
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(job_from_row).collect()
@@ -884,13 +886,14 @@ impl Store for PostgresStore {
              JOIN events e ON e.envelope_id = me.envelope_id AND e.id <> me.id
                  AND (e.created_at < me.created_at OR (e.created_at = me.created_at AND e.ordinal < me.ordinal))
              JOIN deliveries d ON d.event_id = e.id AND d.sink = $2 AND d.state = 'pending'
-             JOIN jobs j ON j.kind = 'deliver' AND j.unique_key = e.id::text || '/' || $2 AND j.state <> 'dead'
+             JOIN jobs j ON j.kind = $3 AND j.unique_key = e.id::text || '/' || $2 AND j.state <> 'dead'
              WHERE me.id = $1
              ORDER BY e.created_at, e.ordinal
              LIMIT 1",
         )
         .bind(event.0)
         .bind(sink)
+        .bind(JobKind::Deliver.as_str())
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(|(id, state, run_at)| EarlierDelivery {
@@ -917,6 +920,7 @@ impl Store for PostgresStore {
             .bind(filter.sink.as_deref())
             .bind(filter.since)
             .bind(i64::from(limit))
+            .bind(JobKind::Deliver.as_str())
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(dead_delivery_from_row).collect()
@@ -929,6 +933,7 @@ impl Store for PostgresStore {
             .bind(filter.sink.as_deref())
             .bind(filter.since)
             .bind(i64::MAX)
+            .bind(JobKind::Deliver.as_str())
             .fetch_all(&mut *tx)
             .await?;
         let dead: Vec<DeadDelivery> = rows.iter().map(dead_delivery_from_row).collect::<StoreResult<_>>()?;

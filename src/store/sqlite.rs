@@ -22,6 +22,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 
 use super::*;
 use crate::ids::{AccountId, EnvelopeId, EventId, JobId, NotificationId};
+use crate::jobs::JobKind;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -496,7 +497,7 @@ const DEAD_DELIVERIES: &str = "SELECT d.event_id, e.envelope_id, e.event_type, d
      FROM jobs j
      JOIN deliveries d ON j.unique_key = d.event_id || '/' || d.sink
      JOIN events e ON e.id = d.event_id
-     WHERE j.kind = 'deliver' AND j.state = 'dead'
+     WHERE j.kind = ?5 AND j.state = 'dead'
        AND (?1 IS NULL OR d.event_id = ?1) AND (?2 IS NULL OR d.sink = ?2) AND (?3 IS NULL OR j.finished_at >= ?3)
      ORDER BY j.finished_at DESC, j.id
      LIMIT ?4";
@@ -1022,6 +1023,7 @@ impl Store for SqliteStore {
     async fn dead_jobs(&self, limit: u32) -> StoreResult<Vec<Job>> {
         let rows = sqlx::query("SELECT * FROM jobs WHERE state = 'dead' ORDER BY finished_at DESC, id LIMIT ?1")
             .bind(i64::from(limit))
+            .bind(JobKind::Deliver.as_str())
             .fetch_all(&self.reader)
             .await?;
         rows.iter().map(job_from_row).collect()
@@ -1212,13 +1214,14 @@ impl Store for SqliteStore {
              JOIN events e ON e.envelope_id = me.envelope_id AND e.id <> me.id
                  AND (e.created_at < me.created_at OR (e.created_at = me.created_at AND e.ordinal < me.ordinal))
              JOIN deliveries d ON d.event_id = e.id AND d.sink = ?2 AND d.state = 'pending'
-             JOIN jobs j ON j.kind = 'deliver' AND j.unique_key = e.id || '/' || ?2 AND j.state <> 'dead'
+             JOIN jobs j ON j.kind = ?3 AND j.unique_key = e.id || '/' || ?2 AND j.state <> 'dead'
              WHERE me.id = ?1
              ORDER BY e.created_at, e.ordinal
              LIMIT 1",
         )
         .bind(event.to_string())
         .bind(sink)
+        .bind(JobKind::Deliver.as_str())
         .fetch_optional(&self.reader)
         .await?;
         row.map(|(id, state, run_at)| {
@@ -1248,6 +1251,7 @@ impl Store for SqliteStore {
             .bind(filter.sink.as_deref())
             .bind(filter.since.map(|t| t.timestamp_millis()))
             .bind(i64::from(limit))
+            .bind(JobKind::Deliver.as_str())
             .fetch_all(&self.reader)
             .await?;
         rows.iter().map(dead_delivery_from_row).collect()
@@ -1261,6 +1265,7 @@ impl Store for SqliteStore {
             .bind(filter.sink.as_deref())
             .bind(filter.since.map(|t| t.timestamp_millis()))
             .bind(i64::MAX)
+            .bind(JobKind::Deliver.as_str())
             .fetch_all(&mut *tx)
             .await?;
         let dead: Vec<DeadDelivery> = rows.iter().map(dead_delivery_from_row).collect::<StoreResult<_>>()?;

@@ -273,7 +273,7 @@ async fn a_sink_failing_everything_is_suspended_and_probed_then_resumes() {
     // Suspended: deliveries wait without using up attempts.
     let deferred = common::eventually(WAIT, "a delivery deferred by the open circuit", || async {
         for plan in &plans {
-            let key = countersign::deliver::delivery_key(plan.events[0].event.id, "hr");
+            let key = countersign::jobs::DeliveryJob::key(plan.events[0].event.id, "hr");
             let job = app.store.job_by_key("deliver", &key).await.unwrap().unwrap();
             if job.last_error.as_deref().is_some_and(|e| e.contains("suspended")) {
                 return Some(job);

@@ -909,7 +909,7 @@ const ENVELOPE_B: &str = "1c2d3e4f-5a6b-4c7d-8e9f-a0b1c2d3e4f5";
 
 /// Claims the deliver job of (event, sink), putting the others it meets back for a moment.
 async fn claim_delivery(store: &dyn Store, event: EventId, sink: &str) -> ClaimedJob {
-    let key = countersign::deliver::delivery_key(event, sink);
+    let key = countersign::jobs::DeliveryJob::key(event, sink);
     for _ in 0..50 {
         let claimed = claim_one(store, "deliver", "w", LEASE).await.expect("a deliver job is due");
         if claimed.job.unique_key.as_deref() == Some(key.as_str()) {
@@ -934,7 +934,7 @@ async fn an_outbox_write_yields_events_deliveries_and_one_job_each(db: &common::
         let deliveries = store.deliveries_for(*event).await.unwrap();
         assert_eq!(deliveries.iter().map(|d| d.sink.as_str()).collect::<Vec<_>>(), ["crm", "hr"]);
         for sink in ["crm", "hr"] {
-            let job = store.job_by_key("deliver", &countersign::deliver::delivery_key(*event, sink)).await.unwrap();
+            let job = store.job_by_key("deliver", &countersign::jobs::DeliveryJob::key(*event, sink)).await.unwrap();
             let job = job.expect("one deliver job per delivery");
             assert_eq!(job.max_attempts, 3);
             assert_eq!(job.payload, json!({ "event_id": event, "sink": sink }));
