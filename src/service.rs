@@ -11,7 +11,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::Admin;
-use crate::config::ConfigError;
 use crate::config::Settings;
 use crate::deliver::{Deliver, SinkCircuits};
 use crate::documents::DocumentStore;
@@ -245,7 +244,7 @@ async fn reload_keys_on_sighup(source: Option<std::path::PathBuf>, keys: KeyRing
                 _ = stop.cancelled() => return,
                 received = hangups.recv() => if received.is_none() { return },
             }
-            match reload_connect_keys(source.as_deref(), &keys) {
+            match keys.reload(source.as_deref()) {
                 Ok(count) => tracing::info!(keys = count, "SIGHUP: Connect keys reloaded"),
                 Err(error) => tracing::error!(%error, "SIGHUP: configuration does not load; keeping the current keys"),
             }
@@ -256,18 +255,6 @@ async fn reload_keys_on_sighup(source: Option<std::path::PathBuf>, keys: KeyRing
         let _ = (source, keys);
         stop.cancelled().await;
     }
-}
-
-/// Reads the configuration again (the file it came from and the
-/// environment) and swaps in its Connect keys; returns how many are in force.
-/// A configuration that no longer loads changes nothing. SIGHUP and the
-/// admin API both reload through here.
-pub fn reload_connect_keys(source: Option<&std::path::Path>, keys: &KeyRing) -> Result<usize, ConfigError> {
-    let settings = Settings::load(source)?;
-    let auth = ConnectAuth::from_settings(&settings.connect);
-    let count = auth.key_count();
-    keys.replace(auth);
-    Ok(count)
 }
 
 async fn prune_loop(store: Arc<dyn Store>, retention: Duration, stop: CancellationToken) {

@@ -311,7 +311,7 @@ pub async fn resume_sink(admin: &Admin, name: &str) -> Result<Replayed, AdminErr
 /// Rereads the configuration and swaps in its Connect keys, as SIGHUP does.
 pub fn reload_keys(admin: &Admin) -> Result<usize, AdminError> {
     let source = admin.settings().source.as_deref();
-    match crate::service::reload_connect_keys(source, &admin.inner.keys) {
+    match admin.inner.keys.reload(source) {
         Ok(count) => {
             tracing::info!(keys = count, "admin API: Connect keys reloaded");
             Ok(count)

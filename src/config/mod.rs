@@ -3,6 +3,7 @@
 //! Every secret may be given inline or as a `*_file` path; files are read
 //! once at load time so that a missing secret fails start-up, not a request.
 
+mod documents;
 mod events;
 mod secret;
 
@@ -14,6 +15,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 
+pub use documents::{DocumentsLocation, DocumentsSettings, DownloadMode, parse_s3_url};
 pub use events::{DEFAULT_RULE, DeliverySettings, EventsSettings, FieldSettings, MatchSettings, RuleSettings, Wait};
 pub use secret::Secret;
 
@@ -193,66 +195,6 @@ impl std::fmt::Debug for StoreSettings {
             .field("max_connections", &self.max_connections)
             .finish_non_exhaustive()
     }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DocumentsSettings {
-    /// `file://dir` or `s3://bucket/prefix`.
-    pub url: String,
-    /// What to download for an envelope whose notification did not carry its documents.
-    pub download: DownloadMode,
-    /// Where an `s3://` store stages bytes before uploading them; `None` is
-    /// `countersign-staging` under the system's temporary directory. A
-    /// `file://` store always stages inside its own directory, so that
-    /// publishing is a rename on one file system.
-    pub staging_dir: Option<PathBuf>,
-    /// The endpoint of an S3-compatible service (MinIO, Ceph, R2, …); `None`
-    /// is AWS itself (or `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT`).
-    pub s3_endpoint: Option<String>,
-    /// `None` is `AWS_REGION` / `AWS_DEFAULT_REGION`, else `us-east-1`.
-    pub s3_region: Option<String>,
-    /// Static credentials; when absent, the AWS environment variables, then
-    /// the container or instance credentials, are used.
-    pub s3_access_key_id: Option<Secret>,
-    pub s3_access_key_id_file: Option<PathBuf>,
-    pub s3_secret_access_key: Option<Secret>,
-    pub s3_secret_access_key_file: Option<PathBuf>,
-    /// Plain HTTP to the endpoint; only for a service on a trusted local network.
-    pub s3_allow_http: bool,
-    /// `endpoint/bucket/key` rather than `bucket.endpoint/key`: what most
-    /// S3-compatible services expect, and what AWS still serves.
-    pub s3_path_style: bool,
-}
-
-impl Default for DocumentsSettings {
-    fn default() -> Self {
-        Self {
-            url: "file://data/documents".into(),
-            download: DownloadMode::Combined,
-            staging_dir: None,
-            s3_endpoint: None,
-            s3_region: None,
-            s3_access_key_id: None,
-            s3_access_key_id_file: None,
-            s3_secret_access_key: None,
-            s3_secret_access_key_file: None,
-            s3_allow_http: false,
-            s3_path_style: true,
-        }
-    }
-}
-
-/// The documents fetched for a completed envelope.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DownloadMode {
-    /// One PDF of all documents with the certificate of completion: one call.
-    Combined,
-    /// Each document and the certificate as separate PDFs: one call each.
-    Separate,
-    /// The ZIP archive of all PDFs and the certificate: one call.
-    Archive,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -644,7 +586,7 @@ impl Settings {
         if self.store.max_connections == 0 {
             return Err(ConfigError::invalid("store.max_connections", "must be at least 1"));
         }
-        self.validate_documents()?;
+        self.documents.validate()?;
         // An empty token would be matched by an empty `Authorization: Bearer `.
         if self.admin.token.as_ref().is_some_and(|t| t.expose().trim().is_empty()) {
             return Err(ConfigError::invalid("admin.token", "is empty; remove it to turn the admin API off"));
@@ -812,65 +754,6 @@ impl Settings {
         }
         if !parsed.has_host() {
             return Err(ConfigError::invalid("store.url", "needs a host for store.password to go with"));
-        }
-        Ok(())
-    }
-
-    fn validate_documents(&self) -> Result<(), ConfigError> {
-        let docs = &self.documents;
-        if docs.url.starts_with("s3://") {
-            crate::documents::parse_s3_url(&docs.url)
-                .map_err(|reason| ConfigError::invalid("documents.url", reason))?;
-        } else if let Some(dir) = docs.url.strip_prefix("file://") {
-            if dir.is_empty() {
-                return Err(ConfigError::invalid(
-                    "documents.url",
-                    "file:// needs a directory, e.g. file://data/documents",
-                ));
-            }
-            // An S3 setting beside a local store is a configuration that
-            // does not do what its author believes: say so at start-up.
-            let s3_only = [
-                ("documents.staging_dir", docs.staging_dir.is_some()),
-                ("documents.s3_endpoint", docs.s3_endpoint.is_some()),
-                ("documents.s3_region", docs.s3_region.is_some()),
-                ("documents.s3_access_key_id", docs.s3_access_key_id.is_some()),
-                ("documents.s3_secret_access_key", docs.s3_secret_access_key.is_some()),
-                ("documents.s3_allow_http", docs.s3_allow_http),
-                ("documents.s3_path_style", !docs.s3_path_style),
-            ];
-            if let Some((key, _)) = s3_only.iter().find(|(_, set)| *set) {
-                return Err(ConfigError::invalid(*key, "applies only to an s3:// documents.url"));
-            }
-        } else {
-            return Err(ConfigError::invalid("documents.url", "must start with file:// or s3://"));
-        }
-        if let Some(endpoint) = &docs.s3_endpoint {
-            let parsed = url::Url::parse(endpoint).ok().filter(|u| u.has_host());
-            match parsed.as_ref().map(url::Url::scheme) {
-                Some("https") => {}
-                Some("http") if docs.s3_allow_http => {}
-                Some("http") => {
-                    return Err(ConfigError::invalid(
-                        "documents.s3_endpoint",
-                        "is plain http://: set documents.s3_allow_http = true to allow it",
-                    ));
-                }
-                _ => return Err(ConfigError::invalid("documents.s3_endpoint", "must be an https:// or http:// URL")),
-            }
-        }
-        if docs.s3_region.as_deref().is_some_and(|r| r.trim().is_empty()) {
-            return Err(ConfigError::invalid("documents.s3_region", "must not be empty"));
-        }
-        let blank = |s: &Option<Secret>| s.as_ref().is_some_and(|s| s.expose().trim().is_empty());
-        if blank(&docs.s3_access_key_id) || blank(&docs.s3_secret_access_key) {
-            return Err(ConfigError::invalid("documents.s3_access_key_id", "an S3 credential is empty"));
-        }
-        if docs.s3_access_key_id.is_some() != docs.s3_secret_access_key.is_some() {
-            return Err(ConfigError::invalid(
-                "documents.s3_access_key_id",
-                "s3_access_key_id and s3_secret_access_key go together",
-            ));
         }
         Ok(())
     }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 
-use crate::config::DocumentsSettings;
+use crate::config::{DocumentsLocation, DocumentsSettings};
 use crate::ids::{AccountId, EnvelopeId};
 
 pub use staging::{Staged, StagingSink, Upload};
@@ -88,24 +88,23 @@ impl DocumentStore {
     /// Opens (creating local directories) the store named by `documents.url`.
     /// No request is sent to a bucket here; the first upload or read does.
     pub fn open(settings: &DocumentsSettings) -> Result<Self, DocumentError> {
-        let url = settings.url.as_str();
-        if let Some(path) = url.strip_prefix("file://") {
-            let root = PathBuf::from(path);
-            let staging = root.join(STAGING);
-            std::fs::create_dir_all(&staging).map_err(io(&root))?;
-            staging::sweep(&staging);
-            return Ok(Self { staging, backend: Backend::Local { root } });
+        let location = settings.location().map_err(|_| DocumentError::Unsupported(settings.url.clone()))?;
+        match location {
+            DocumentsLocation::Local(root) => {
+                let staging = root.join(STAGING);
+                std::fs::create_dir_all(&staging).map_err(io(&root))?;
+                staging::sweep(&staging);
+                Ok(Self { staging, backend: Backend::Local { root } })
+            }
+            DocumentsLocation::S3 { bucket, prefix } => {
+                let store = s3::S3Store::open(bucket, prefix, settings)?;
+                let staging =
+                    settings.staging_dir.clone().unwrap_or_else(|| std::env::temp_dir().join("countersign-staging"));
+                std::fs::create_dir_all(&staging).map_err(io(&staging))?;
+                staging::sweep(&staging);
+                Ok(Self { staging, backend: Backend::S3(store) })
+            }
         }
-        if url.starts_with("s3://") {
-            let (bucket, prefix) = parse_s3_url(url).map_err(|_| DocumentError::Unsupported(url.to_string()))?;
-            let store = s3::S3Store::open(bucket, prefix, settings)?;
-            let staging =
-                settings.staging_dir.clone().unwrap_or_else(|| std::env::temp_dir().join("countersign-staging"));
-            std::fs::create_dir_all(&staging).map_err(io(&staging))?;
-            staging::sweep(&staging);
-            return Ok(Self { staging, backend: Backend::S3(store) });
-        }
-        Err(DocumentError::Unsupported(url.to_string()))
     }
 
     /// A local store's staged files are flushed to disk, because publishing
@@ -219,28 +218,6 @@ fn check_key(key: &str) -> Result<(), DocumentError> {
         && key.split('/').all(|part| !part.is_empty() && part != "." && part != ".." && !part.contains('\0'))
         && !key.contains('\\');
     if safe { Ok(()) } else { Err(bad_key(key)) }
-}
-
-/// Splits `s3://bucket/some/prefix` into the bucket and the prefix (which
-/// may be empty); says what is wrong otherwise.
-pub fn parse_s3_url(url: &str) -> Result<(String, String), String> {
-    let rest = url.strip_prefix("s3://").ok_or("must start with s3://")?;
-    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    let bucket_ok = !bucket.is_empty()
-        && bucket.len() <= 255
-        && bucket.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
-    if !bucket_ok {
-        return Err("s3://BUCKET/PREFIX needs a bucket name of letters, digits, '.', '-' and '_'".into());
-    }
-    let prefix = prefix.trim_end_matches('/');
-    let prefix_ok = prefix.is_empty()
-        || prefix.split('/').all(|part| {
-            !part.is_empty() && part != "." && part != ".." && !part.chars().any(|c| c.is_control() || c == '\\')
-        });
-    if !prefix_ok {
-        return Err("the prefix after the bucket must be names separated by single '/' (no '.' or '..')".into());
-    }
-    Ok((bucket.to_string(), prefix.to_string()))
 }
 
 /// Longest file name kept, in bytes (file systems allow 255).

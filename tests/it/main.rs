@@ -1,7 +1,9 @@
 //! The integration tests: one binary (one link of the crate) with a module
 //! per area. Each module's doc comment says what it covers; `common` holds
 //! the shared support (stores on fresh databases, the running service, the
-//! sandbox, local servers).
+//! sandbox, local servers). The configuration tests that set environment
+//! variables live in their own binary (`tests/config_env.rs`): many tests
+//! here start `countersign` as a subprocess, which would inherit them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::result_large_err)]
 
 mod common;
@@ -9,7 +11,6 @@ mod common;
 mod admin;
 mod admin_browser;
 mod cli;
-mod config;
 mod crash;
 mod deliver_brokers;
 mod deliver_webhook;

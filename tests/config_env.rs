@@ -1,5 +1,9 @@
 //! Settings: defaults < file < environment, secrets from files, errors that
-//! name the key, and secrets that never print.
+//! name the key, and secrets that never print. A binary of its own: these
+//! tests set environment variables (figment's `Jail`), which every
+//! subprocess started meanwhile would inherit, so they must not run beside
+//! the tests in `tests/it/` that start `countersign`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::result_large_err)]
 
 use std::net::SocketAddr;
 use std::path::Path;
