@@ -18,9 +18,10 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use countersign::config::Settings;
 use countersign::deliver::receiver::WebhookReceiver;
-use countersign::events::{Plan, Planner, write_outbox};
+use countersign::domain::{ConnectNotification, Envelope, Format};
+use countersign::events::{Plan, Planner};
 use countersign::ids::{AccountId, EnvelopeId};
-use countersign::ingest::notification::{ConnectNotification, Format};
+use countersign::pipeline::write_outbox;
 use countersign::sandbox::connect::{NotificationOptions, json_sim_body, signature_headers};
 use countersign::sandbox::{Sandbox, SandboxConfig};
 use countersign::service::Service;
@@ -37,18 +38,20 @@ fn envelope() -> ConnectNotification {
     ConnectNotification {
         format: Format::Json,
         event: "envelope-completed".into(),
-        account_id: AccountId::parse("f2a3b4c5-d6e7-4f80-9a1b-2c3d4e5f6a7b").unwrap(),
-        envelope_id: EnvelopeId::from_uuid(uuid::Uuid::new_v4()),
         user_id: None,
         recipient_id: None,
-        status: Some("completed".into()),
         generated_at: Utc::now(),
-        subject: Some("Offer letter".into()),
-        sender: None,
-        completed_at: Some(Utc::now()),
-        recipients: Vec::new(),
-        custom_fields: vec![("Employee ID".into(), "E-1".into())],
-        documents: Vec::new(),
+        envelope: Envelope {
+            account_id: AccountId::parse("f2a3b4c5-d6e7-4f80-9a1b-2c3d4e5f6a7b").unwrap(),
+            envelope_id: EnvelopeId::from_uuid(uuid::Uuid::new_v4()),
+            status: Some("completed".into()),
+            subject: Some("Offer letter".into()),
+            sender: None,
+            completed_at: Some(Utc::now()),
+            recipients: Vec::new(),
+            custom_fields: vec![("Employee ID".into(), "E-1".into())],
+            documents: Vec::new(),
+        },
         embedded: Vec::new(),
         has_envelope_data: true,
     }
@@ -60,11 +63,11 @@ async fn publish(store: &dyn Store, planner: &Planner) -> Plan {
     let plan = planner.plan(&envelope, &[], &[], Utc::now());
     let mut tx = store.begin().await.unwrap();
     tx.upsert_envelope(&EnvelopeUpsert {
-        envelope_id: envelope.envelope_id,
-        account_id: envelope.account_id,
+        envelope_id: envelope.envelope.envelope_id,
+        account_id: envelope.envelope.account_id,
         status: EnvelopeStatus::Processed,
-        subject: envelope.subject.clone(),
-        completed_at: envelope.completed_at,
+        subject: envelope.envelope.subject.clone(),
+        completed_at: envelope.envelope.completed_at,
     })
     .await
     .unwrap();

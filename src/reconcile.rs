@@ -24,8 +24,9 @@ use sha2::{Digest, Sha256};
 
 use crate::config::Settings;
 use crate::docusign::{ApiError, DocuSign, GrantError};
-use crate::ids::{AccountId, UserId};
-use crate::ingest::notification::{ConnectNotification, DocumentKind, DocumentSink, EmbeddedDocument};
+use crate::domain::{ConnectNotification, Format};
+use crate::formats::parse_rest_envelope;
+use crate::ids::{AccountId, EnvelopeId, UserId};
 use crate::ingest::{Outcome, record_for, write_records};
 use crate::jobs::{JobKind, JobPayload, ReconcileAccountJob};
 use crate::pipeline::{JobContext, JobError, JobHandler};
@@ -114,18 +115,22 @@ impl Reconciler {
     async fn record_missing(&self, account: AccountId, listed: &[serde_json::Value]) -> Result<usize, PassError> {
         let mut records = Vec::new();
         for envelope in listed {
-            let Some(notification) = synthetic_notification(account, envelope) else {
+            let Some(notification) = listed_notification(account, envelope) else {
                 tracing::warn!(%account, "a listed envelope could not be read; skipped");
                 continue;
             };
-            if !self.store.enqueued_notifications(notification.envelope_id).await?.is_empty() {
+            if !self.store.enqueued_notifications(notification.envelope.envelope_id).await?.is_empty() {
                 continue;
             }
             // The same envelope always yields the same synthetic body, so two
             // passes racing each other record it once.
             let body_sha256 = hex::encode(Sha256::digest(
-                format!("reconciliation:{}:{}", notification.envelope_id, notification.generated_at.timestamp_micros())
-                    .as_bytes(),
+                format!(
+                    "reconciliation:{}:{}",
+                    notification.envelope.envelope_id,
+                    notification.generated_at.timestamp_micros()
+                )
+                .as_bytes(),
             ));
             records.push(record_for(
                 &notification,
@@ -155,49 +160,31 @@ impl Reconciler {
     }
 }
 
-/// A notification for a listed envelope, as Connect would have sent it for
-/// `envelope-completed` (without recipients or custom fields: the listing
-/// has none, so processing fetches them).
-fn synthetic_notification(account: AccountId, envelope: &serde_json::Value) -> Option<ConnectNotification> {
-    let generated = envelope
-        .get("statusChangedDateTime")
-        .or_else(|| envelope.get("completedDateTime"))
-        .cloned()
-        .unwrap_or_else(|| serde_json::Value::String(Utc::now().to_rfc3339()));
-    let mut summary = envelope.clone();
-    if let Some(object) = summary.as_object_mut() {
-        // A listing never carries these; keeping them out makes the
-        // notification say that the envelope data must still be fetched.
-        object.remove("recipients");
-        object.remove("customFields");
-        object.remove("envelopeDocuments");
-    }
-    let message = serde_json::json!({
-        "event": "envelope-completed",
-        "generatedDateTime": generated,
-        "data": {
-            "accountId": account.to_string(),
-            "envelopeId": envelope.get("envelopeId")?.clone(),
-            "envelopeSummary": summary,
-        },
-    });
-    let bytes = serde_json::to_vec(&message).ok()?;
-    crate::ingest::formats::parse_json(bytes.as_slice(), &mut NoDocuments).ok()
-}
-
-/// Listings carry no document bytes.
-struct NoDocuments;
-
-impl DocumentSink for NoDocuments {
-    fn begin(&mut self, _: Option<&str>, _: &str, _: DocumentKind) -> std::io::Result<()> {
-        Err(std::io::Error::other("a listing carried document bytes"))
-    }
-    fn write(&mut self, _: &[u8]) -> std::io::Result<()> {
-        Err(std::io::Error::other("a listing carried document bytes"))
-    }
-    fn finish(&mut self) -> std::io::Result<EmbeddedDocument> {
-        Err(std::io::Error::other("a listing carried document bytes"))
-    }
+/// The notification a listed envelope stands for: Connect's
+/// `envelope-completed`, generated when the envelope last changed. A listing
+/// carries no recipients, custom fields or documents, so the notification
+/// says the envelope's data must still be fetched.
+fn listed_notification(account: AccountId, listed: &serde_json::Value) -> Option<ConnectNotification> {
+    let envelope_id = EnvelopeId::parse(listed.get("envelopeId")?.as_str()?).ok()?;
+    let generated = listed.get("statusChangedDateTime").or_else(|| listed.get("completedDateTime"));
+    let generated_at = match generated.and_then(serde_json::Value::as_str) {
+        Some(time) => crate::formats::parse_utc("statusChangedDateTime", time).ok()?,
+        None => Utc::now(),
+    };
+    let mut envelope = parse_rest_envelope(account, envelope_id, listed).ok()?;
+    envelope.recipients.clear();
+    envelope.custom_fields.clear();
+    envelope.documents.clear();
+    Some(ConnectNotification {
+        format: Format::Json,
+        event: "envelope-completed".into(),
+        user_id: None,
+        recipient_id: None,
+        generated_at,
+        envelope,
+        embedded: Vec::new(),
+        has_envelope_data: false,
+    })
 }
 
 /// Runs periodic passes as jobs, one per account and interval.

@@ -5,7 +5,7 @@
 
 #![no_main]
 
-use countersign::ingest::formats::{parse_json, parse_json_bytes};
+use countersign::formats::{parse_json, parse_json_bytes};
 use countersign_fuzz::{CheckingSink, Control, Pieces};
 use libfuzzer_sys::fuzz_target;
 

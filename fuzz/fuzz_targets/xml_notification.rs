@@ -6,7 +6,7 @@
 use std::io::BufReader;
 
 use countersign::ids::AccountId;
-use countersign::ingest::formats::parse_xml;
+use countersign::formats::parse_xml;
 use countersign_fuzz::{CheckingSink, Control, Pieces};
 use libfuzzer_sys::fuzz_target;
 

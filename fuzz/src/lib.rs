@@ -4,8 +4,8 @@
 
 use std::io::Read;
 
-use countersign::ingest::formats::MAX_SINK_WRITE;
-use countersign::ingest::notification::{DocumentKind, DocumentSink, EmbeddedDocument};
+use countersign::formats::MAX_SINK_WRITE;
+use countersign::domain::{DocumentKind, DocumentSink, EmbeddedDocument};
 
 /// How a parser target reads one input: the first byte steers the harness,
 /// the rest is the body. Keeping the steering in one byte lets libFuzzer

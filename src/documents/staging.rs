@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::{DocumentError, STAGING, io};
-use crate::ingest::notification::{DocumentKind, DocumentSink, EmbeddedDocument};
+use crate::domain::{DocumentKind, DocumentSink, EmbeddedDocument};
 
 /// A fresh staged key and its file in `dir`.
 fn new_staged(dir: &Path) -> (String, PathBuf) {

@@ -2,7 +2,7 @@ use futures_util::TryStreamExt;
 use sha2::{Digest, Sha256};
 
 use super::*;
-use crate::ingest::notification::{DocumentKind, DocumentSink};
+use crate::domain::{DocumentKind, DocumentSink};
 
 fn local_store(dir: &Path) -> DocumentStore {
     let settings = DocumentsSettings { url: format!("file://{}", dir.display()), ..DocumentsSettings::default() };

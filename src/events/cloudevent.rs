@@ -6,8 +6,8 @@ use serde_json::{Map, Value, json};
 
 use super::links::DocumentLinks;
 use super::rules::{is_signer, signer_json};
+use crate::domain::ConnectNotification;
 use crate::ids::{AccountId, EventId};
-use crate::ingest::notification::ConnectNotification;
 use crate::store::DocumentRecord;
 
 /// The media type of a structured-mode CloudEvent in JSON.
@@ -34,8 +34,8 @@ pub(crate) struct Parts<'a> {
     pub now: DateTime<Utc>,
 }
 
-pub(crate) fn build(envelope: &ConnectNotification, documents: &[DocumentRecord], parts: Parts<'_>) -> Value {
-    let mut signers: Vec<_> = envelope.recipients.iter().filter(|r| is_signer(r)).collect();
+pub(crate) fn build(notification: &ConnectNotification, documents: &[DocumentRecord], parts: Parts<'_>) -> Value {
+    let mut signers: Vec<_> = notification.envelope.recipients.iter().filter(|r| is_signer(r)).collect();
     // Routing order is the order people signed in; unordered recipients keep their listed order.
     signers.sort_by_key(|r| r.routing_order.unwrap_or(u32::MAX));
     let documents: Vec<Value> = documents
@@ -48,25 +48,25 @@ pub(crate) fn build(envelope: &ConnectNotification, documents: &[DocumentRecord]
                 "content_type": d.content_type,
                 "size_bytes": d.size_bytes,
                 "sha256": d.sha256,
-                "url": parts.links.url_for(envelope.envelope_id, &d.file_name, parts.now),
+                "url": parts.links.url_for(notification.envelope.envelope_id, &d.file_name, parts.now),
             })
         })
         .collect();
-    let time = envelope.completed_at.unwrap_or(envelope.generated_at);
+    let time = notification.envelope.completed_at.unwrap_or(notification.generated_at);
     json!({
         "specversion": "1.0",
         "id": parts.id.to_string(),
-        "source": source(envelope.account_id),
+        "source": source(notification.envelope.account_id),
         "type": parts.event_type,
-        "subject": envelope.envelope_id.to_string(),
+        "subject": notification.envelope.envelope_id.to_string(),
         "time": timestamp(time),
         "datacontenttype": "application/json",
         "data": {
-            "envelope_id": envelope.envelope_id.to_string(),
-            "account_id": envelope.account_id.to_string(),
-            "subject": envelope.subject,
-            "sender": envelope.sender.as_ref().map(|s| json!({ "name": s.name, "email": s.email })),
-            "completed_at": envelope.completed_at.map(timestamp),
+            "envelope_id": notification.envelope.envelope_id.to_string(),
+            "account_id": notification.envelope.account_id.to_string(),
+            "subject": notification.envelope.subject,
+            "sender": notification.envelope.sender.as_ref().map(|s| json!({ "name": s.name, "email": s.email })),
+            "completed_at": notification.envelope.completed_at.map(timestamp),
             "rule": parts.rule,
             "signers": signers.into_iter().map(signer_json).collect::<Vec<_>>(),
             "fields": parts.fields,

@@ -2,11 +2,8 @@
 //!
 //! [`Planner::plan`] is pure: from the envelope and its stored documents it
 //! decides which events exist, their CloudEvents bodies, which sinks get
-//! each, and whether an operator must look at the envelope. [`write_outbox`]
-//! then writes the plan into the caller's transaction (the one that
-//! completes the `process_envelope` job): the events, one delivery row per
-//! (event, sink), and one `deliver` job per delivery. Either all of it
-//! commits with the job's completion, or none of it does.
+//! each, and whether an operator must look at the envelope. Writing the plan
+//! (the outbox) is the pipeline's: `pipeline::write_outbox`.
 //!
 //! Event ids are UUIDv5 of (envelope, rule), so processing an envelope again
 //! plans the very same ids and the inserts find them already there.
@@ -20,10 +17,9 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::config::{DEFAULT_RULE, Settings};
+use crate::domain::ConnectNotification;
 use crate::ids::{EnvelopeId, EventId};
-use crate::ingest::notification::ConnectNotification;
-use crate::jobs::{DeliveryJob, JobPayload};
-use crate::store::{DocumentRecord, EventRecord, Inserted, NewJob, StoreResult, StoreTx};
+use crate::store::{DocumentRecord, EventRecord};
 
 pub use cloudevent::CLOUDEVENTS_JSON;
 pub use links::{DocumentLinks, LinkError};
@@ -77,13 +73,6 @@ pub struct PlannedEvent {
     pub sinks: Vec<String>,
 }
 
-/// What [`write_outbox`] added; zero on a rerun that found everything in place.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct OutboxWritten {
-    pub events: usize,
-    pub deliveries: usize,
-}
-
 impl Planner {
     /// Built from settings that passed `Settings::validate`.
     pub fn from_settings(settings: &Settings) -> Result<Self, crate::config::ConfigError> {
@@ -109,16 +98,17 @@ impl Planner {
         self.rules.iter().any(Rule::uses_templates)
     }
 
-    /// Whether planning `envelope` needs more than it carries: a rule it
+    /// Whether planning the envelope of `notification` needs more than it carries: a rule it
     /// matches finds fields by role, and its signers came without role
     /// names (a legacy XML notification). The caller fetches the envelope
     /// from DocuSign first.
-    pub fn needs_roles(&self, envelope: &ConnectNotification, templates: &[String]) -> bool {
-        let roles_missing = envelope.recipients.iter().any(|r| rules::is_signer(r) && r.role.is_none());
-        roles_missing && self.rules.iter().any(|rule| rule.uses_roles() && rule.matches(envelope, templates))
+    pub fn needs_roles(&self, notification: &ConnectNotification, templates: &[String]) -> bool {
+        let roles_missing = notification.envelope.recipients.iter().any(|r| rules::is_signer(r) && r.role.is_none());
+        roles_missing
+            && self.rules.iter().any(|rule| rule.uses_roles() && rule.matches(&notification.envelope, templates))
     }
 
-    /// The events `envelope` becomes. `documents` are its stored documents
+    /// The events the envelope of `notification` becomes. `documents` are its stored documents
     /// (they are listed in every event, with their URLs); `templates` the ids
     /// of the templates it was created from, as far as they are known (rules
     /// matching on templates match nothing without them); `now` is the
@@ -129,27 +119,27 @@ impl Planner {
     /// unless it is switched off ([`Plan::unmatched`]).
     pub fn plan(
         &self,
-        envelope: &ConnectNotification,
+        notification: &ConnectNotification,
         documents: &[DocumentRecord],
         templates: &[String],
         now: DateTime<Utc>,
     ) -> Plan {
         let mut plan = Plan {
-            envelope_id: envelope.envelope_id,
+            envelope_id: notification.envelope.envelope_id,
             events: Vec::new(),
             flags: Vec::new(),
             unmatched: false,
             max_attempts: self.max_attempts,
         };
-        let matched: Vec<&Rule> = self.rules.iter().filter(|r| r.matches(envelope, templates)).collect();
+        let matched: Vec<&Rule> = self.rules.iter().filter(|r| r.matches(&notification.envelope, templates)).collect();
         for rule in &matched {
-            let extracted = rule.extract(envelope);
+            let extracted = rule.extract(&notification.envelope);
             if !extracted.required_missing.is_empty() {
                 plan.flags.extend(extracted.required_missing);
                 continue;
             }
             let event =
-                self.event(envelope, documents, &rule.name, &rule.event_type, extracted, plan.events.len(), now);
+                self.event(notification, documents, &rule.name, &rule.event_type, extracted, plan.events.len(), now);
             plan.events.push(PlannedEvent { event, sinks: rule.sinks.clone() });
         }
         if matched.is_empty() {
@@ -157,7 +147,7 @@ impl Planner {
                 // Recorded even with no sink to deliver it to, so the event exists once sinks do.
                 Some((event_type, sinks)) => {
                     let none = rules::Extracted::default();
-                    let event = self.event(envelope, documents, DEFAULT_RULE, event_type, none, 0, now);
+                    let event = self.event(notification, documents, DEFAULT_RULE, event_type, none, 0, now);
                     plan.events.push(PlannedEvent { event, sinks: sinks.clone() });
                 }
                 None => plan.unmatched = true,
@@ -169,7 +159,7 @@ impl Planner {
     #[allow(clippy::too_many_arguments)]
     fn event(
         &self,
-        envelope: &ConnectNotification,
+        notification: &ConnectNotification,
         documents: &[DocumentRecord],
         rule: &str,
         event_type: &str,
@@ -177,7 +167,7 @@ impl Planner {
         ordinal: usize,
         now: DateTime<Utc>,
     ) -> EventRecord {
-        let id = event_id(envelope.envelope_id, rule);
+        let id = event_id(notification.envelope.envelope_id, rule);
         let parts = cloudevent::Parts {
             id,
             event_type,
@@ -189,34 +179,12 @@ impl Planner {
         };
         EventRecord {
             id,
-            envelope_id: envelope.envelope_id,
+            envelope_id: notification.envelope.envelope_id,
             rule: rule.to_string(),
             event_type: event_type.to_string(),
-            body: cloudevent::build(envelope, documents, parts),
+            body: cloudevent::build(notification, documents, parts),
             created_at: now,
             ordinal: u32::try_from(ordinal).unwrap_or(u32::MAX),
         }
     }
-}
-
-/// Writes `plan` into `tx`: each event (kept as it is if it already
-/// exists), a delivery row per (event, sink) and a `deliver` job per
-/// delivery. Idempotent: a rerun adds only what is missing, for example
-/// the delivery to a sink added to a rule since.
-pub async fn write_outbox(tx: &mut dyn StoreTx, plan: &Plan) -> StoreResult<OutboxWritten> {
-    let mut written = OutboxWritten::default();
-    let mut jobs: Vec<NewJob> = Vec::new();
-    for planned in &plan.events {
-        if let Inserted::Created(_) = tx.insert_event(&planned.event).await? {
-            written.events += 1;
-        }
-        for sink in &planned.sinks {
-            if let Inserted::Created(()) = tx.insert_delivery(planned.event.id, sink).await? {
-                written.deliveries += 1;
-            }
-            jobs.push(DeliveryJob { event_id: planned.event.id, sink: sink.clone() }.job(plan.max_attempts));
-        }
-    }
-    tx.enqueue_all(&jobs).await?;
-    Ok(written)
 }

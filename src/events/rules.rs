@@ -4,8 +4,8 @@
 use serde_json::{Map, Value};
 
 use crate::config::{FieldSettings, RuleSettings};
+use crate::domain::{Envelope, Recipient};
 use crate::ids::AccountId;
-use crate::ingest::notification::{ConnectNotification, Recipient};
 
 #[derive(Debug, Clone)]
 pub(crate) struct Rule {
@@ -94,7 +94,7 @@ impl Rule {
 
     /// Every condition holds. `templates` are the ids of the templates the
     /// envelope was created from, as far as they are known.
-    pub fn matches(&self, envelope: &ConnectNotification, templates: &[String]) -> bool {
+    pub fn matches(&self, envelope: &Envelope, templates: &[String]) -> bool {
         self.conditions.iter().all(|condition| match condition {
             Condition::Templates(wanted) => templates.iter().any(|t| wanted.contains(&t.to_ascii_lowercase())),
             Condition::Accounts(accounts) => accounts.contains(&envelope.account_id),
@@ -106,7 +106,7 @@ impl Rule {
         })
     }
 
-    pub fn extract(&self, envelope: &ConnectNotification) -> Extracted {
+    pub fn extract(&self, envelope: &Envelope) -> Extracted {
         let mut extracted = Extracted::default();
         for field in &self.fields {
             let value = match &field.source {
@@ -161,14 +161,14 @@ fn present(value: &str) -> Option<&str> {
 }
 
 /// By exact name, else ignoring case (operators type names from the DocuSign UI).
-fn custom_field<'a>(envelope: &'a ConnectNotification, name: &str) -> Option<&'a str> {
+fn custom_field<'a>(envelope: &'a Envelope, name: &str) -> Option<&'a str> {
     let fields = &envelope.custom_fields;
     let exact = fields.iter().find(|(n, _)| n == name);
     let found = exact.or_else(|| fields.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)));
     found.and_then(|(_, value)| present(value))
 }
 
-fn tab<'a>(envelope: &'a ConnectNotification, label: &str, role: Option<&str>) -> Option<&'a str> {
+fn tab<'a>(envelope: &'a Envelope, label: &str, role: Option<&str>) -> Option<&'a str> {
     envelope
         .recipients
         .iter()
@@ -187,7 +187,7 @@ pub(crate) fn is_signer(recipient: &Recipient) -> bool {
     recipient.kind.contains("signer")
 }
 
-fn signer_with_role<'a>(envelope: &'a ConnectNotification, role: &str) -> Option<&'a Recipient> {
+fn signer_with_role<'a>(envelope: &'a Envelope, role: &str) -> Option<&'a Recipient> {
     envelope.recipients.iter().find(|r| is_signer(r) && has_role(r, role))
 }
 

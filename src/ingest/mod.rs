@@ -5,8 +5,6 @@
 
 pub mod auth;
 mod committer;
-pub mod formats;
-pub mod notification;
 mod spool;
 
 use std::collections::HashSet;
@@ -28,6 +26,8 @@ pub use committer::{Committer, Outcome, write as write_records};
 
 use crate::config::Settings;
 use crate::documents::DocumentStore;
+use crate::domain::{ConnectNotification, Format};
+use crate::formats;
 use crate::ids::{AccountId, NotificationId};
 use crate::jobs::{JobPayload, ProcessEnvelopeJob};
 use crate::store::{
@@ -35,7 +35,6 @@ use crate::store::{
     NotificationRecord, Store,
 };
 use auth::KeyScope;
-use notification::{ConnectNotification, Format};
 use spool::SpoolError;
 
 /// Bodies up to this size are parsed on the request's own task.
@@ -160,8 +159,8 @@ async fn receive(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) -
     // sure first that the envelope is not another account's. (Without
     // documents, the commit's own check is enough.)
     if process && !notification.embedded.is_empty() {
-        match ingest.store.envelope(notification.envelope_id).await {
-            Ok(Some(envelope)) if envelope.account_id != notification.account_id => {
+        match ingest.store.envelope(notification.envelope.envelope_id).await {
+            Ok(Some(envelope)) if envelope.account_id != notification.envelope.account_id => {
                 for document in &notification.embedded {
                     ingest.documents.discard(&document.storage_key);
                 }
@@ -203,14 +202,14 @@ async fn receive(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) -
         }
         Ok(Outcome::Duplicate) => {
             count_notification(&notification.event, "duplicate");
-            tracing::info!(envelope_id = %notification.envelope_id, event = %notification.event, "duplicate notification; nothing new");
+            tracing::info!(envelope_id = %notification.envelope.envelope_id, event = %notification.event, "duplicate notification; nothing new");
             (StatusCode::OK, Json(json!({ "status": "duplicate" }))).into_response()
         }
         Ok(Outcome::Recorded) => {
             let status = if process { "accepted" } else { "ignored" };
             count_notification(&notification.event, status);
             tracing::info!(
-                envelope_id = %notification.envelope_id,
+                envelope_id = %notification.envelope.envelope_id,
                 event = %notification.event,
                 format = notification.format.as_str(),
                 bytes = body_len,
@@ -224,7 +223,7 @@ async fn receive(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) -
             (StatusCode::OK, Json(json!({ "status": status, "notification_id": id }))).into_response()
         }
         Err(error) => {
-            tracing::error!(%error, envelope_id = %notification.envelope_id, "notification not stored; answering 503 so Connect retries");
+            tracing::error!(%error, envelope_id = %notification.envelope.envelope_id, "notification not stored; answering 503 so Connect retries");
             reject(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the notification could not be stored; try again")
         }
     }
@@ -245,7 +244,7 @@ fn other_account(notification: &ConnectNotification) -> Response {
         "forbidden",
         format!(
             "envelope {} belongs to another account than {}, which this notification names; nothing was stored",
-            notification.envelope_id, notification.account_id
+            notification.envelope.envelope_id, notification.envelope.account_id
         ),
     )
 }
@@ -308,7 +307,7 @@ impl Ingest {
             return Err(Refusal(StatusCode::BAD_REQUEST, "bad_request", "a value contains a NUL character".into()));
         }
         if let Some(KeyScope::Account(account)) = scope
-            && account != notification.account_id
+            && account != notification.envelope.account_id
         {
             discard(&sink);
             return Err(Refusal(
@@ -333,7 +332,12 @@ impl Ingest {
             let file_name = document_file_name(document, notification);
             let published = self
                 .documents
-                .publish(&document.storage_key, notification.account_id, notification.envelope_id, &file_name)
+                .publish(
+                    &document.storage_key,
+                    notification.envelope.account_id,
+                    notification.envelope.envelope_id,
+                    &file_name,
+                )
                 .await;
             let key = match published {
                 Ok(key) => key,
@@ -350,8 +354,8 @@ impl Ingest {
                 }
             };
             records.push(DocumentRecord {
-                account_id: notification.account_id,
-                envelope_id: notification.envelope_id,
+                account_id: notification.envelope.account_id,
+                envelope_id: notification.envelope.envelope_id,
                 document_id: document.document_id.clone(),
                 name: document.name.clone(),
                 file_name: crate::documents::sanitise_file_name(&file_name),
@@ -397,8 +401,8 @@ pub fn record_for(
     }
     let new = NewNotification {
         id,
-        account_id: notification.account_id,
-        envelope_id: notification.envelope_id,
+        account_id: notification.envelope.account_id,
+        envelope_id: notification.envelope.envelope_id,
         event: notification.event.clone(),
         recipient_id: notification.recipient_id.clone(),
         generated_at: notification.generated_at,
@@ -410,16 +414,16 @@ pub fn record_for(
     };
     let (envelope, job) = if process {
         let envelope = EnvelopeUpsert {
-            envelope_id: notification.envelope_id,
-            account_id: notification.account_id,
+            envelope_id: notification.envelope.envelope_id,
+            account_id: notification.envelope.account_id,
             status: EnvelopeStatus::Received,
-            subject: notification.subject.clone(),
-            completed_at: notification.completed_at,
+            subject: notification.envelope.subject.clone(),
+            completed_at: notification.envelope.completed_at,
         };
         let job = ProcessEnvelopeJob {
             notification_id: id,
-            account_id: notification.account_id,
-            envelope_id: notification.envelope_id,
+            account_id: notification.envelope.account_id,
+            envelope_id: notification.envelope.envelope_id,
         }
         .job(max_attempts);
         (Some(envelope), Some(job))
@@ -433,10 +437,12 @@ pub fn record_for(
 /// legacy XML (JSON SIM calls it "Summary"); a content document's name is
 /// prefixed with its document id, because DocuSign allows two documents of
 /// one envelope to share a name; every name ends in `.pdf`.
-fn document_file_name(document: &notification::EmbeddedDocument, notification: &ConnectNotification) -> String {
+fn document_file_name(document: &crate::domain::EmbeddedDocument, notification: &ConnectNotification) -> String {
     let name = match document.kind {
-        notification::DocumentKind::Summary => format!("CertificateOfCompletion_{}.pdf", notification.envelope_id),
-        notification::DocumentKind::Content => {
+        crate::domain::DocumentKind::Summary => {
+            format!("CertificateOfCompletion_{}.pdf", notification.envelope.envelope_id)
+        }
+        crate::domain::DocumentKind::Content => {
             let id = crate::documents::sanitise_file_name(&document.document_id);
             if document.name.trim().is_empty() {
                 format!("{id}-document.pdf")

@@ -17,13 +17,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::Utc;
 
+use super::write_outbox;
 use super::{JobContext, JobError, JobHandler};
 use crate::config::{DownloadMode, Settings};
 use crate::documents::{DocumentStore, sanitise_file_name};
 use crate::docusign::{ApiError, DocuSign, GrantError};
-use crate::events::{Planner, write_outbox};
+use crate::domain::{ConnectNotification, DocumentKind};
+use crate::events::Planner;
+use crate::formats::parse_rest_envelope;
 use crate::ids::{AccountId, EnvelopeId, UserId};
-use crate::ingest::notification::{ConnectNotification, DocumentKind, DocumentSink, EmbeddedDocument};
 use crate::jobs::{JobKind, JobPayload, ProcessEnvelopeJob};
 use crate::store::{DocumentRecord, EnvelopeStatus, EnvelopeUpsert, Job};
 
@@ -92,7 +94,7 @@ impl ProcessEnvelope {
     }
 
     /// What to download, given what is already stored.
-    fn wanted(&self, envelope: &ConnectNotification, stored: &[DocumentRecord]) -> Vec<Wanted> {
+    fn wanted(&self, notification: &ConnectNotification, stored: &[DocumentRecord]) -> Vec<Wanted> {
         let is_stored = |id: &str| stored.iter().any(|d| d.document_id == id);
         let has_content = stored.iter().any(|d| d.document_id != "certificate");
         let whole = |id: &str| Wanted { document_id: id.into(), name: None };
@@ -101,7 +103,8 @@ impl ProcessEnvelope {
             DownloadMode::Archive if !has_content => vec![whole("archive")],
             DownloadMode::Combined | DownloadMode::Archive => Vec::new(),
             DownloadMode::Separate => {
-                let mut wanted: Vec<Wanted> = envelope
+                let mut wanted: Vec<Wanted> = notification
+                    .envelope
                     .documents
                     .iter()
                     .filter(|d| d.kind == DocumentKind::Content && d.document_id != "certificate")
@@ -130,11 +133,11 @@ impl ProcessEnvelope {
         &self,
         docusign: &DocuSign,
         user: UserId,
-        envelope: &ConnectNotification,
+        notification: &ConnectNotification,
         wanted: &Wanted,
         ctx: &JobContext,
     ) -> Result<DocumentRecord, ApiError> {
-        let (account, id) = (envelope.account_id, envelope.envelope_id);
+        let (account, id) = (notification.envelope.account_id, notification.envelope.envelope_id);
         let downloaded = docusign.download(user, account, id, &wanted.document_id, &self.documents).await?;
         let file_name = stored_file_name(wanted, downloaded.file_name.as_deref(), id);
         let key = self.documents.publish(&downloaded.staged.key, account, id, &file_name).await?;
@@ -180,50 +183,6 @@ fn stored_file_name(wanted: &Wanted, disposition: Option<&str>, envelope: Envelo
     }
 }
 
-/// A sink for a REST envelope read through the Connect parser: the REST
-/// answer lists documents but never carries their bytes.
-struct NoDocuments;
-
-impl DocumentSink for NoDocuments {
-    fn begin(&mut self, _: Option<&str>, _: &str, _: DocumentKind) -> std::io::Result<()> {
-        Err(std::io::Error::other("the envelope answer carried document bytes"))
-    }
-    fn write(&mut self, _: &[u8]) -> std::io::Result<()> {
-        Err(std::io::Error::other("unexpected document bytes"))
-    }
-    fn finish(&mut self) -> std::io::Result<EmbeddedDocument> {
-        Err(std::io::Error::other("unexpected document bytes"))
-    }
-}
-
-/// Fills `envelope` with the data of a REST envelope answer. Connect's
-/// `envelopeSummary` is that same object, so the Connect parser reads it.
-fn merge_rest_envelope(envelope: &mut ConnectNotification, rest: serde_json::Value) -> Result<(), JobError> {
-    let message = serde_json::json!({
-        "event": envelope.event,
-        "generatedDateTime": envelope.generated_at.to_rfc3339(),
-        "data": {
-            "accountId": envelope.account_id.to_string(),
-            "envelopeId": envelope.envelope_id.to_string(),
-            "envelopeSummary": rest,
-        },
-    });
-    let bytes = serde_json::to_vec(&message).map_err(JobError::retry)?;
-    let fetched = crate::ingest::formats::parse_json(bytes.as_slice(), &mut NoDocuments)
-        .map_err(|e| JobError::retry(format!("DocuSign's envelope answer could not be read: {e}")))?;
-    envelope.status = fetched.status.or(envelope.status.take());
-    envelope.subject = fetched.subject.or(envelope.subject.take());
-    envelope.sender = fetched.sender.or(envelope.sender.take());
-    envelope.completed_at = fetched.completed_at.or(envelope.completed_at);
-    envelope.recipients = fetched.recipients;
-    envelope.custom_fields = fetched.custom_fields;
-    if !fetched.documents.is_empty() {
-        envelope.documents = fetched.documents;
-    }
-    envelope.has_envelope_data = true;
-    Ok(())
-}
-
 #[async_trait]
 impl JobHandler for ProcessEnvelope {
     fn kind(&self) -> &'static str {
@@ -233,44 +192,49 @@ impl JobHandler for ProcessEnvelope {
     async fn run(&self, job: &Job, ctx: &JobContext) -> Result<(), JobError> {
         let payload = ProcessEnvelopeJob::read(&job.kind, &job.payload).map_err(|e| JobError::Fatal(e.to_string()))?;
         tracing::Span::current().record("envelope_id", tracing::field::display(payload.envelope_id));
-        let notification = ctx
+        let recorded = ctx
             .store
             .notification(payload.notification_id)
             .await?
             .filter(|n| n.new.envelope_id == payload.envelope_id)
             .ok_or_else(|| JobError::Fatal(format!("notification {} is not in the store", payload.notification_id)))?;
-        let mut envelope: ConnectNotification = serde_json::from_value(notification.new.summary)
+        let mut notification: ConnectNotification = serde_json::from_value(recorded.new.summary)
             .map_err(|e| JobError::Fatal(format!("the recorded notification cannot be read: {e}")))?;
-        let account: AccountId = envelope.account_id;
-        let mut stored = ctx.store.documents(envelope.envelope_id).await?;
+        let account: AccountId = notification.envelope.account_id;
+        let mut stored = ctx.store.documents(notification.envelope.envelope_id).await?;
 
-        let needs_list = self.download == DownloadMode::Separate && envelope.documents.is_empty();
-        let mut wanted = self.wanted(&envelope, &stored);
+        let needs_list = self.download == DownloadMode::Separate && notification.envelope.documents.is_empty();
+        let mut wanted = self.wanted(&notification, &stored);
         let templates = if self.planner.needs_templates() {
             let docusign = self.docusign()?;
-            let user = user_for(docusign, &envelope)?;
+            let user = user_for(docusign, &notification)?;
             docusign
-                .envelope_templates(user, account, envelope.envelope_id)
+                .envelope_templates(user, account, notification.envelope.envelope_id)
                 .await
                 .map_err(|e| self.job_error(job, e))?
         } else {
             Vec::new()
         };
-        let needs_roles = self.planner.needs_roles(&envelope, &templates);
-        if !envelope.has_envelope_data || (needs_list && !wanted.is_empty()) || needs_roles {
+        let needs_roles = self.planner.needs_roles(&notification, &templates);
+        if !notification.has_envelope_data || (needs_list && !wanted.is_empty()) || needs_roles {
             let docusign = self.docusign()?;
-            let user = user_for(docusign, &envelope)?;
-            let rest =
-                docusign.envelope(user, account, envelope.envelope_id).await.map_err(|e| self.job_error(job, e))?;
-            merge_rest_envelope(&mut envelope, rest)?;
-            wanted = self.wanted(&envelope, &stored);
+            let user = user_for(docusign, &notification)?;
+            let rest = docusign
+                .envelope(user, account, notification.envelope.envelope_id)
+                .await
+                .map_err(|e| self.job_error(job, e))?;
+            let fetched = parse_rest_envelope(account, notification.envelope.envelope_id, &rest)
+                .map_err(|e| JobError::retry(format!("DocuSign's envelope answer could not be read: {e}")))?;
+            notification.envelope.update_from(fetched);
+            notification.has_envelope_data = true;
+            wanted = self.wanted(&notification, &stored);
         }
         if !wanted.is_empty() {
             let docusign = self.docusign()?;
-            let user = user_for(docusign, &envelope)?;
+            let user = user_for(docusign, &notification)?;
             for document in &wanted {
                 let record = self
-                    .fetch_and_store(docusign, user, &envelope, document, ctx)
+                    .fetch_and_store(docusign, user, &notification, document, ctx)
                     .await
                     .map_err(|e| self.job_error(job, e))?;
                 stored.push(record);
@@ -285,16 +249,16 @@ impl JobHandler for ProcessEnvelope {
             }
         }
 
-        let plan = self.planner.plan(&envelope, &stored, &templates, Utc::now());
+        let plan = self.planner.plan(&notification, &stored, &templates, Utc::now());
         let status = if plan.needs_operator() { EnvelopeStatus::Flagged } else { EnvelopeStatus::Processed };
         let mut tx = ctx.store.begin().await?;
         // The envelope row first: events refer to it.
         tx.upsert_envelope(&EnvelopeUpsert {
-            envelope_id: envelope.envelope_id,
+            envelope_id: notification.envelope.envelope_id,
             account_id: account,
             status,
-            subject: envelope.subject.clone(),
-            completed_at: envelope.completed_at,
+            subject: notification.envelope.subject.clone(),
+            completed_at: notification.envelope.completed_at,
         })
         .await?;
         let written = write_outbox(&mut *tx, &plan).await?;
@@ -315,10 +279,13 @@ impl JobHandler for ProcessEnvelope {
     }
 }
 
-fn user_for(docusign: &DocuSign, envelope: &ConnectNotification) -> Result<UserId, JobError> {
-    docusign.impersonation().user_for(envelope.account_id, envelope.user_id).ok_or_else(|| {
+fn user_for(docusign: &DocuSign, notification: &ConnectNotification) -> Result<UserId, JobError> {
+    docusign.impersonation().user_for(notification.envelope.account_id, notification.user_id).ok_or_else(|| {
         JobError::park(
-            format!("no DocuSign user to act as for account {}: set docusign.user_id", envelope.account_id),
+            format!(
+                "no DocuSign user to act as for account {}: set docusign.user_id",
+                notification.envelope.account_id
+            ),
             Duration::from_secs(900),
         )
     })

@@ -440,7 +440,7 @@ async fn the_page_needs_a_login_and_escapes_a_hostile_subject() {
     let id = new_envelope_id();
     let mut envelope = offer_letter(id);
     let hostile = "<script>alert(\"owned\")</script> & <img src=x onerror=alert(1)>";
-    envelope.subject = Some(hostile.into());
+    envelope.envelope.subject = Some(hostile.into());
     publish(&*app.store, &planner, &envelope, &[], Utc::now()).await;
 
     let mut browser = Browser::new(&app);

@@ -41,7 +41,7 @@ async fn fixture() -> Fixture {
 /// pointed at the test server.
 async fn envelope_with_document(f: &Fixture, now: chrono::DateTime<Utc>) -> (EnvelopeId, Vec<u8>, url::Url) {
     let envelope = offer_letter(new_envelope_id());
-    let id = envelope.envelope_id;
+    let id = envelope.envelope.envelope_id;
     let bytes = format!("%PDF-1.7 offer letter of {id}\n%%EOF\n").into_bytes();
     let key = format!("{ACCOUNT}/{id}/1-Offer letter.pdf");
     let path = f.app.documents_dir.path().join(&key);

@@ -5,9 +5,9 @@ use crate::common;
 
 use chrono::{DateTime, Utc};
 use countersign::config::Settings;
+use countersign::domain::{ConnectNotification, Envelope, Format, Party, Recipient, TabValue};
 use countersign::events::{Plan, Planner};
 use countersign::ids::{AccountId, EnvelopeId};
-use countersign::ingest::notification::{ConnectNotification, Format, Party, Recipient, TabValue};
 use countersign::store::DocumentRecord;
 use serde_json::{Value, json};
 
@@ -52,29 +52,31 @@ fn offer_letter() -> ConnectNotification {
     ConnectNotification {
         format: Format::Json,
         event: "envelope-completed".into(),
-        account_id: AccountId::parse(ACCOUNT).unwrap(),
-        envelope_id: EnvelopeId::parse("93be49ab-afa0-4adf-933c-f752070d71ec").unwrap(),
         user_id: None,
         recipient_id: None,
-        status: Some("completed".into()),
         generated_at: time("2026-11-20T10:05:00Z"),
-        subject: Some("Offer letter for Jane Doe".into()),
-        sender: Some(Party { name: Some("HR Team".into()), email: Some("Offers@HR.example.com".into()) }),
-        completed_at: Some(time("2026-11-20T10:04:00.250Z")),
-        recipients: vec![
-            signer("Hiring Manager", "Manager", 2, &[("Cost Center", "CC-42"), ("Start Date", "")]),
-            signer("Jane Doe", "Employee", 1, &[("Start Date", "2027-01-04"), ("Phone", "+1 555 0100")]),
-            Recipient {
-                kind: "carboncopy".into(),
-                role: Some("Payroll".into()),
-                ..signer("Pay Roll", "Payroll", 3, &[])
-            },
-        ],
-        custom_fields: vec![
-            ("Employee ID".into(), "E-1042".into()),
-            ("Contract Type".into(), "Employee (full time)".into()),
-        ],
-        documents: Vec::new(),
+        envelope: Envelope {
+            account_id: AccountId::parse(ACCOUNT).unwrap(),
+            envelope_id: EnvelopeId::parse("93be49ab-afa0-4adf-933c-f752070d71ec").unwrap(),
+            status: Some("completed".into()),
+            subject: Some("Offer letter for Jane Doe".into()),
+            sender: Some(Party { name: Some("HR Team".into()), email: Some("Offers@HR.example.com".into()) }),
+            completed_at: Some(time("2026-11-20T10:04:00.250Z")),
+            recipients: vec![
+                signer("Hiring Manager", "Manager", 2, &[("Cost Center", "CC-42"), ("Start Date", "")]),
+                signer("Jane Doe", "Employee", 1, &[("Start Date", "2027-01-04"), ("Phone", "+1 555 0100")]),
+                Recipient {
+                    kind: "carboncopy".into(),
+                    role: Some("Payroll".into()),
+                    ..signer("Pay Roll", "Payroll", 3, &[])
+                },
+            ],
+            custom_fields: vec![
+                ("Employee ID".into(), "E-1042".into()),
+                ("Contract Type".into(), "Employee (full time)".into()),
+            ],
+            documents: Vec::new(),
+        },
         embedded: Vec::new(),
         has_envelope_data: true,
     }
@@ -83,27 +85,27 @@ fn offer_letter() -> ConnectNotification {
 fn documents(envelope: &ConnectNotification) -> Vec<DocumentRecord> {
     vec![
         DocumentRecord {
-            account_id: envelope.account_id,
-            envelope_id: envelope.envelope_id,
+            account_id: envelope.envelope.account_id,
+            envelope_id: envelope.envelope.envelope_id,
             document_id: "1".into(),
             name: "Offer letter.pdf".into(),
             file_name: "1-Offer letter.pdf".into(),
             content_type: "application/pdf".into(),
             size_bytes: 48_213,
             sha256: "a".repeat(64),
-            storage_key: format!("{ACCOUNT}/{}/1-Offer letter.pdf", envelope.envelope_id),
+            storage_key: format!("{ACCOUNT}/{}/1-Offer letter.pdf", envelope.envelope.envelope_id),
             stored_at: time("2026-11-20T10:06:00Z"),
         },
         DocumentRecord {
-            account_id: envelope.account_id,
-            envelope_id: envelope.envelope_id,
+            account_id: envelope.envelope.account_id,
+            envelope_id: envelope.envelope.envelope_id,
             document_id: "certificate".into(),
             name: "Certificate of Completion".into(),
-            file_name: format!("CertificateOfCompletion_{}.pdf", envelope.envelope_id),
+            file_name: format!("CertificateOfCompletion_{}.pdf", envelope.envelope.envelope_id),
             content_type: "application/pdf".into(),
             size_bytes: 9_120,
             sha256: "b".repeat(64),
-            storage_key: format!("{ACCOUNT}/{}/certificate.pdf", envelope.envelope_id),
+            storage_key: format!("{ACCOUNT}/{}/certificate.pdf", envelope.envelope.envelope_id),
             stored_at: time("2026-11-20T10:06:00Z"),
         },
     ]
@@ -166,8 +168,8 @@ account_ids = ["00000000-0000-4000-8000-000000000000"]
     assert_eq!(types(&without_template), ["employee.offer.signed"], "the template condition needs the template");
 
     let mut contractor = offer_letter();
-    contractor.custom_fields[1].1 = "Contractor".into();
-    contractor.subject = Some("Re: Offer letter for Jane Doe".into());
+    contractor.envelope.custom_fields[1].1 = "Contractor".into();
+    contractor.envelope.subject = Some("Re: Offer letter for Jane Doe".into());
     assert_eq!(types(&plan(&planner, &contractor, &[TEMPLATE])), ["contractor.onboarding.signed"]);
 }
 
@@ -235,7 +237,7 @@ iban = { tab = "IBAN", required = true }
     assert_eq!(planned.flags, [r#"rule "payroll": required field "iban" (tab "IBAN") is missing from the envelope"#]);
 
     let mut no_id = offer_letter();
-    no_id.custom_fields.retain(|(name, _)| name != "Employee ID");
+    no_id.envelope.custom_fields.retain(|(name, _)| name != "Employee ID");
     let planned = plan(&planner, &no_id, &[]);
     assert!(types(&planned).is_empty(), "no event goes out with a required field missing");
     assert_eq!(planned.flags.len(), 2);
@@ -269,10 +271,10 @@ fn planning_an_envelope_again_yields_the_same_event_ids() {
     let first = plan(&one_rule, &envelope, &[]);
     let later = one_rule.plan(&envelope, &[], &[], Utc::now());
     assert_eq!(first.events[0].event.id, later.events[0].event.id);
-    assert_eq!(first.events[0].event.id, countersign::events::event_id(envelope.envelope_id, "onboarding"));
+    assert_eq!(first.events[0].event.id, countersign::events::event_id(envelope.envelope.envelope_id, "onboarding"));
     assert_eq!(first.events[0].event.body["id"], first.events[0].event.id.to_string());
     let mut other = offer_letter();
-    other.envelope_id = EnvelopeId::parse("0b9c1d2e-3f40-4a5b-8c6d-7e8f90a1b2c3").unwrap();
+    other.envelope.envelope_id = EnvelopeId::parse("0b9c1d2e-3f40-4a5b-8c6d-7e8f90a1b2c3").unwrap();
     assert_ne!(plan(&one_rule, &other, &[]).events[0].event.id, first.events[0].event.id);
     let two_rules =
         planner(&format!("{rule}[[rules]]\nname = \"audit\"\nevent_type = \"audit.signed\"\nsinks = [\"crm\"]\n"));
@@ -295,7 +297,7 @@ fn a_planned_event_is_a_cloudevent_that_matches_the_published_schema() {
     assert_eq!(body["specversion"], "1.0");
     assert_eq!(body["type"], "employee.onboarding.signed");
     assert_eq!(body["source"], format!("urn:docusign:account:{ACCOUNT}"));
-    assert_eq!(body["subject"], envelope.envelope_id.to_string());
+    assert_eq!(body["subject"], envelope.envelope.envelope_id.to_string());
     assert_eq!(body["time"], "2026-11-20T10:04:00.250Z");
     assert_eq!(body["datacontenttype"], "application/json");
     let data = &body["data"];
@@ -304,7 +306,7 @@ fn a_planned_event_is_a_cloudevent_that_matches_the_published_schema() {
     let document = &data["documents"][0];
     assert_eq!((document["name"].as_str(), document["size_bytes"].as_u64()), (Some("Offer letter.pdf"), Some(48_213)));
     let url = url::Url::parse(document["url"].as_str().unwrap()).unwrap();
-    assert_eq!(url.path(), format!("/documents/{}/1-Offer%20letter.pdf", envelope.envelope_id));
+    assert_eq!(url.path(), format!("/documents/{}/1-Offer%20letter.pdf", envelope.envelope.envelope_id));
     assert!(url.query().unwrap().contains("signature="), "signed links when events.link_key is set");
 
     let schema: Value = serde_json::from_str(&std::fs::read_to_string("docs/event.schema.json").unwrap()).unwrap();

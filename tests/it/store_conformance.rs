@@ -899,7 +899,7 @@ async fn outbox(store: &dyn Store, envelope: &str, events: &[&str], sinks: &[&st
     })
     .await
     .unwrap();
-    countersign::events::write_outbox(&mut *tx, &plan).await.unwrap();
+    countersign::pipeline::write_outbox(&mut *tx, &plan).await.unwrap();
     tx.commit().await.unwrap();
     plan.events.iter().map(|e| e.event.id).collect()
 }

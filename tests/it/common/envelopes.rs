@@ -2,9 +2,9 @@
 //! stage, and that stage's write: plan, then outbox, in one transaction.
 
 use chrono::{DateTime, Utc};
+use countersign::domain::{ConnectNotification, Envelope, Format, Party, Recipient, TabValue};
 use countersign::events::{Plan, Planner};
 use countersign::ids::{AccountId, EnvelopeId};
-use countersign::ingest::notification::{ConnectNotification, Format, Party, Recipient, TabValue};
 use countersign::store::{DocumentRecord, EnvelopeStatus, EnvelopeUpsert, Store};
 
 pub const ACCOUNT: &str = "f2a3b4c5-d6e7-4f80-9a1b-2c3d4e5f6a7b";
@@ -24,28 +24,30 @@ pub fn offer_letter(envelope_id: EnvelopeId) -> ConnectNotification {
     ConnectNotification {
         format: Format::Json,
         event: "envelope-completed".into(),
-        account_id: AccountId::parse(ACCOUNT).unwrap(),
-        envelope_id,
         user_id: None,
         recipient_id: None,
-        status: Some("completed".into()),
         generated_at: completed,
-        subject: Some("Offer letter for Jane Doe".into()),
-        sender: Some(Party { name: Some("HR Team".into()), email: Some("offers@hr.example.com".into()) }),
-        completed_at: Some(completed),
-        recipients: vec![Recipient {
-            recipient_id: Some("1".into()),
-            kind: "signer".into(),
-            name: Some("Jane Doe".into()),
-            email: Some("jane.doe@example.com".into()),
-            role: Some("Employee".into()),
-            routing_order: Some(1),
+        envelope: Envelope {
+            account_id: AccountId::parse(ACCOUNT).unwrap(),
+            envelope_id,
             status: Some("completed".into()),
-            signed_at: Some(completed),
-            tabs: vec![TabValue { label: "Start Date".into(), value: "2027-01-04".into() }],
-        }],
-        custom_fields: vec![("Employee ID".into(), "E-1042".into())],
-        documents: Vec::new(),
+            subject: Some("Offer letter for Jane Doe".into()),
+            sender: Some(Party { name: Some("HR Team".into()), email: Some("offers@hr.example.com".into()) }),
+            completed_at: Some(completed),
+            recipients: vec![Recipient {
+                recipient_id: Some("1".into()),
+                kind: "signer".into(),
+                name: Some("Jane Doe".into()),
+                email: Some("jane.doe@example.com".into()),
+                role: Some("Employee".into()),
+                routing_order: Some(1),
+                status: Some("completed".into()),
+                signed_at: Some(completed),
+                tabs: vec![TabValue { label: "Start Date".into(), value: "2027-01-04".into() }],
+            }],
+            custom_fields: vec![("Employee ID".into(), "E-1042".into())],
+            documents: Vec::new(),
+        },
         embedded: Vec::new(),
         has_envelope_data: true,
     }
@@ -63,18 +65,18 @@ pub async fn publish(
     let plan = planner.plan(envelope, documents, &[], now);
     let mut tx = store.begin().await.unwrap();
     tx.upsert_envelope(&EnvelopeUpsert {
-        envelope_id: envelope.envelope_id,
-        account_id: envelope.account_id,
+        envelope_id: envelope.envelope.envelope_id,
+        account_id: envelope.envelope.account_id,
         status: if plan.needs_operator() { EnvelopeStatus::Flagged } else { EnvelopeStatus::Processed },
-        subject: envelope.subject.clone(),
-        completed_at: envelope.completed_at,
+        subject: envelope.envelope.subject.clone(),
+        completed_at: envelope.envelope.completed_at,
     })
     .await
     .unwrap();
     for document in documents {
         tx.upsert_document(document).await.unwrap();
     }
-    countersign::events::write_outbox(&mut *tx, &plan).await.unwrap();
+    countersign::pipeline::write_outbox(&mut *tx, &plan).await.unwrap();
     tx.commit().await.unwrap();
     plan
 }

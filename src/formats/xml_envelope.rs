@@ -6,10 +6,10 @@
 use super::embedded::Begin;
 use super::xml_paths::{Slot, Tag, Tag as T};
 use super::{FormatError, LocalTime, clip, invalid, non_empty};
-use crate::ids::{AccountId, EnvelopeId};
-use crate::ingest::notification::{
+use crate::domain::{
     ConnectNotification, DocumentKind, EmbeddedDocument, Format, ListedDocument, Party, Recipient, TabValue,
 };
+use crate::ids::{AccountId, EnvelopeId};
 
 #[derive(Debug, Default)]
 struct XmlRecipient {
@@ -283,18 +283,20 @@ impl Envelope {
             // counterpart and becomes "envelope-signed", so nothing that
             // waits for envelope-completed fires early.
             event: format!("envelope-{status}"),
-            account_id,
-            envelope_id,
             user_id: None,
             recipient_id: None,
-            status: Some(status),
             generated_at,
-            subject: self.subject,
-            sender,
-            completed_at,
-            recipients,
-            custom_fields: self.custom_fields,
-            documents: self.listed,
+            envelope: crate::domain::Envelope {
+                account_id,
+                envelope_id,
+                status: Some(status),
+                subject: self.subject,
+                sender,
+                completed_at,
+                recipients,
+                custom_fields: self.custom_fields,
+                documents: self.listed,
+            },
             embedded: self.embedded,
             has_envelope_data: true,
         })

@@ -2,7 +2,7 @@
 //! no error repeats the body.
 
 use super::*;
-use crate::ingest::notification::ConnectNotification;
+use crate::domain::ConnectNotification;
 
 type Parser = fn(&[u8]) -> Result<ConnectNotification, FormatError>;
 
@@ -105,7 +105,7 @@ fn invalid_utf8_is_malformed() {
     // Split sequences are not mistaken for bad ones; a truncated one is.
     let body = fixture("json-envelope-completed.json").replace("Priya Raman", "Prïyä R€mán 𝄞");
     let n = parse_json(Trickle(body.as_bytes()), &mut MemorySink::default()).unwrap();
-    assert_eq!(n.subject.as_deref(), Some("Onboarding: laptop & access request for Prïyä R€mán 𝄞"));
+    assert_eq!(n.envelope.subject.as_deref(), Some("Onboarding: laptop & access request for Prïyä R€mán 𝄞"));
     let mut body = body.into_bytes();
     let at = body.windows(3).position(|w| w == "€".as_bytes()).unwrap();
     body[at + 2] = b'x';

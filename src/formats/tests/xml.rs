@@ -2,7 +2,7 @@
 //! time zones, status names.
 
 use super::*;
-use crate::ingest::notification::{ConnectNotification, ListedDocument, Party, TabValue};
+use crate::domain::{ConnectNotification, ListedDocument, Party, TabValue};
 
 fn parse(body: &str, hint: Option<AccountId>) -> (Result<ConnectNotification, FormatError>, MemorySink) {
     let mut sink = MemorySink::default();
@@ -25,23 +25,23 @@ fn completed_message_pretty_printed() {
     let n = result.unwrap();
     assert_eq!(n.format, Format::Xml);
     assert_eq!(n.event, "envelope-completed");
-    assert_eq!(n.status.as_deref(), Some("completed"));
+    assert_eq!(n.envelope.status.as_deref(), Some("completed"));
     // The AccountId custom field holds the account number, so the header's GUID is used.
-    assert_eq!(n.account_id, account());
-    assert_eq!(n.envelope_id.to_string(), ENVELOPE);
+    assert_eq!(n.envelope.account_id, account());
+    assert_eq!(n.envelope.envelope_id.to_string(), ENVELOPE);
     assert_eq!((n.user_id, n.recipient_id.as_deref()), (None, None));
     // Pacific time at −7 h: 09:42 local is 16:42 UTC; seven fractional digits survive.
     assert_eq!(n.generated_at, utc("2024-05-14T16:42:07.3619054Z"));
-    assert_eq!(n.completed_at, Some(utc("2024-05-14T16:31:05.66Z")));
-    assert_eq!(n.subject.as_deref(), Some("Onboarding: laptop & access request"));
+    assert_eq!(n.envelope.completed_at, Some(utc("2024-05-14T16:31:05.66Z")));
+    assert_eq!(n.envelope.subject.as_deref(), Some("Onboarding: laptop & access request"));
     assert_eq!(
-        n.sender,
+        n.envelope.sender,
         Some(Party { name: Some("Hannah Okafor".into()), email: Some("hannah.okafor@example.com".into()) })
     );
     assert!(n.has_envelope_data);
 
-    assert_eq!(n.recipients.len(), 2);
-    let priya = &n.recipients[0];
+    assert_eq!(n.envelope.recipients.len(), 2);
+    let priya = &n.envelope.recipients[0];
     assert_eq!(priya.kind, "signer");
     assert_eq!(priya.name.as_deref(), Some("Priya Raman"));
     assert_eq!(priya.email.as_deref(), Some("priya.raman@example.org"));
@@ -55,16 +55,16 @@ fn completed_message_pretty_printed() {
         priya.tabs,
         vec![tab("Signature", ""), tab("employee_id", "E-20931"), tab("department", "R&D <Platform> – Berlin")]
     );
-    let desk = &n.recipients[1];
+    let desk = &n.envelope.recipients[1];
     assert_eq!((desk.kind.as_str(), desk.routing_order, desk.signed_at), ("carboncopy", Some(2), None));
 
     // Recipient-level custom fields are not envelope fields.
-    let names: Vec<&str> = n.custom_fields.iter().map(|(name, _)| name.as_str()).collect();
+    let names: Vec<&str> = n.envelope.custom_fields.iter().map(|(name, _)| name.as_str()).collect();
     assert_eq!(names, ["AccountId", "AccountName", "AccountSite", "ticket", "cost_center"]);
-    assert_eq!(n.custom_fields[3].1, "REQ-88123");
-    assert_eq!(n.custom_fields[4].1, "");
+    assert_eq!(n.envelope.custom_fields[3].1, "REQ-88123");
+    assert_eq!(n.envelope.custom_fields[4].1, "");
     assert_eq!(
-        n.documents,
+        n.envelope.documents,
         vec![
             ListedDocument { document_id: "1".into(), name: "Offer letter".into(), kind: DocumentKind::Content },
             ListedDocument { document_id: "2".into(), name: "Equipment request".into(), kind: DocumentKind::Content },
@@ -87,14 +87,14 @@ fn single_line_message_parses_the_same() {
 fn message_without_xsd_namespace_and_with_a_guid_account_field() {
     let hint = AccountId::parse("11111111-2222-4333-8444-555555555555").unwrap();
     let n = parse(&fixture("xml-envelope-sent-no-xsd.xml"), Some(hint)).0.unwrap();
-    assert_eq!((n.event.as_str(), n.status.as_deref()), ("envelope-sent", Some("sent")));
+    assert_eq!((n.event.as_str(), n.envelope.status.as_deref()), ("envelope-sent", Some("sent")));
     // The body's GUID wins over the header.
-    assert_eq!(n.account_id, account());
+    assert_eq!(n.envelope.account_id, account());
     // +1 h: 14:05 local is 13:05 UTC; two fractional digits.
     assert_eq!(n.generated_at, utc("2023-11-02T13:05:10.42Z"));
-    assert_eq!(n.completed_at, None);
-    assert_eq!(n.recipients[0].status.as_deref(), Some("sent"));
-    assert_eq!(n.recipients[0].signed_at, None);
+    assert_eq!(n.envelope.completed_at, None);
+    assert_eq!(n.envelope.recipients[0].status.as_deref(), Some("sent"));
+    assert_eq!(n.envelope.recipients[0].signed_at, None);
 }
 
 #[test]
@@ -103,8 +103,8 @@ fn root_without_any_namespace_is_accepted_but_foreign_children_are_not_read() {
         .replace(r#" xmlns="http://www.docusign.net/API/3.0""#, "")
         .replace("<Subject>", r#"<x:Subject xmlns:x="urn:other">ignored</x:Subject><Subject>"#);
     let n = parse(&body, None).0.unwrap();
-    assert_eq!(n.subject.as_deref(), Some("Contractor agreement"));
-    assert_eq!(n.account_id, account());
+    assert_eq!(n.envelope.subject.as_deref(), Some("Contractor agreement"));
+    assert_eq!(n.envelope.account_id, account());
 }
 
 #[test]
@@ -116,7 +116,7 @@ fn account_id_falls_back_to_the_header_then_fails() {
     let without_field = body.replace("<Name>AccountId</Name>", "<Name>AccountNumber</Name>");
     let err = parse(&without_field, None).0.unwrap_err();
     assert!(matches!(err, FormatError::MissingField(f) if f.contains("AccountId")), "{err}");
-    assert_eq!(parse(&without_field, Some(account())).0.unwrap().account_id, account());
+    assert_eq!(parse(&without_field, Some(account())).0.unwrap().envelope.account_id, account());
 }
 
 fn with_status_and_offset(status: &str, offset: Option<&str>) -> String {
@@ -143,7 +143,7 @@ fn legacy_statuses_map_to_json_sim_event_names() {
     ] {
         let n = parse(&with_status_and_offset(status, Some("-7")), Some(account())).0.unwrap();
         assert_eq!(n.event, event);
-        assert_eq!(n.status.as_deref(), Some(status.to_ascii_lowercase().as_str()));
+        assert_eq!(n.envelope.status.as_deref(), Some(status.to_ascii_lowercase().as_str()));
     }
     let err = parse(&with_status_and_offset("Completed; DROP", Some("-7")), Some(account())).0.unwrap_err();
     assert!(matches!(err, FormatError::InvalidField { field: "EnvelopeStatus/Status", .. }), "{err}");
@@ -154,12 +154,12 @@ fn time_zone_offset_converts_every_time_and_defaults_to_utc() {
     let at = |offset| parse(&with_status_and_offset("Completed", offset), Some(account())).0.unwrap();
     let west = at(Some("-7"));
     assert_eq!(west.generated_at, utc("2024-05-14T16:42:07.3619054Z"));
-    assert_eq!(west.recipients[0].signed_at, Some(utc("2024-05-14T16:31:05.6604221Z")));
-    assert_eq!(west.completed_at, Some(utc("2024-05-14T16:31:05.66Z")));
+    assert_eq!(west.envelope.recipients[0].signed_at, Some(utc("2024-05-14T16:31:05.6604221Z")));
+    assert_eq!(west.envelope.completed_at, Some(utc("2024-05-14T16:31:05.66Z")));
     let none = at(None);
     assert_eq!(none.generated_at, utc("2024-05-14T09:42:07.3619054Z"));
     let india = at(Some("5.5"));
-    assert_eq!(india.completed_at, Some(utc("2024-05-14T04:01:05.66Z")));
+    assert_eq!(india.envelope.completed_at, Some(utc("2024-05-14T04:01:05.66Z")));
     let err = parse(&with_status_and_offset("Completed", Some("PST")), Some(account())).0.unwrap_err();
     assert!(matches!(err, FormatError::InvalidField { field: "TimeZoneOffset", .. }), "{err}");
 }
@@ -223,7 +223,7 @@ fn document_pdfs_content_and_summary_are_decoded_exactly() {
     assert_eq!(n.embedded[2].sha256, sha256_hex(&certificate));
     assert_eq!(n.embedded[2].name, certificate_name);
     // The listing stays DocumentStatuses'.
-    assert_eq!(n.documents.len(), 2);
+    assert_eq!(n.envelope.documents.len(), 2);
 }
 
 #[test]

@@ -1,7 +1,10 @@
-//! Parsing Connect bodies into one [`ConnectNotification`]: JSON SIM
-//! ([`parse_json`]) and legacy `DocuSignEnvelopeInformation` XML
-//! ([`parse_xml`]). [`detect`] picks the parser from the body itself, because
-//! a Connect configuration's Content-Type says little about what it sends.
+//! DocuSign's wire formats, parsed into the domain types: Connect bodies
+//! into one [`ConnectNotification`], JSON SIM ([`parse_json`]) and legacy
+//! `DocuSignEnvelopeInformation` XML ([`parse_xml`]); REST envelope answers
+//! and listings into an [`Envelope`] ([`parse_rest_envelope`], the same
+//! reader as JSON SIM's `envelopeSummary`). [`detect`] picks the Connect
+//! parser from the body itself, because a Connect configuration's
+//! Content-Type says little about what it sends.
 //!
 //! Both parsers read the body once, as a stream. Embedded PDFs are decoded
 //! into a [`DocumentSink`] in small pieces (at most [`MAX_SINK_WRITE`] bytes
@@ -10,8 +13,9 @@
 //! Errors never quote the body: at most a field name and a short, escaped
 //! excerpt of one value, so they can go back to the sender in a 400 answer.
 //!
-//! [`ConnectNotification`]: crate::ingest::notification::ConnectNotification
-//! [`DocumentSink`]: crate::ingest::notification::DocumentSink
+//! [`ConnectNotification`]: crate::domain::ConnectNotification
+//! [`Envelope`]: crate::domain::Envelope
+//! [`DocumentSink`]: crate::domain::DocumentSink
 
 mod embedded;
 mod json;
@@ -26,10 +30,10 @@ mod tests;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 
-use crate::ingest::notification::Format;
+use crate::domain::Format;
 
 pub use embedded::MAX_SINK_WRITE;
-pub use json::{parse_json, parse_json_bytes};
+pub use json::{parse_json, parse_json_bytes, parse_rest_envelope};
 pub use xml::{MAX_XML_DEPTH, parse_xml};
 
 /// Why a body could not be turned into a notification.

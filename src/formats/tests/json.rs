@@ -1,10 +1,10 @@
 //! JSON SIM messages of every shape docs/DOCUSIGN.md §1 describes.
 
 use super::*;
+use crate::domain::{ListedDocument, Party, TabValue};
 use crate::ids::{EnvelopeId, UserId};
-use crate::ingest::notification::{ListedDocument, Party, TabValue};
 
-fn parse(body: &str) -> (Result<crate::ingest::notification::ConnectNotification, FormatError>, MemorySink) {
+fn parse(body: &str) -> (Result<crate::domain::ConnectNotification, FormatError>, MemorySink) {
     let mut sink = MemorySink::default();
     let result = parse_json(body.as_bytes(), &mut sink);
     let mut from_memory = MemorySink::default();
@@ -24,24 +24,24 @@ fn envelope_completed_with_summary_carries_recipients_tabs_fields_and_documents(
     let n = result.unwrap();
     assert_eq!(n.format, Format::Json);
     assert_eq!(n.event, "envelope-completed");
-    assert_eq!(n.account_id, account());
+    assert_eq!(n.envelope.account_id, account());
     // Upper-case GUIDs are normalised.
-    assert_eq!(n.envelope_id, EnvelopeId::parse(ENVELOPE).unwrap());
-    assert_eq!(n.envelope_id.to_string(), ENVELOPE);
+    assert_eq!(n.envelope.envelope_id, EnvelopeId::parse(ENVELOPE).unwrap());
+    assert_eq!(n.envelope.envelope_id.to_string(), ENVELOPE);
     assert_eq!(n.user_id, Some(UserId::parse(USER).unwrap()));
     assert_eq!(n.recipient_id, None);
-    assert_eq!(n.status.as_deref(), Some("completed"));
+    assert_eq!(n.envelope.status.as_deref(), Some("completed"));
     assert_eq!(n.generated_at, utc("2024-05-14T16:42:07.3619054Z"));
-    assert_eq!(n.subject.as_deref(), Some("Onboarding: laptop & access request for Priya Raman"));
+    assert_eq!(n.envelope.subject.as_deref(), Some("Onboarding: laptop & access request for Priya Raman"));
     assert_eq!(
-        n.sender,
+        n.envelope.sender,
         Some(Party { name: Some("Hannah Okafor".into()), email: Some("hannah.okafor@example.com".into()) })
     );
-    assert_eq!(n.completed_at, Some(utc("2024-05-14T16:38:59.917Z")));
+    assert_eq!(n.envelope.completed_at, Some(utc("2024-05-14T16:38:59.917Z")));
     assert!(n.has_envelope_data);
 
-    assert_eq!(n.recipients.len(), 3);
-    let priya = &n.recipients[0];
+    assert_eq!(n.envelope.recipients.len(), 3);
+    let priya = &n.envelope.recipients[0];
     assert_eq!(priya.recipient_id.as_deref(), Some("1"));
     assert_eq!(priya.kind, "signer");
     assert_eq!(priya.name.as_deref(), Some("Priya Raman"));
@@ -64,15 +64,15 @@ fn envelope_completed_with_summary_carries_recipients_tabs_fields_and_documents(
             tab("keyboard_layout", "uk"),
         ]
     );
-    let marcus = &n.recipients[1];
+    let marcus = &n.envelope.recipients[1];
     assert_eq!((marcus.routing_order, marcus.role.as_deref()), (Some(2), Some("Manager")));
     assert_eq!(marcus.tabs, vec![tab("cost_center", "CC-4410")]);
-    let desk = &n.recipients[2];
+    let desk = &n.envelope.recipients[2];
     assert_eq!(desk.kind, "carboncopy");
     assert_eq!((desk.routing_order, desk.signed_at, desk.tabs.len()), (Some(3), None, 0));
 
     assert_eq!(
-        n.custom_fields,
+        n.envelope.custom_fields,
         vec![
             ("ticket".to_owned(), "REQ-88123".to_owned()),
             ("cost_center".to_owned(), String::new()),
@@ -81,7 +81,7 @@ fn envelope_completed_with_summary_carries_recipients_tabs_fields_and_documents(
     );
     let listed = |id: &str, name: &str, kind| ListedDocument { document_id: id.into(), name: name.into(), kind };
     assert_eq!(
-        n.documents,
+        n.envelope.documents,
         vec![
             listed("1", "Offer letter.pdf", DocumentKind::Content),
             listed("2", "Equipment request.pdf", DocumentKind::Content),
@@ -97,13 +97,21 @@ fn message_without_envelope_summary_has_only_ids() {
     let (result, _) = parse(&fixture("json-envelope-sent-minimal.json"));
     let n = result.unwrap();
     assert_eq!(n.event, "envelope-sent");
-    assert_eq!(n.account_id, account());
-    assert_eq!(n.envelope_id.to_string(), "7e4b1d92-5c3a-4f6e-8d07-9a2b4c6e8f10");
+    assert_eq!(n.envelope.account_id, account());
+    assert_eq!(n.envelope.envelope_id.to_string(), "7e4b1d92-5c3a-4f6e-8d07-9a2b4c6e8f10");
     assert_eq!(n.user_id, Some(UserId::parse(USER).unwrap()));
     assert_eq!(n.generated_at, utc("2024-05-14T15:58:13.091142Z"));
     assert!(!n.has_envelope_data);
-    assert_eq!((n.status, n.subject, n.sender, n.completed_at), (None, None, None, None));
-    assert!(n.recipients.is_empty() && n.custom_fields.is_empty() && n.documents.is_empty() && n.embedded.is_empty());
+    assert_eq!(
+        (n.envelope.status, n.envelope.subject, n.envelope.sender, n.envelope.completed_at),
+        (None, None, None, None)
+    );
+    assert!(
+        n.envelope.recipients.is_empty()
+            && n.envelope.custom_fields.is_empty()
+            && n.envelope.documents.is_empty()
+            && n.embedded.is_empty()
+    );
 }
 
 #[test]
@@ -124,8 +132,8 @@ fn summary_without_recipients_or_custom_fields_is_not_envelope_data() {
     );
     let n = parse(&body).0.unwrap();
     assert!(!n.has_envelope_data);
-    assert_eq!(n.status.as_deref(), Some("delivered"));
-    assert_eq!(n.subject, None, "an empty subject counts as none");
+    assert_eq!(n.envelope.status.as_deref(), Some("delivered"));
+    assert_eq!(n.envelope.subject, None, "an empty subject counts as none");
     assert_eq!(n.user_id, None);
 }
 
@@ -141,12 +149,12 @@ fn numbers_and_booleans_are_taken_where_strings_are_usual() {
     );
     let n = parse(&body).0.unwrap();
     assert_eq!(n.recipient_id.as_deref(), Some("7"));
-    let signer = &n.recipients[0];
+    let signer = &n.envelope.recipients[0];
     assert_eq!((signer.recipient_id.as_deref(), signer.routing_order), (Some("1"), Some(2)));
     assert_eq!(signer.kind, "signer", "recipientType missing: the array's type");
     assert_eq!(signer.tabs, vec![tab("seats", "12"), tab("ok", "true")]);
-    assert_eq!(n.recipients[1].kind, "witness");
-    assert_eq!(n.custom_fields, vec![("n".to_owned(), "1.5".to_owned())]);
+    assert_eq!(n.envelope.recipients[1].kind, "witness");
+    assert_eq!(n.envelope.custom_fields, vec![("n".to_owned(), "1.5".to_owned())]);
     assert!(n.has_envelope_data);
 }
 
@@ -159,8 +167,8 @@ fn nulls_and_unknown_fields_are_ignored() {
         "customFields":null,"envelopeDocuments":null,"completedDateTime":""}}}}}}"#
     );
     let n = parse(&body).0.unwrap();
-    assert_eq!((n.event.as_str(), n.status.as_deref()), ("envelope-voided", Some("voided")));
-    assert_eq!((n.user_id, n.recipient_id, n.sender, n.completed_at), (None, None, None, None));
+    assert_eq!((n.event.as_str(), n.envelope.status.as_deref()), ("envelope-voided", Some("voided")));
+    assert_eq!((n.user_id, n.recipient_id, n.envelope.sender, n.envelope.completed_at), (None, None, None, None));
     assert!(!n.has_envelope_data);
 }
 
@@ -206,7 +214,7 @@ fn pdf_bytes_are_decoded_exactly_into_the_sink() {
     assert_eq!(n.embedded[0].sha256, sha256_hex(&contract));
     assert_eq!(n.embedded[1].document_id, "certificate");
     assert_eq!(n.embedded[1].sha256, sha256_hex(&certificate));
-    assert_eq!(n.documents.len(), 3, "every document is listed, with or without bytes");
+    assert_eq!(n.envelope.documents.len(), 3, "every document is listed, with or without bytes");
 }
 
 #[test]
@@ -232,7 +240,7 @@ fn empty_or_null_pdf_bytes_store_nothing() {
     let (result, sink) = parse(&body);
     let n = result.unwrap();
     assert!(sink.documents.is_empty() && n.embedded.is_empty());
-    assert_eq!(n.documents.len(), 3);
+    assert_eq!(n.envelope.documents.len(), 3);
 }
 
 #[test]

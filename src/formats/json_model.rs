@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use super::{FormatError, clip, invalid, non_empty, parse_utc};
-use crate::ingest::notification::{Recipient, TabValue};
+use crate::domain::{Recipient, TabValue};
 
 /// A scalar as DocuSign sends it: nearly always a string ("1", "true"), but
 /// a number or boolean is taken too. Parsed where it is used.

@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
 use super::*;
+use crate::domain::{DocumentKind, DocumentSink, EmbeddedDocument, Format};
 use crate::ids::AccountId;
-use crate::ingest::notification::{DocumentKind, DocumentSink, EmbeddedDocument, Format};
 
 pub(super) const ACCOUNT: &str = "0b7f5c1e-4a7d-4c1e-9e0a-3d2f6b8a9c41";
 pub(super) const USER: &str = "5e2d9a47-1c3b-4f8e-a6d0-7b9c2e4f1a85";
@@ -181,8 +181,8 @@ fn times_parse_with_any_fraction() {
 /// serde_json may place an error one column apart when it reads a slice
 /// rather than a reader, so positions are left out of the comparison.
 pub(super) fn assert_same(
-    a: &Result<crate::ingest::notification::ConnectNotification, FormatError>,
-    b: &Result<crate::ingest::notification::ConnectNotification, FormatError>,
+    a: &Result<crate::domain::ConnectNotification, FormatError>,
+    b: &Result<crate::domain::ConnectNotification, FormatError>,
 ) {
     fn without_position(text: String) -> String {
         match (text.find(" at line "), text.find(": ")) {

@@ -5,7 +5,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_PAD_INDIFFERENT;
 
 use super::{FormatError, invalid};
-use crate::ingest::notification::{DocumentKind, DocumentSink, EmbeddedDocument};
+use crate::domain::{DocumentKind, DocumentSink, EmbeddedDocument};
 
 /// Base64 characters decoded per call; a multiple of 4 so every full stage
 /// is whole quads and only the last one may carry padding.

@@ -94,5 +94,5 @@ fn thirty_megabytes_of_pdf_bytes_stream_with_bounded_writes() {
     assert_eq!(n.embedded[0].document_id, "1");
     assert!(sink.largest_write <= 64 * 1024, "largest write {} bytes", sink.largest_write);
     assert!(sink.largest_write <= MAX_SINK_WRITE);
-    assert_eq!(n.recipients.len(), 2, "the XML after the document is still read");
+    assert_eq!(n.envelope.recipients.len(), 2, "the XML after the document is still read");
 }

@@ -14,10 +14,11 @@ use super::embedded::{Begin, EmbeddedWriter};
 use super::json_model::{RawCustomFields, RawParty, RawRecipients, Scalar, text};
 use super::json_screen::{Rejected, screen, screen_slice};
 use super::{FormatError, clip, clip_message, invalid, parse_utc};
-use crate::ids::{AccountId, EnvelopeId, UserId};
-use crate::ingest::notification::{
-    ConnectNotification, DocumentKind, DocumentSink, EmbeddedDocument, Format, ListedDocument, Party,
+use crate::domain::{
+    ConnectNotification, DocumentKind, DocumentSink, EmbeddedDocument, Envelope, Format, ListedDocument, NoDocuments,
+    Party,
 };
+use crate::ids::{AccountId, EnvelopeId, UserId};
 
 const PDF_FIELD: &str = "envelopeDocuments.PDFBytes";
 
@@ -418,41 +419,66 @@ fn build(raw: RawMessage, embedded: Vec<EmbeddedDocument>) -> Result<ConnectNoti
         .map(|id| UserId::parse(&id).map_err(|e| invalid("data.userId", e.to_string())))
         .transpose()?;
 
-    let mut notification = ConnectNotification {
+    let (envelope, has_envelope_data) = match data.summary {
+        Some(summary) => envelope_of(account_id, envelope_id, summary)?,
+        None => (Envelope::new(account_id, envelope_id), false),
+    };
+    Ok(ConnectNotification {
         format: Format::Json,
         event: event.to_owned(),
-        account_id,
-        envelope_id,
         user_id,
         recipient_id: text(data.recipient_id),
-        status: None,
         generated_at,
-        subject: None,
-        sender: None,
-        completed_at: None,
-        recipients: Vec::new(),
-        custom_fields: Vec::new(),
-        documents: Vec::new(),
+        envelope,
         embedded,
-        has_envelope_data: false,
-    };
-    if let Some(summary) = data.summary {
-        notification.has_envelope_data = summary.recipients.is_some() || summary.custom_fields.is_some();
-        notification.status = text(summary.status).map(|s| s.trim().to_ascii_lowercase());
-        notification.subject = text(summary.email_subject);
-        notification.completed_at =
-            text(summary.completed).map(|t| parse_utc("envelopeSummary.completedDateTime", &t)).transpose()?;
-        notification.sender = summary
+        has_envelope_data,
+    })
+}
+
+/// The envelope an `envelopeSummary` describes, and whether it carried the
+/// envelope's data (recipients or custom fields).
+fn envelope_of(
+    account_id: AccountId,
+    envelope_id: EnvelopeId,
+    summary: RawSummary,
+) -> Result<(Envelope, bool), FormatError> {
+    let has_envelope_data = summary.recipients.is_some() || summary.custom_fields.is_some();
+    let envelope = Envelope {
+        account_id,
+        envelope_id,
+        status: text(summary.status).map(|s| s.trim().to_ascii_lowercase()),
+        subject: text(summary.email_subject),
+        completed_at: text(summary.completed)
+            .map(|t| parse_utc("envelopeSummary.completedDateTime", &t))
+            .transpose()?,
+        sender: summary
             .sender
             .map(|s| Party { name: text(s.user_name), email: text(s.email) })
-            .filter(|p| p.name.is_some() || p.email.is_some());
-        if let Some(recipients) = summary.recipients {
-            notification.recipients = recipients.into_recipients()?;
-        }
-        if let Some(fields) = summary.custom_fields {
-            notification.custom_fields = fields.into_pairs();
-        }
-        notification.documents = summary.documents;
+            .filter(|p| p.name.is_some() || p.email.is_some()),
+        recipients: summary.recipients.map(RawRecipients::into_recipients).transpose()?.unwrap_or_default(),
+        custom_fields: summary.custom_fields.map(RawCustomFields::into_pairs).unwrap_or_default(),
+        documents: summary.documents,
+    };
+    Ok((envelope, has_envelope_data))
+}
+
+/// An envelope as DocuSign's REST API describes it: the envelope GET (with
+/// recipients, tabs and custom fields) or one envelope of a listing.
+/// Connect's `envelopeSummary` is that same object, so the same reader that
+/// reads notifications reads it; a description that carries document bytes
+/// is refused.
+pub fn parse_rest_envelope(
+    account_id: AccountId,
+    envelope_id: EnvelopeId,
+    answer: &serde_json::Value,
+) -> Result<Envelope, FormatError> {
+    let mut sink = NoDocuments;
+    let mut ctx = Ctx { sink: &mut sink, failure: None, embedded: Vec::new() };
+    let summary = SummarySeed(&mut ctx).deserialize(answer);
+    if let Some(failure) = ctx.failure {
+        return Err(failure);
     }
-    Ok(notification)
+    let summary = summary
+        .map_err(|e| FormatError::Malformed(format!("the envelope answer: {}", clip_message(&e.to_string()))))?;
+    envelope_of(account_id, envelope_id, summary).map(|(envelope, _)| envelope)
 }

@@ -16,8 +16,8 @@ use super::embedded::EmbeddedWriter;
 use super::xml_envelope::Envelope;
 use super::xml_paths::{Slot, Tag, is_pdf_bytes, slot_for};
 use super::{FormatError, clip, clip_message};
+use crate::domain::{ConnectNotification, DocumentSink};
 use crate::ids::AccountId;
-use crate::ingest::notification::{ConnectNotification, DocumentSink};
 
 /// How deep elements may nest. DocuSign's deepest path
 /// (`…/RecipientStatus/FormData/xfdf/fields/field/value`) is 9 levels.
