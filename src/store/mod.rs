@@ -4,6 +4,7 @@
 //! transaction as the work that produced them, so the interface hands out
 //! transactions ([`StoreTx`]) rather than only single statements.
 
+mod migrations;
 mod model;
 mod postgres;
 mod sqlite;

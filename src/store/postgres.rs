@@ -16,7 +16,7 @@ use super::*;
 use crate::ids::{AccountId, EnvelopeId, EventId, JobId, NotificationId};
 use crate::jobs::JobKind;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+use super::migrations::POSTGRES_MIGRATOR as MIGRATOR;
 
 /// The channel enqueues notify; the payload is the job kind.
 const JOB_CHANNEL: &str = "countersign_jobs";

@@ -24,7 +24,7 @@ use super::*;
 use crate::ids::{AccountId, EnvelopeId, EventId, JobId, NotificationId};
 use crate::jobs::JobKind;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+use super::migrations::SQLITE_MIGRATOR as MIGRATOR;
 
 /// Longest a write waits for the writer before failing.
 const WRITER_WAIT: Duration = Duration::from_secs(30);
