@@ -13,6 +13,7 @@ pub mod demo;
 pub mod documents;
 pub mod docusign;
 pub mod domain;
+pub mod error;
 pub mod events;
 pub mod formats;
 pub mod http;

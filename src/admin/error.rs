@@ -1,24 +1,14 @@
-//! The admin API's one error type: a stable JSON body that names the field
-//! at fault, and never the internals (those are logged).
+//! The admin API's one error type: the service's error body
+//! ([`crate::error::ErrorBody`]), naming the field at fault, never the
+//! internals (those are logged).
 
-use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 
+use crate::error::HttpError;
 use crate::store::StoreError;
 
-/// The body of every error answer.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    /// A stable code: `unauthorized`, `invalid_input`, `not_found`, `conflict`, `unavailable`, `internal`.
-    pub error: &'static str,
-    /// What went wrong, for a person.
-    pub message: String,
-    /// The request field at fault, when one is.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-}
+pub use crate::error::ErrorBody;
 
 #[derive(Debug)]
 pub struct AdminError {
@@ -28,7 +18,7 @@ pub struct AdminError {
 
 impl AdminError {
     fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
-        Self { status, body: ErrorBody { error, message: message.into(), field: None } }
+        Self { status, body: ErrorBody::new(error, message) }
     }
 
     pub fn unauthorized() -> Self {
@@ -83,13 +73,7 @@ impl From<StoreError> for AdminError {
 
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
-        let mut response = (self.status, Json(self.body)).into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                axum::http::header::WWW_AUTHENTICATE,
-                axum::http::HeaderValue::from_static("Bearer realm=\"countersign-admin\""),
-            );
-        }
-        response
+        let challenge = (self.status == StatusCode::UNAUTHORIZED).then_some("Bearer realm=\"countersign-admin\"");
+        HttpError { status: self.status, body: self.body, challenge }.into_response()
     }
 }

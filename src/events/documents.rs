@@ -19,6 +19,7 @@ use subtle::ConstantTimeEq;
 use super::links::{DocumentLinks, LinkError};
 use crate::config::{Secret, Settings};
 use crate::documents::DocumentStore;
+use crate::error::HttpError;
 use crate::ids::EnvelopeId;
 use crate::store::Store;
 
@@ -63,11 +64,14 @@ struct LinkQuery {
 }
 
 fn refuse(status: StatusCode, message: &str) -> Response {
-    let mut response = (status, axum::Json(serde_json::json!({ "error": message }))).into_response();
-    if status == StatusCode::UNAUTHORIZED {
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    }
-    response
+    let code = match status {
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::NOT_FOUND => "not_found",
+        _ => "unavailable",
+    };
+    let error = HttpError::new(status, code, message);
+    if status == StatusCode::UNAUTHORIZED { error.with_challenge("Bearer") } else { error }.into_response()
 }
 
 fn not_found() -> Response {

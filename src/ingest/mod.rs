@@ -27,6 +27,7 @@ pub use committer::{Committer, Outcome, write as write_records};
 use crate::config::Settings;
 use crate::documents::DocumentStore;
 use crate::domain::{ConnectNotification, Format};
+use crate::error::HttpError;
 use crate::formats;
 use crate::ids::{AccountId, NotificationId};
 use crate::jobs::{JobPayload, ProcessEnvelopeJob};
@@ -74,12 +75,12 @@ pub fn router(ingest: Ingest) -> Router {
     Router::new().route("/docusign/connect", post(receive)).with_state(ingest)
 }
 
-fn reject(status: StatusCode, error: &str, message: impl Into<String>) -> Response {
+fn reject(status: StatusCode, error: &'static str, message: impl Into<String>) -> Response {
     let message = message.into();
     metrics::counter!("countersign_notifications_total", "event" => "unknown", "outcome" => error.to_string())
         .increment(1);
     tracing::warn!(status = status.as_u16(), error, %message, "notification refused");
-    (status, Json(json!({ "error": error, "message": message }))).into_response()
+    HttpError::new(status, error, message).into_response()
 }
 
 fn header_account(headers: &HeaderMap) -> Option<AccountId> {

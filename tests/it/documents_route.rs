@@ -147,8 +147,50 @@ async fn a_tampered_or_expired_link_is_refused() {
     let response = f.client.get(old.clone()).send().await.unwrap();
     assert_eq!(response.status(), 403);
     let body: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(body["error"], "this link has expired");
+    assert_eq!((body["error"].as_str(), body["message"].as_str()), (Some("forbidden"), Some("this link has expired")));
     let response = f.client.get(without_query(&old)).bearer_auth(HR_TOKEN).send().await.unwrap();
     assert_eq!(response.status(), 200, "the sink's token still works after the link expired");
     f.app.shutdown().await;
+}
+
+/// Every route answers an error with the same body: a stable `error` code,
+/// a `message`, and `field` only when a request field is at fault. Here the
+/// Connect listener, the documents route and the admin API, each refusing.
+#[tokio::test]
+async fn every_route_refuses_with_the_same_error_body() {
+    let receiver = WebhookReceiver::spawn(&[SECRET]).await.unwrap();
+    let config = format!(
+        "[admin]\ntoken = \"admin-token-0123456789\"\n[connect]\nhmac_keys = [\"a connect key\"]\n\
+         [[sinks]]\nname = \"hr\"\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"{SECRET}\"\ntoken = \"{HR_TOKEN}\"\n",
+        url = receiver.url()
+    );
+    let app = common::TestApp::spawn(common::sqlite().await, &config).await;
+    let client = reqwest::Client::new();
+    let envelope = new_envelope_id();
+    let refusals = [
+        (client.post(app.connect_url()).body("{}"), 401, "unauthorized"),
+        (client.get(format!("{}/documents/{envelope}/x.pdf", app.base_url)), 401, "unauthorized"),
+        (client.get(format!("{}/documents/{envelope}/x.pdf", app.base_url)).bearer_auth(HR_TOKEN), 404, "not_found"),
+        (client.get(format!("{}/admin/api/overview", app.base_url)), 401, "unauthorized"),
+        (
+            client.get(format!("{}/admin/api/envelopes?limit=0", app.base_url)).bearer_auth("admin-token-0123456789"),
+            400,
+            "invalid_input",
+        ),
+    ];
+    for (request, status, code) in refusals {
+        let response = request.send().await.unwrap();
+        let url = response.url().path().to_string();
+        assert_eq!(response.status(), status, "{url}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        let object = body.as_object().unwrap();
+        assert_eq!(body["error"], code, "{url}: {body}");
+        assert!(!body["message"].as_str().unwrap().is_empty(), "{url}: {body}");
+        let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        let expected: &[&str] =
+            if code == "invalid_input" { &["error", "field", "message"] } else { &["error", "message"] };
+        assert_eq!(keys, expected, "{url}: {body}");
+    }
+    app.shutdown().await;
 }

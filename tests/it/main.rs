@@ -10,6 +10,7 @@ mod common;
 
 mod admin;
 mod admin_browser;
+mod architecture;
 mod cli;
 mod crash;
 mod deliver_brokers;
