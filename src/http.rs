@@ -1,5 +1,6 @@
-//! The HTTP surface shared by every role: probes now; Connect, documents,
-//! metrics and admin routes join here as they are built.
+//! The HTTP surface shared by every role: the probes (`/healthz`,
+//! `/readyz`), `/metrics` and the Connect listener; `service` adds the
+//! documents route and the admin API.
 
 use std::sync::Arc;
 

@@ -140,7 +140,7 @@ local_id!(
     NotificationId
 );
 local_id!(
-    /// A provisioning event; deterministic per (envelope, rule) once rules exist.
+    /// A provisioning event; deterministic per (envelope, rule), so a rerun plans the same ids.
     EventId
 );
 

@@ -4,15 +4,17 @@
 //! and not at all without acknowledgement, so a listener that was down can
 //! miss an envelope for good. Each account is therefore listed periodically
 //! (`GET …/envelopes?from_date=…&status=completed`, page by page); every
-//! listed envelope without a notification is recorded as a synthetic one
-//! (origin `reconciliation`) with its `process_envelope` job, exactly as
-//! ingest records a Connect notification. The job is unique per envelope, so
-//! an envelope that Connect delivers as well is processed once.
+//! listed envelope that no notification has enqueued for processing is
+//! recorded as an `envelope-completed` notification of origin
+//! `reconciliation`, with its `process_envelope` job, exactly as ingest
+//! records a Connect notification. The job is unique per envelope, so an
+//! envelope that Connect delivers as well is processed once.
 //!
 //! The checkpoint (how far an account was listed) moves only after a whole
 //! listing was recorded; each pass starts `reconcile.overlap` before it, so a
 //! difference between DocuSign's clock and ours cannot hide an envelope. A
-//! pass interrupted by a rate limit starts again from the old checkpoint.
+//! pass interrupted by a rate limit (or a restart) keeps its window and its
+//! position in the store and resumes at the page it stopped on.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -254,13 +256,12 @@ impl JobHandler for ReconcileAccount {
 /// The accounts to reconcile: `reconcile.accounts`, else every account the
 /// configuration names; `None` in the list stands for the default account.
 pub fn accounts(settings: &Settings) -> Vec<Option<AccountId>> {
-    let configured: Vec<&str> = if settings.reconcile.accounts.is_empty() {
-        let docusign = settings.docusign.accounts.iter().map(|a| a.account_id.as_str());
-        docusign.chain(settings.connect.accounts.iter().map(|a| a.account_id.as_str())).collect()
+    let mut accounts: Vec<AccountId> = if settings.reconcile.accounts.is_empty() {
+        let docusign = settings.docusign.accounts.iter().map(|a| a.account_id);
+        docusign.chain(settings.connect.accounts.iter().map(|a| a.account_id)).collect()
     } else {
-        settings.reconcile.accounts.iter().map(String::as_str).collect()
+        settings.reconcile.accounts.clone()
     };
-    let mut accounts: Vec<AccountId> = configured.iter().filter_map(|a| AccountId::parse(a).ok()).collect();
     accounts.sort();
     accounts.dedup();
     if accounts.is_empty() { vec![None] } else { accounts.into_iter().map(Some).collect() }

@@ -117,7 +117,7 @@ pub struct MatchSettings {
     /// Pattern for the sender's email address.
     pub sender: Option<String>,
     /// The envelope belongs to one of these accounts.
-    pub account_ids: Vec<String>,
+    pub account_ids: Vec<AccountId>,
 }
 
 /// Where one event data key comes from: exactly one of `custom_field`,
@@ -308,10 +308,6 @@ pub(super) fn validate_rules(rules: &[RuleSettings], sinks: &[SinkSettings]) -> 
         for (j, template) in matches.template_ids.iter().enumerate() {
             uuid::Uuid::try_parse(template)
                 .map_err(|_| invalid(format!("rules[{i}].match.template_ids[{j}]"), "must be a GUID"))?;
-        }
-        for (j, account) in matches.account_ids.iter().enumerate() {
-            AccountId::parse(account)
-                .map_err(|_| invalid(format!("rules[{i}].match.account_ids[{j}]"), "must be a GUID"))?;
         }
         for (name, pattern) in &matches.custom_fields {
             if name.trim().is_empty() {

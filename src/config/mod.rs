@@ -240,7 +240,7 @@ impl Default for ConnectSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectAccountSettings {
-    pub account_id: String,
+    pub account_id: AccountId,
     #[serde(default)]
     pub hmac_keys: Vec<Secret>,
     #[serde(default)]
@@ -257,14 +257,14 @@ pub struct DocusignSettings {
     /// `https://{auth_server}` (the sandbox, a proxy).
     pub auth_url: Option<String>,
     pub integration_key: Option<String>,
-    pub user_id: Option<String>,
+    pub user_id: Option<UserId>,
     pub redirect_uri: Option<String>,
     pub private_key: Option<Secret>,
     pub private_key_file: Option<PathBuf>,
     /// Accounts whose envelopes are read as another user than `user_id`.
     pub accounts: Vec<DocusignAccountSettings>,
     /// Users that may be impersonated when a notification names them (`data.userId`).
-    pub allowed_users: Vec<String>,
+    pub allowed_users: Vec<UserId>,
     /// An access token is replaced this long before it expires.
     #[serde(with = "humantime_serde")]
     pub token_margin: Duration,
@@ -313,9 +313,9 @@ impl Default for DocusignSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DocusignAccountSettings {
-    pub account_id: String,
+    pub account_id: AccountId,
     /// The user impersonated for this account's envelopes.
-    pub user_id: String,
+    pub user_id: UserId,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -374,7 +374,7 @@ pub struct ReconcileSettings {
     pub page_size: usize,
     /// Accounts to reconcile; empty means every account in `docusign.accounts`
     /// and `connect.accounts`, or else the default account of `docusign.user_id`.
-    pub accounts: Vec<String>,
+    pub accounts: Vec<AccountId>,
 }
 
 impl Default for ReconcileSettings {
@@ -598,8 +598,6 @@ impl Settings {
             return Err(ConfigError::invalid("connect.hmac_keys", "contains an empty key"));
         }
         for (i, account) in self.connect.accounts.iter().enumerate() {
-            AccountId::parse(&account.account_id)
-                .map_err(|_| ConfigError::invalid(format!("connect.accounts[{i}].account_id"), "must be a GUID"))?;
             if account.hmac_keys.is_empty() {
                 return Err(ConfigError::invalid(format!("connect.accounts[{i}].hmac_keys"), "no key given"));
             }
@@ -631,19 +629,6 @@ impl Settings {
             uuid::Uuid::try_parse(ik)
                 .map_err(|_| ConfigError::invalid("docusign.integration_key", "must be a GUID"))?;
         }
-        if let Some(user) = &self.docusign.user_id {
-            UserId::parse(user).map_err(|_| ConfigError::invalid("docusign.user_id", "must be a GUID"))?;
-        }
-        for (i, account) in self.docusign.accounts.iter().enumerate() {
-            AccountId::parse(&account.account_id)
-                .map_err(|_| ConfigError::invalid(format!("docusign.accounts[{i}].account_id"), "must be a GUID"))?;
-            UserId::parse(&account.user_id)
-                .map_err(|_| ConfigError::invalid(format!("docusign.accounts[{i}].user_id"), "must be a GUID"))?;
-        }
-        for (i, user) in self.docusign.allowed_users.iter().enumerate() {
-            UserId::parse(user)
-                .map_err(|_| ConfigError::invalid(format!("docusign.allowed_users[{i}]"), "must be a GUID"))?;
-        }
         if let Some(key) = &self.docusign.private_key {
             jsonwebtoken::EncodingKey::from_rsa_pem(key.expose().as_bytes()).map_err(|_| {
                 ConfigError::invalid(
@@ -670,10 +655,6 @@ impl Settings {
         }
         if !(1..=1000).contains(&reconcile.page_size) {
             return Err(ConfigError::invalid("reconcile.page_size", "must be between 1 and 1000"));
-        }
-        for (i, account) in reconcile.accounts.iter().enumerate() {
-            AccountId::parse(account)
-                .map_err(|_| ConfigError::invalid(format!("reconcile.accounts[{i}]"), "must be a GUID"))?;
         }
         let queue = &self.queue;
         if queue.workers == 0 {

@@ -33,13 +33,9 @@ impl Impersonation {
     pub fn from_settings(settings: &Settings) -> Self {
         let ds = &settings.docusign;
         Self {
-            default: ds.user_id.as_deref().and_then(|u| UserId::parse(u).ok()),
-            accounts: ds
-                .accounts
-                .iter()
-                .filter_map(|a| Some((AccountId::parse(&a.account_id).ok()?, UserId::parse(&a.user_id).ok()?)))
-                .collect(),
-            allowed: ds.allowed_users.iter().filter_map(|u| UserId::parse(u).ok()).collect(),
+            default: ds.user_id,
+            accounts: ds.accounts.iter().map(|a| (a.account_id, a.user_id)).collect(),
+            allowed: ds.allowed_users.iter().copied().collect(),
         }
     }
 

@@ -59,8 +59,7 @@ impl Rule {
             conditions.push(Condition::Templates(m.template_ids.iter().map(|t| t.to_ascii_lowercase()).collect()));
         }
         if !m.account_ids.is_empty() {
-            conditions
-                .push(Condition::Accounts(m.account_ids.iter().filter_map(|a| AccountId::parse(a).ok()).collect()));
+            conditions.push(Condition::Accounts(m.account_ids.to_vec()));
         }
         if let Some(subject) = &m.subject {
             conditions.push(Condition::Subject(subject.clone()));

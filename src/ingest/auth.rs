@@ -54,10 +54,8 @@ impl ConnectAuth {
         let mut keys: Vec<Key> =
             settings.hmac_keys.iter().map(|secret| Key { secret: secret.clone(), scope: KeyScope::Any }).collect();
         for account in &settings.accounts {
-            // Validated at load time; an unparseable id cannot reach here.
-            if let Ok(id) = AccountId::parse(&account.account_id) {
-                keys.extend(account.hmac_keys.iter().map(|s| Key { secret: s.clone(), scope: KeyScope::Account(id) }));
-            }
+            let scope = KeyScope::Account(account.account_id);
+            keys.extend(account.hmac_keys.iter().map(|s| Key { secret: s.clone(), scope }));
         }
         let basic = settings.basic_auth_user.clone().zip(settings.basic_auth_password.clone());
         Self { keys, verify_hmac: settings.verify_hmac, basic }
