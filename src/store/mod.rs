@@ -59,30 +59,32 @@ impl StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// The operations every stage needs, written once against both databases.
+/// The whole store, as a stage holds it (`Arc<dyn Store>`): every focused
+/// trait below, written once against both databases. A caller imports the
+/// traits whose methods it uses, so what it touches is named at the top of
+/// its file.
+pub trait Store: Queue + Notifications + Envelopes + Deliveries + Reconciliation {}
+
+impl<T: Queue + Notifications + Envelopes + Deliveries + Reconciliation> Store for T {}
+
+/// What every part of the store shares: which database, transactions, readiness.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// "sqlite" or "postgres".
     fn backend(&self) -> &'static str;
 
     /// Starts a write transaction; dropping it without [`StoreTx::commit`] rolls back.
     async fn begin(&self) -> StoreResult<Box<dyn StoreTx>>;
-    /// Records `records` in one transaction. A notification recorded before
-    /// (or earlier in the same batch) writes nothing else; an envelope named
-    /// twice takes its later values (on SQLite each row is upserted in turn,
-    /// so a later row without a subject keeps the earlier one's, as two
-    /// batches would; PostgreSQL keeps only the latest row). Returns, per record,
-    /// whether its notification was new. Ingest's group commit: each store
-    /// writes the batch in as few trips to the database as it can.
-    async fn record_notifications(&self, records: &[&NotificationRecord]) -> StoreResult<Vec<bool>>;
 
     /// Reachable and fully migrated.
     async fn check_ready(&self) -> StoreResult<()>;
+}
 
+/// The durable job queue: enqueue, claim with a lease, heartbeat, retry, defer, dead-letter, replay.
+#[async_trait]
+pub trait Queue: Backend {
     /// A receiver that changes whenever new work may be claimable.
     fn job_signal(&self) -> watch::Receiver<u64>;
-
-    // ---- the job queue ----
 
     /// Claims up to `limit` runnable jobs of the given kinds: ready jobs that
     /// are due, and running jobs whose lease expired (their worker died).
@@ -110,7 +112,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// lease was still held (a job whose lease was lost is left alone).
     async fn defer_jobs(&self, deferrals: &[Deferral]) -> StoreResult<Vec<bool>>;
 
-    /// [`Store::defer_jobs`] for one job.
+    /// [`Queue::defer_jobs`] for one job.
     async fn defer_job(&self, lease: &Lease, reason: &str, until: DateTime<Utc>, parked: bool) -> StoreResult<bool> {
         let deferral = Deferral { lease: *lease, reason: reason.to_string(), until, parked };
         Ok(self.defer_jobs(&[deferral]).await?.first().copied().unwrap_or(false))
@@ -129,78 +131,21 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn next_due(&self, kinds: &[&str]) -> StoreResult<Option<DateTime<Utc>>>;
 
     async fn job(&self, id: JobId) -> StoreResult<Option<Job>>;
+
     /// The job of `kind` with `unique_key` (for example an envelope's `process_envelope` job).
     async fn job_by_key(&self, kind: &str, unique_key: &str) -> StoreResult<Option<Job>>;
+
     async fn job_attempts(&self, id: JobId) -> StoreResult<Vec<JobAttempt>>;
+
     async fn dead_jobs(&self, limit: u32) -> StoreResult<Vec<Job>>;
+
     /// Gives a dead job `attempts` more attempts; `false` if it was not dead.
     async fn replay_job(&self, id: JobId, attempts: u32) -> StoreResult<bool>;
+
     /// Deletes jobs that finished successfully before `before`; returns how many.
     async fn prune_jobs(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+
     async fn queue_stats(&self) -> StoreResult<Vec<QueueStat>>;
-
-    // ---- envelopes and what hangs off them ----
-
-    /// The notifications of `envelope` that enqueued its processing, oldest
-    /// first. Ignored notifications are recorded but not listed by envelope:
-    /// indexing them cost a random page each at ingest, and nothing reads them
-    /// that way (ARCHITECTURE.md, "Ignored notifications are not indexed by
-    /// envelope").
-    async fn enqueued_notifications(&self, envelope: EnvelopeId) -> StoreResult<Vec<Notification>>;
-    async fn notification(&self, id: NotificationId) -> StoreResult<Option<Notification>>;
-    /// How many notifications are recorded, in all.
-    async fn count_notifications(&self) -> StoreResult<u64>;
-    async fn envelope(&self, envelope: EnvelopeId) -> StoreResult<Option<EnvelopeRecord>>;
-    /// One page of envelopes, most recently changed first, with how many match in all.
-    async fn list_envelopes(&self, query: &EnvelopeQuery) -> StoreResult<EnvelopePage>;
-    /// How many envelopes are in each status (statuses with none are left out).
-    async fn count_envelopes(&self) -> StoreResult<Vec<(EnvelopeStatus, u64)>>;
-    async fn documents(&self, envelope: EnvelopeId) -> StoreResult<Vec<DocumentRecord>>;
-    async fn events_for(&self, envelope: EnvelopeId) -> StoreResult<Vec<EventRecord>>;
-    async fn deliveries_for(&self, event: EventId) -> StoreResult<Vec<DeliveryRecord>>;
-
-    // ---- reconciliation ----
-
-    async fn reconcile_checkpoint(&self, account: AccountId) -> StoreResult<Option<ReconcileCheckpoint>>;
-    /// The pass under way for `account`, if one was interrupted.
-    async fn reconcile_pass(&self, account: AccountId) -> StoreResult<Option<ReconcilePass>>;
-    /// Records how far the pass under way has got (its pages are recorded).
-    async fn save_reconcile_pass(&self, account: AccountId, pass: &ReconcilePass) -> StoreResult<()>;
-    /// Moves the checkpoint to `listed_until` (never backwards), adds `found`
-    /// to its total and forgets the pass under way: it is complete.
-    async fn advance_reconcile_checkpoint(
-        &self,
-        account: AccountId,
-        listed_until: DateTime<Utc>,
-        found: u64,
-    ) -> StoreResult<()>;
-    // ---- events and their delivery ----
-
-    /// One event, as it is delivered.
-    async fn event(&self, id: EventId) -> StoreResult<Option<EventRecord>>;
-    /// The first earlier event of the same envelope whose delivery to `sink`
-    /// is still pending, if any: events reach a sink in the order they were
-    /// created. A delivery whose job is dead or gone does not hold others back.
-    async fn earlier_pending_delivery(&self, event: EventId, sink: &str) -> StoreResult<Option<EarlierDelivery>>;
-    /// Whether any event of `envelope` is (or was) delivered to `sink`.
-    async fn envelope_has_sink(&self, envelope: EnvelopeId, sink: &str) -> StoreResult<bool>;
-    /// Dead `deliver` jobs matching `filter`, most recent failure first.
-    async fn dead_deliveries(&self, filter: &DeliveryFilter, limit: u32) -> StoreResult<Vec<DeadDelivery>>;
-    /// Gives the dead deliveries matching `filter` `attempts` more attempts
-    /// (their jobs become ready now, their rows pending); returns them.
-    async fn replay_deliveries(&self, filter: &DeliveryFilter, attempts: u32) -> StoreResult<Vec<DeadDelivery>>;
-    /// Marks a sink disabled; `false` if it already was.
-    async fn disable_sink(&self, sink: &str, reason: &str) -> StoreResult<bool>;
-    /// Lifts a sink's disabling; `false` if it was not disabled.
-    async fn enable_sink(&self, sink: &str) -> StoreResult<bool>;
-    async fn disabled_sinks(&self) -> StoreResult<Vec<DisabledSink>>;
-
-    /// Records a delivery attempt on its own.
-    async fn record_delivery(&self, update: &DeliveryUpdate) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        tx.record_delivery(update).await?;
-        tx.commit().await
-    }
 
     /// Completes a job on its own, for jobs that write nothing else.
     async fn complete_job(&self, lease: &Lease) -> StoreResult<bool> {
@@ -219,6 +164,107 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     }
 }
 
+/// Connect notifications (and reconciliation's): the group commit and the lookups.
+#[async_trait]
+pub trait Notifications: Backend {
+    /// Records `records` in one transaction. A notification recorded before
+    /// (or earlier in the same batch) writes nothing else; an envelope named
+    /// twice takes its later values (on SQLite each row is upserted in turn,
+    /// so a later row without a subject keeps the earlier one's, as two
+    /// batches would; PostgreSQL keeps only the latest row). Returns, per record,
+    /// whether its notification was new. Ingest's group commit: each store
+    /// writes the batch in as few trips to the database as it can.
+    async fn record_notifications(&self, records: &[&NotificationRecord]) -> StoreResult<Vec<bool>>;
+
+    /// The notifications of `envelope` that enqueued its processing, oldest
+    /// first. Ignored notifications are recorded but not listed by envelope:
+    /// indexing them cost a random page each at ingest, and nothing reads them
+    /// that way (ARCHITECTURE.md, "Ignored notifications are not indexed by
+    /// envelope").
+    async fn enqueued_notifications(&self, envelope: EnvelopeId) -> StoreResult<Vec<Notification>>;
+
+    async fn notification(&self, id: NotificationId) -> StoreResult<Option<Notification>>;
+
+    /// How many notifications are recorded, in all.
+    async fn count_notifications(&self) -> StoreResult<u64>;
+}
+
+/// Envelopes and what hangs off them: their documents and events.
+#[async_trait]
+pub trait Envelopes: Backend {
+    async fn envelope(&self, envelope: EnvelopeId) -> StoreResult<Option<EnvelopeRecord>>;
+
+    /// One page of envelopes, most recently changed first, with how many match in all.
+    async fn list_envelopes(&self, query: &EnvelopeQuery) -> StoreResult<EnvelopePage>;
+
+    /// How many envelopes are in each status (statuses with none are left out).
+    async fn count_envelopes(&self) -> StoreResult<Vec<(EnvelopeStatus, u64)>>;
+
+    async fn documents(&self, envelope: EnvelopeId) -> StoreResult<Vec<DocumentRecord>>;
+
+    async fn events_for(&self, envelope: EnvelopeId) -> StoreResult<Vec<EventRecord>>;
+}
+
+/// Events on their way to sinks: deliveries, their order, dead letters, disabled sinks.
+#[async_trait]
+pub trait Deliveries: Backend {
+    async fn deliveries_for(&self, event: EventId) -> StoreResult<Vec<DeliveryRecord>>;
+
+    /// One event, as it is delivered.
+    async fn event(&self, id: EventId) -> StoreResult<Option<EventRecord>>;
+
+    /// The first earlier event of the same envelope whose delivery to `sink`
+    /// is still pending, if any: events reach a sink in the order they were
+    /// created. A delivery whose job is dead or gone does not hold others back.
+    async fn earlier_pending_delivery(&self, event: EventId, sink: &str) -> StoreResult<Option<EarlierDelivery>>;
+
+    /// Whether any event of `envelope` is (or was) delivered to `sink`.
+    async fn envelope_has_sink(&self, envelope: EnvelopeId, sink: &str) -> StoreResult<bool>;
+
+    /// Dead `deliver` jobs matching `filter`, most recent failure first.
+    async fn dead_deliveries(&self, filter: &DeliveryFilter, limit: u32) -> StoreResult<Vec<DeadDelivery>>;
+
+    /// Gives the dead deliveries matching `filter` `attempts` more attempts
+    /// (their jobs become ready now, their rows pending); returns them.
+    async fn replay_deliveries(&self, filter: &DeliveryFilter, attempts: u32) -> StoreResult<Vec<DeadDelivery>>;
+
+    /// Marks a sink disabled; `false` if it already was.
+    async fn disable_sink(&self, sink: &str, reason: &str) -> StoreResult<bool>;
+
+    /// Lifts a sink's disabling; `false` if it was not disabled.
+    async fn enable_sink(&self, sink: &str) -> StoreResult<bool>;
+
+    async fn disabled_sinks(&self) -> StoreResult<Vec<DisabledSink>>;
+
+    /// Records a delivery attempt on its own.
+    async fn record_delivery(&self, update: &DeliveryUpdate) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        tx.record_delivery(update).await?;
+        tx.commit().await
+    }
+}
+
+/// How far each account was listed, and the pass under way.
+#[async_trait]
+pub trait Reconciliation: Backend {
+    async fn reconcile_checkpoint(&self, account: AccountId) -> StoreResult<Option<ReconcileCheckpoint>>;
+
+    /// The pass under way for `account`, if one was interrupted.
+    async fn reconcile_pass(&self, account: AccountId) -> StoreResult<Option<ReconcilePass>>;
+
+    /// Records how far the pass under way has got (its pages are recorded).
+    async fn save_reconcile_pass(&self, account: AccountId, pass: &ReconcilePass) -> StoreResult<()>;
+
+    /// Moves the checkpoint to `listed_until` (never backwards), adds `found`
+    /// to its total and forgets the pass under way: it is complete.
+    async fn advance_reconcile_checkpoint(
+        &self,
+        account: AccountId,
+        listed_until: DateTime<Utc>,
+        found: u64,
+    ) -> StoreResult<()>;
+}
+
 /// One write transaction. Everything written through it becomes visible
 /// together at [`StoreTx::commit`], or not at all.
 #[async_trait]
@@ -229,7 +275,7 @@ pub trait StoreTx: Send {
     async fn complete_job(&mut self, lease: &Lease) -> StoreResult<bool>;
     /// Inserts many notifications in one statement; `true` where a row was
     /// written, `false` for a duplicate. (Ingest's group commit writes
-    /// through [`Store::record_notifications`] instead.)
+    /// through [`Notifications::record_notifications`] instead.)
     async fn insert_notifications(&mut self, batch: &[&NewNotification]) -> StoreResult<Vec<bool>>;
     /// Upserts many envelopes in one statement; each envelope id must appear
     /// at most once. A `processed` or `flagged` envelope keeps its status, and
