@@ -169,14 +169,20 @@ impl Reconciler {
 fn listed_notification(account: AccountId, listed: &serde_json::Value) -> Option<ConnectNotification> {
     let envelope_id = EnvelopeId::parse(listed.get("envelopeId")?.as_str()?).ok()?;
     let generated = listed.get("statusChangedDateTime").or_else(|| listed.get("completedDateTime"));
-    let generated_at = match generated.and_then(serde_json::Value::as_str) {
-        Some(time) => crate::formats::parse_utc("statusChangedDateTime", time).ok()?,
+    let generated_at = match generated {
+        // A listed time that is not a time (null included) skips the entry.
+        Some(time) => crate::formats::parse_utc("statusChangedDateTime", time.as_str()?).ok()?,
         None => Utc::now(),
     };
-    let mut envelope = parse_rest_envelope(account, envelope_id, listed).ok()?;
-    envelope.recipients.clear();
-    envelope.custom_fields.clear();
-    envelope.documents.clear();
+    // A listing never carries these; leaving them out also keeps a malformed
+    // one from costing the entry.
+    let mut summary = listed.clone();
+    if let Some(object) = summary.as_object_mut() {
+        object.remove("recipients");
+        object.remove("customFields");
+        object.remove("envelopeDocuments");
+    }
+    let envelope = parse_rest_envelope(account, envelope_id, &summary).ok()?;
     Some(ConnectNotification {
         format: Format::Json,
         event: "envelope-completed".into(),

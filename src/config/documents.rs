@@ -1,6 +1,6 @@
-//! `[documents]`: where stored documents live. `documents.url` is parsed
-//! here, at load time, into a [`DocumentsLocation`], so the document store
-//! never sees an unchecked URL.
+//! `[documents]`: where stored documents live. `documents.url` is checked
+//! at load time by parsing it into a [`DocumentsLocation`], the type the
+//! document store opens, so neither module parses the other's strings.
 
 use std::path::PathBuf;
 

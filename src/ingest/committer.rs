@@ -123,28 +123,33 @@ pub async fn write(store: &dyn Store, records: &[&NotificationRecord]) -> Result
     let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
     let mut pending: Vec<usize> = (0..records.len()).collect();
     while !pending.is_empty() {
-        let mut owners = std::collections::HashMap::new();
+        let mut named_for = std::collections::HashMap::new();
         let (round, later): (Vec<usize>, Vec<usize>) = pending.iter().partition(|&&i| {
             let n = &records[i].notification;
-            *owners.entry(n.envelope_id).or_insert(n.account_id) == n.account_id
+            *named_for.entry(n.envelope_id).or_insert(n.account_id) == n.account_id
         });
         let batch: Vec<&NotificationRecord> = round.iter().map(|&i| records[i]).collect();
         let written = store.record_notifications(&batch).await?;
-        for (&i, written) in round.iter().zip(written) {
-            outcomes[i] = Some(if written { Outcome::Recorded } else { refused(store, records[i]).await? });
+        let refused: Vec<usize> = round.iter().zip(&written).filter(|(_, w)| !**w).map(|(&i, _)| i).collect();
+        // Why the store wrote nothing for a record: its envelope is another
+        // account's, or it was recorded before. One read for the batch; an
+        // envelope's account never changes once written, so asking after
+        // the commit is safe.
+        let owners: std::collections::HashMap<_, _> = if refused.is_empty() {
+            Default::default()
+        } else {
+            let envelopes: Vec<_> = refused.iter().map(|&i| records[i].notification.envelope_id).collect();
+            store.envelope_accounts(&envelopes).await?.into_iter().collect()
+        };
+        for &i in &round {
+            outcomes[i] = Some(Outcome::Recorded);
+        }
+        for i in refused {
+            let n = &records[i].notification;
+            let other = owners.get(&n.envelope_id).is_some_and(|owner| *owner != n.account_id);
+            outcomes[i] = Some(if other { Outcome::OtherAccount } else { Outcome::Duplicate });
         }
         pending = later;
     }
     Ok(outcomes.into_iter().map(|o| o.unwrap_or(Outcome::Duplicate)).collect())
-}
-
-/// Why the store wrote nothing for `record`: its envelope is another
-/// account's, or it was recorded before. An envelope's account never
-/// changes once written, so asking after the commit is safe.
-async fn refused(store: &dyn Store, record: &NotificationRecord) -> Result<Outcome, StoreError> {
-    let n = &record.notification;
-    Ok(match store.envelope(n.envelope_id).await? {
-        Some(envelope) if envelope.account_id != n.account_id => Outcome::OtherAccount,
-        _ => Outcome::Duplicate,
-    })
 }

@@ -240,14 +240,12 @@ fn count_notification(event: &str, outcome: &'static str) {
 /// envelope. Nothing is stored, and Connect's retries are refused alike.
 fn other_account(notification: &ConnectNotification) -> Response {
     count_notification(&notification.event, "other_account");
-    reject(
-        StatusCode::FORBIDDEN,
-        "forbidden",
-        format!(
-            "envelope {} belongs to another account than {}, which this notification names; nothing was stored",
-            notification.envelope.envelope_id, notification.envelope.account_id
-        ),
-    )
+    let message = format!(
+        "envelope {} belongs to another account than {}, which this notification names; nothing was stored",
+        notification.envelope.envelope_id, notification.envelope.account_id
+    );
+    tracing::warn!(status = 403, error = "forbidden", %message, "notification refused");
+    HttpError::new(StatusCode::FORBIDDEN, "forbidden", message).into_response()
 }
 
 fn too_large(max: u64) -> Response {

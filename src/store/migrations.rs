@@ -48,4 +48,43 @@ mod tests {
         assert_eq!(SQLITE[0].1, "initial");
         assert_eq!(SQLITE[4].1, "notification keys by time");
     }
+
+    /// A migration that has run is never edited: databases record each
+    /// one's SHA-384 and refuse to start when it changes. These are the
+    /// first bytes of each checksum as released.
+    #[test]
+    fn released_migrations_keep_their_checksums() {
+        let released: [(&LazyLock<Migrator>, [&str; 7]); 2] = [
+            (
+                &SQLITE_MIGRATOR,
+                [
+                    "cf9894fcbd030f2fc53a3f55",
+                    "fdb7ee2bee29cfb7934226ba",
+                    "26d18e3dadcb35cd4648c9c7",
+                    "030a74c33e12b1ffe51326ee",
+                    "0ae55378d5d8e64487d027ff",
+                    "f31e3b1a52f37e0e30fbdb2f",
+                    "8369469b7006c3a17cf33052",
+                ],
+            ),
+            (
+                &POSTGRES_MIGRATOR,
+                [
+                    "05b7961e3d4c18af978230ee",
+                    "fdb7ee2bee29cfb7934226ba",
+                    "0ece85a74d99344ed497ecc4",
+                    "1cd7e31474c0e4c006220ba7",
+                    "8d61fbc1b484c75aee5dc8e8",
+                    "839aa5e507631b1b40ee8a87",
+                    "e29d7c202efd82303deb66ae",
+                ],
+            ),
+        ];
+        for (migrator, checksums) in released {
+            for (migration, expected) in migrator.iter().zip(checksums) {
+                let found: String = migration.checksum.iter().map(|b| format!("{b:02x}")).collect();
+                assert!(found.starts_with(expected), "migration {} changed: {found}", migration.version);
+            }
+        }
+    }
 }

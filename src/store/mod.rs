@@ -168,11 +168,12 @@ pub trait Queue: Backend {
 #[async_trait]
 pub trait Notifications: Backend {
     /// Records `records` in one transaction. A notification recorded before
-    /// (or earlier in the same batch) writes nothing else; an envelope named
+    /// (or earlier in the same batch), or one naming an envelope of another
+    /// account, writes nothing; an envelope named
     /// twice takes its later values (on SQLite each row is upserted in turn,
     /// so a later row without a subject keeps the earlier one's, as two
     /// batches would; PostgreSQL keeps only the latest row). Returns, per record,
-    /// whether its notification was new. Ingest's group commit: each store
+    /// whether its notification was written. Ingest's group commit: each store
     /// writes the batch in as few trips to the database as it can.
     async fn record_notifications(&self, records: &[&NotificationRecord]) -> StoreResult<Vec<bool>>;
 
@@ -180,13 +181,17 @@ pub trait Notifications: Backend {
     /// first. Ignored notifications are recorded but not listed by envelope:
     /// indexing them cost a random page each at ingest, and nothing reads them
     /// that way (ARCHITECTURE.md, "Ignored notifications are not indexed by
-    /// envelope").
+    /// envelope"). Nor is a notification of another account than the
+    /// envelope's (two replicas racing on a new envelope can both pass the
+    /// group commit's check; see ARCHITECTURE.md).
     async fn enqueued_notifications(&self, envelope: EnvelopeId) -> StoreResult<Vec<Notification>>;
 
     async fn notification(&self, id: NotificationId) -> StoreResult<Option<Notification>>;
 
     /// How many notifications are recorded, in all.
     async fn count_notifications(&self) -> StoreResult<u64>;
+    /// The account of each of `envelopes` that is stored (one read for a batch).
+    async fn envelope_accounts(&self, envelopes: &[EnvelopeId]) -> StoreResult<Vec<(EnvelopeId, AccountId)>>;
 }
 
 /// Envelopes and what hangs off them: their documents and events.
@@ -274,7 +279,8 @@ pub trait StoreTx: Send {
     /// was lost and the caller must not commit its other writes.
     async fn complete_job(&mut self, lease: &Lease) -> StoreResult<bool>;
     /// Inserts many notifications in one statement; `true` where a row was
-    /// written, `false` for a duplicate. (Ingest's group commit writes
+    /// written, `false` for a duplicate or a notification naming an envelope
+    /// of another account. (Ingest's group commit writes
     /// through [`Notifications::record_notifications`] instead.)
     async fn insert_notifications(&mut self, batch: &[&NewNotification]) -> StoreResult<Vec<bool>>;
     /// Upserts many envelopes in one statement; each envelope id must appear

@@ -29,15 +29,44 @@ fn imports() -> BTreeMap<String, BTreeSet<String>> {
             let text = std::fs::read_to_string(&path).unwrap();
             let named = graph.entry(top.clone()).or_default();
             for (at, _) in text.match_indices("crate::") {
-                let name: String =
-                    text[at + "crate::".len()..].chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
-                if !name.is_empty() && name != top {
-                    named.insert(name);
+                let after = &text[at + "crate::".len()..];
+                // `crate::{a, b::c}` names every module in the braces.
+                let names = match after.strip_prefix('{') {
+                    Some(group) => top_level_names(group),
+                    None => vec![after],
+                };
+                for name in names {
+                    let name: String = name.chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
+                    if !name.is_empty() && name != top {
+                        named.insert(name);
+                    }
                 }
             }
         }
     }
     graph
+}
+
+/// The first name of each item of a `{…}` group (its opening brace
+/// already read), nested groups skipped: `a::{b, c}, d}` → `a`, `d`.
+fn top_level_names(group: &str) -> Vec<&str> {
+    let (mut names, mut depth, mut start) = (Vec::new(), 0, 0);
+    for (at, c) in group.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => {
+                names.push(group[start..at].trim());
+                break;
+            }
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                names.push(group[start..at].trim());
+                start = at + 1;
+            }
+            _ => {}
+        }
+    }
+    names
 }
 
 /// A path from `from` back to `from` through `graph`, if there is one.
@@ -68,6 +97,14 @@ fn no_module_imports_another_in_a_circle() {
     assert!(graph.len() > 15, "the source was read: {:?}", graph.keys());
     let circles: Vec<String> = graph.keys().filter_map(|m| circle(&graph, m)).map(|c| c.join(" → ")).collect();
     assert!(circles.is_empty(), "modules import each other in a circle:\n{}", circles.join("\n"));
+}
+
+#[test]
+fn grouped_imports_name_each_module() {
+    assert_eq!(
+        top_level_names("service, store::{Store, Queue}, telemetry};"),
+        ["service", "store::{Store, Queue}", "telemetry"]
+    );
 }
 
 #[test]

@@ -238,7 +238,16 @@ async fn per_account_keys_vouch_only_for_their_account() {
 /// and stores nothing: no notification, no change to the envelope, its
 /// documents or its job, no file.
 #[tokio::test]
-async fn a_notification_naming_another_accounts_envelope_is_refused_and_stores_nothing() {
+async fn a_notification_naming_another_accounts_envelope_is_refused_and_stores_nothing_on_sqlite() {
+    another_accounts_envelope(common::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn a_notification_naming_another_accounts_envelope_is_refused_and_stores_nothing_on_postgres() {
+    another_accounts_envelope(common::postgres().await).await;
+}
+
+async fn another_accounts_envelope(db: common::TestStore) {
     let sandbox = sandbox(5_000);
     let owner = sandbox.identity().account_id;
     let intruder = countersign::ids::AccountId::parse(&uuid::Uuid::new_v4().to_string()).unwrap();
@@ -246,7 +255,7 @@ async fn a_notification_naming_another_accounts_envelope_is_refused_and_stores_n
         "[[connect.accounts]]\naccount_id = \"{owner}\"\nhmac_keys = [\"owner-key\"]\n\
          [[connect.accounts]]\naccount_id = \"{intruder}\"\nhmac_keys = [\"intruder-key\"]\n"
     );
-    let app = TestApp::spawn(common::sqlite().await, &toml).await;
+    let app = TestApp::spawn(db, &toml).await;
     let envelopes = sandbox.complete_envelopes(2);
     let with_documents = NotificationOptions { include_documents: true, ..NotificationOptions::default() };
     let signed = |key: &str, account: &str, body: &[u8]| {
@@ -283,8 +292,19 @@ async fn a_notification_naming_another_accounts_envelope_is_refused_and_stores_n
     assert_eq!((envelope.account_id, &envelope.subject), (owner, &envelope_before.subject), "the envelope row");
     assert_eq!(app.store.documents(id).await.unwrap(), documents_before, "the document rows");
     assert_eq!(jobs(&app).await, jobs_before, "no job");
-    let intruder_files = app.documents_dir.path().join(intruder.to_string());
-    assert!(!intruder_files.exists(), "no file under {}", intruder_files.display());
+    // The only files are the owner's documents: none under the intruder's
+    // account, none left in staging.
+    let mut files = Vec::new();
+    let mut dirs = vec![app.documents_dir.path().to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() { dirs.push(path) } else { files.push(path) }
+        }
+    }
+    let owner_dir = app.documents_dir.path().join(owner.to_string());
+    assert!(files.iter().all(|f| f.starts_with(&owner_dir)), "{files:?}");
+    assert_eq!(files.len(), documents_before.len(), "{files:?}");
 }
 
 #[tokio::test]

@@ -188,7 +188,7 @@ fn every_truncation_is_an_error() {
 }
 
 #[test]
-fn byte_mutations_never_panic() {
+fn byte_mutations_never_panic_and_every_refusal_is_a_bad_request() {
     let json_body = fixture("json-envelope-completed.json").into_bytes();
     let xml_body = super::xml::with_document_pdfs(&[format!(
         "<DocumentPDF><Name>Offer letter</Name><PDFBytes>{}</PDFBytes><DocumentID>1</DocumentID></DocumentPDF>",
@@ -205,7 +205,11 @@ fn byte_mutations_never_panic() {
             if round % 2 == 0 { (json_body.clone(), json) } else { (xml_body.clone(), xml) };
         let at = (state % body.len() as u64) as usize;
         body[at] = replacements[(state >> 32) as usize % replacements.len()];
-        let _ = parse(&body);
+        // Whatever one wrong byte does, the sender is told its body is bad
+        // (a 400 answer), never that countersign failed.
+        if let Err(error) = parse(&body) {
+            assert!(error.is_bad_request(), "round {round}: byte {at} changed, refused as {error:?}");
+        }
     }
 }
 

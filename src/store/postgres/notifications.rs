@@ -107,12 +107,31 @@ impl Notifications for PostgresStore {
 
     async fn enqueued_notifications(&self, envelope: EnvelopeId) -> StoreResult<Vec<Notification>> {
         let rows = sqlx::query(
-            "SELECT * FROM notifications WHERE envelope_id = $1 AND disposition = 'enqueued' ORDER BY received_at, id",
+            "SELECT * FROM notifications WHERE envelope_id = $1 AND disposition = 'enqueued'
+                 AND NOT EXISTS (SELECT 1 FROM envelopes e
+                     WHERE e.envelope_id = notifications.envelope_id AND e.account_id <> notifications.account_id)
+             ORDER BY received_at, id",
         )
         .bind(envelope.to_string())
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(notification_from_row).collect()
+    }
+
+    async fn envelope_accounts(&self, envelopes: &[EnvelopeId]) -> StoreResult<Vec<(EnvelopeId, AccountId)>> {
+        let ids: Vec<String> = envelopes.iter().map(ToString::to_string).collect();
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT envelope_id, account_id FROM envelopes WHERE envelope_id = ANY($1)")
+                .bind(ids)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|(envelope, account)| {
+                let envelope = EnvelopeId::parse(&envelope).map_err(|_| corrupt("envelope_id", &envelope))?;
+                let account = AccountId::parse(&account).map_err(|_| corrupt("account_id", &account))?;
+                Ok((envelope, account))
+            })
+            .collect()
     }
 
     async fn notification(&self, id: NotificationId) -> StoreResult<Option<Notification>> {

@@ -44,12 +44,33 @@ impl Notifications for SqliteStore {
 
     async fn enqueued_notifications(&self, envelope: EnvelopeId) -> StoreResult<Vec<Notification>> {
         let rows = sqlx::query(
-            "SELECT * FROM notifications WHERE envelope_id = ?1 AND disposition = 'enqueued' ORDER BY received_at, id",
+            "SELECT * FROM notifications WHERE envelope_id = ?1 AND disposition = 'enqueued'
+                 AND NOT EXISTS (SELECT 1 FROM envelopes e
+                     WHERE e.envelope_id = notifications.envelope_id AND e.account_id <> notifications.account_id)
+             ORDER BY received_at, id",
         )
         .bind(envelope.to_string())
         .fetch_all(&self.reader)
         .await?;
         rows.iter().map(notification_from_row).collect()
+    }
+
+    async fn envelope_accounts(&self, envelopes: &[EnvelopeId]) -> StoreResult<Vec<(EnvelopeId, AccountId)>> {
+        let ids = serde_json::to_string(&envelopes.iter().map(ToString::to_string).collect::<Vec<_>>())
+            .unwrap_or_else(|_| "[]".into());
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT envelope_id, account_id FROM envelopes WHERE envelope_id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(ids)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter()
+            .map(|(envelope, account)| {
+                let envelope = EnvelopeId::parse(&envelope).map_err(|_| corrupt("envelope_id", &envelope))?;
+                let account = AccountId::parse(&account).map_err(|_| corrupt("account_id", &account))?;
+                Ok((envelope, account))
+            })
+            .collect()
     }
 
     async fn notification(&self, id: NotificationId) -> StoreResult<Option<Notification>> {

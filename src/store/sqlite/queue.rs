@@ -349,7 +349,6 @@ impl Queue for SqliteStore {
     async fn dead_jobs(&self, limit: u32) -> StoreResult<Vec<Job>> {
         let rows = sqlx::query("SELECT * FROM jobs WHERE state = 'dead' ORDER BY finished_at DESC, id LIMIT ?1")
             .bind(i64::from(limit))
-            .bind(JobKind::Deliver.as_str())
             .fetch_all(&self.reader)
             .await?;
         rows.iter().map(job_from_row).collect()
