@@ -3,9 +3,12 @@
 //! Every secret may be given inline or as a `*_file` path; files are read
 //! once at load time so that a missing secret fails start-up, not a request.
 
+mod connect;
 mod documents;
+mod docusign;
 mod events;
 mod secret;
+mod sinks;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,11 +18,14 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 
+pub use connect::{ConnectAccountSettings, ConnectSettings};
 pub use documents::{DocumentsLocation, DocumentsSettings, DownloadMode, parse_s3_url};
+pub use docusign::{DocusignAccountSettings, DocusignSettings};
 pub use events::{DEFAULT_RULE, DeliverySettings, EventsSettings, FieldSettings, MatchSettings, RuleSettings, Wait};
 pub use secret::Secret;
+pub use sinks::{SinkKind, SinkSettings};
 
-use crate::ids::{AccountId, UserId};
+use crate::ids::AccountId;
 
 /// The environment prefix for overrides, e.g. `COUNTERSIGN_STORE__URL`.
 pub const ENV_PREFIX: &str = "COUNTERSIGN_";
@@ -197,127 +203,6 @@ impl std::fmt::Debug for StoreSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ConnectSettings {
-    /// Keys accepted for every account.
-    pub hmac_keys: Vec<Secret>,
-    /// One key per line; reread when keys are reloaded.
-    pub hmac_keys_file: Option<PathBuf>,
-    /// Keys for one DocuSign account each (picked by `X-DocuSign-AccountId`).
-    pub accounts: Vec<ConnectAccountSettings>,
-    /// Only an explicit `false` accepts unsigned notifications (start-up warns).
-    pub verify_hmac: bool,
-    /// Optional HTTP Basic credentials Connect must send as well.
-    pub basic_auth_user: Option<String>,
-    pub basic_auth_password: Option<Secret>,
-    pub basic_auth_password_file: Option<PathBuf>,
-    pub max_body_bytes: u64,
-    /// A body must arrive completely within this time (a slow sender is cut off).
-    #[serde(with = "humantime_serde")]
-    pub body_timeout: Duration,
-    /// Events that start processing; others are recorded and answered 200.
-    pub process_events: Vec<String>,
-}
-
-impl Default for ConnectSettings {
-    fn default() -> Self {
-        Self {
-            hmac_keys: Vec::new(),
-            hmac_keys_file: None,
-            accounts: Vec::new(),
-            verify_hmac: true,
-            basic_auth_user: None,
-            basic_auth_password: None,
-            basic_auth_password_file: None,
-            max_body_bytes: 100 * 1024 * 1024,
-            body_timeout: Duration::from_secs(60),
-            process_events: vec!["envelope-completed".into()],
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConnectAccountSettings {
-    pub account_id: AccountId,
-    #[serde(default)]
-    pub hmac_keys: Vec<Secret>,
-    #[serde(default)]
-    pub hmac_keys_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DocusignSettings {
-    /// Host name only: `account-d.docusign.com` (demo) or `account.docusign.com`.
-    /// It is also the JWT `aud`.
-    pub auth_server: String,
-    /// Where the auth server's endpoints are reached, when not at
-    /// `https://{auth_server}` (the sandbox, a proxy).
-    pub auth_url: Option<String>,
-    pub integration_key: Option<String>,
-    pub user_id: Option<UserId>,
-    pub redirect_uri: Option<String>,
-    pub private_key: Option<Secret>,
-    pub private_key_file: Option<PathBuf>,
-    /// Accounts whose envelopes are read as another user than `user_id`.
-    pub accounts: Vec<DocusignAccountSettings>,
-    /// Users that may be impersonated when a notification names them (`data.userId`).
-    pub allowed_users: Vec<UserId>,
-    /// An access token is replaced this long before it expires.
-    #[serde(with = "humantime_serde")]
-    pub token_margin: Duration,
-    /// Longest wait for one DocuSign answer (a document body included).
-    #[serde(with = "humantime_serde")]
-    pub request_timeout: Duration,
-    /// A job waiting for consent or a configuration fix checks again after
-    /// this, then ever more rarely up to `recheck_cap`.
-    #[serde(with = "humantime_serde")]
-    pub recheck_base: Duration,
-    #[serde(with = "humantime_serde")]
-    pub recheck_cap: Duration,
-    /// Calls left unused in each hourly window (the limit is shared by every
-    /// application on the account): at this many, calls pause until the reset.
-    pub hourly_reserve: u32,
-    /// The same for the burst window.
-    pub burst_reserve: u32,
-    /// Length of DocuSign's burst window (30 s); change it only for a simulator.
-    #[serde(with = "humantime_serde")]
-    pub burst_window: Duration,
-}
-
-impl Default for DocusignSettings {
-    fn default() -> Self {
-        Self {
-            auth_server: "account-d.docusign.com".into(),
-            auth_url: None,
-            integration_key: None,
-            user_id: None,
-            redirect_uri: None,
-            private_key: None,
-            private_key_file: None,
-            accounts: Vec::new(),
-            allowed_users: Vec::new(),
-            token_margin: Duration::from_secs(600),
-            request_timeout: Duration::from_secs(60),
-            recheck_base: Duration::from_secs(30),
-            recheck_cap: Duration::from_secs(900),
-            hourly_reserve: 50,
-            burst_reserve: 5,
-            burst_window: Duration::from_secs(30),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DocusignAccountSettings {
-    pub account_id: AccountId,
-    /// The user impersonated for this account's envelopes.
-    pub user_id: UserId,
-}
-
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminSettings {
@@ -407,77 +292,6 @@ pub struct LogSettings {
 impl Default for LogSettings {
     fn default() -> Self {
         Self { format: LogFormat::Json, filter: "info".into() }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SinkKind {
-    Webhook,
-    Nats,
-    Amqp,
-}
-
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SinkSettings {
-    pub name: String,
-    pub kind: SinkKind,
-    /// May carry credentials (`amqp://user:password@host`): printed redacted.
-    pub url: String,
-    /// webhook: the signing secret (`whsec_...`); nats: an auth token;
-    /// amqp: the password, replacing any in `url`.
-    #[serde(default)]
-    pub secret: Option<Secret>,
-    #[serde(default)]
-    pub secret_file: Option<PathBuf>,
-    /// webhook: more signing secrets, used together with `secret` while a
-    /// secret is rotated (every request carries one signature per secret).
-    #[serde(default)]
-    pub secrets: Vec<Secret>,
-    /// The bearer token this sink's consumers fetch documents with.
-    #[serde(default)]
-    pub token: Option<Secret>,
-    #[serde(default)]
-    pub token_file: Option<PathBuf>,
-    /// Overrides `delivery.timeout` for this sink.
-    #[serde(default, with = "humantime_serde")]
-    pub timeout: Option<Duration>,
-    /// Deliveries to this sink running at once in this process; the rest
-    /// wait, so a slow sink cannot take every worker. Default: half of `queue.workers`.
-    #[serde(default)]
-    pub max_in_flight: Option<usize>,
-    /// nats: subjects are `{subject_prefix}.{event type}` (just the type without it).
-    #[serde(default)]
-    pub subject_prefix: Option<String>,
-    /// amqp: the topic exchange published to (declared durable); the routing key is the event type.
-    #[serde(default)]
-    pub exchange: Option<String>,
-}
-
-impl std::fmt::Debug for SinkSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SinkSettings")
-            .field("name", &self.name)
-            .field("kind", &self.kind)
-            .field("url", &crate::store::redact_url(&self.url))
-            .field("secrets", &self.signing_secrets().len())
-            .field("token", &self.token)
-            .field("timeout", &self.timeout)
-            .field("max_in_flight", &self.max_in_flight)
-            .field("subject_prefix", &self.subject_prefix)
-            .field("exchange", &self.exchange)
-            .finish()
-    }
-}
-
-impl DocusignSettings {
-    /// The base URL of the auth server's endpoints, without a trailing slash.
-    pub fn auth_base_url(&self) -> String {
-        match &self.auth_url {
-            Some(url) => url.trim_end_matches('/').to_string(),
-            None => format!("https://{}", self.auth_server),
-        }
     }
 }
 
