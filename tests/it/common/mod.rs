@@ -148,7 +148,7 @@ impl TestApp {
     pub async fn spawn_shared(db: Arc<TestStore>, extra: &str) -> Self {
         let documents_dir = tempfile::tempdir().unwrap();
         let settings = countersign::config::Settings::from_toml(&Self::toml(&db, &documents_dir, extra)).unwrap();
-        Self::start(db, documents_dir, settings, extra.contains("public_url")).await
+        Self::start(db, documents_dir, settings).await
     }
 
     /// Like [`TestApp::spawn`], with the configuration written to `config`
@@ -158,7 +158,7 @@ impl TestApp {
         let documents_dir = tempfile::tempdir().unwrap();
         std::fs::write(config, Self::toml(&db, &documents_dir, extra)).unwrap();
         let settings = countersign::config::Settings::load(Some(config)).unwrap();
-        Self::start(Arc::new(db), documents_dir, settings, extra.contains("public_url")).await
+        Self::start(Arc::new(db), documents_dir, settings).await
     }
 
     fn toml(db: &TestStore, documents_dir: &tempfile::TempDir, extra: &str) -> String {
@@ -173,12 +173,12 @@ impl TestApp {
         db: Arc<TestStore>,
         documents_dir: tempfile::TempDir,
         mut settings: countersign::config::Settings,
-        keep_public_url: bool,
     ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}", listener.local_addr().unwrap());
-        // Document links in events point where this service really listens.
-        if !keep_public_url {
+        // Document links in events point where this service really listens,
+        // unless the test configured a public URL of its own.
+        if settings.server.public_url == countersign::config::ServerSettings::default().public_url {
             settings.server.public_url.clone_from(&base_url);
         }
         let service = countersign::service::Service::build(settings.clone()).await.unwrap();
