@@ -391,6 +391,13 @@ fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// An (envelope id, account id) pair as both stores keep them, as text.
+fn envelope_account(envelope: &str, account: &str) -> StoreResult<(EnvelopeId, AccountId)> {
+    let parsed_envelope = EnvelopeId::parse(envelope).map_err(|_| corrupt("envelope_id", envelope))?;
+    let parsed_account = AccountId::parse(account).map_err(|_| corrupt("account_id", account))?;
+    Ok((parsed_envelope, parsed_account))
+}
+
 fn corrupt(what: &str, value: &str) -> StoreError {
     StoreError::Corrupt(format!("{what}: {value:?}"))
 }

@@ -64,13 +64,7 @@ impl Notifications for SqliteStore {
         .bind(ids)
         .fetch_all(&self.reader)
         .await?;
-        rows.into_iter()
-            .map(|(envelope, account)| {
-                let envelope = EnvelopeId::parse(&envelope).map_err(|_| corrupt("envelope_id", &envelope))?;
-                let account = AccountId::parse(&account).map_err(|_| corrupt("account_id", &account))?;
-                Ok((envelope, account))
-            })
-            .collect()
+        rows.iter().map(|(envelope, account)| envelope_account(envelope, account)).collect()
     }
 
     async fn notification(&self, id: NotificationId) -> StoreResult<Option<Notification>> {
