@@ -235,7 +235,7 @@ impl JobHandler for ReconcileAccount {
     }
 
     async fn run(&self, job: &Job, ctx: &JobContext) -> Result<(), JobError> {
-        let payload = ReconcileAccountJob::read(&job.kind, &job.payload).map_err(|e| JobError::Fatal(e.to_string()))?;
+        let payload = ReconcileAccountJob::read(&job.kind, &job.payload)?;
         let account = match payload.account_id {
             Some(account) => account,
             None => self.reconciler.default_account().await.map_err(|e| self.job_error(e))?,

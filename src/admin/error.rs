@@ -10,27 +10,29 @@ use crate::store::StoreError;
 
 pub use crate::error::ErrorBody;
 
+/// An admin answer that is not a success: the service's [`HttpError`].
 #[derive(Debug)]
-pub struct AdminError {
-    status: StatusCode,
-    body: ErrorBody,
-}
+pub struct AdminError(HttpError);
 
 impl AdminError {
     fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
-        Self { status, body: ErrorBody::new(error, message) }
+        Self(HttpError::new(status, error, message))
     }
 
     pub fn unauthorized() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid admin token is required (Authorization: Bearer …)")
+        let error = HttpError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid admin token is required (Authorization: Bearer …)",
+        );
+        Self(error.with_challenge("Bearer realm=\"countersign-admin\""))
     }
 
     /// Bad input in `field`.
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         let field = field.into();
-        let mut error = Self::new(StatusCode::BAD_REQUEST, "invalid_input", format!("{field}: {}", message.into()));
-        error.body.field = Some(field);
-        error
+        let message = format!("{field}: {}", message.into());
+        Self(HttpError::new(StatusCode::BAD_REQUEST, "invalid_input", message).with_field(field))
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -43,17 +45,15 @@ impl AdminError {
 
     /// The configuration could not be read again; `key` is the key at fault.
     pub fn configuration(key: &str, message: impl Into<String>) -> Self {
-        let mut error = Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_configuration", message);
-        error.body.field = Some(key.to_string());
-        error
+        Self(HttpError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_configuration", message).with_field(key))
     }
 
     pub fn status(&self) -> StatusCode {
-        self.status
+        self.0.status
     }
 
     pub fn message(&self) -> &str {
-        &self.body.message
+        &self.0.body.message
     }
 }
 
@@ -73,7 +73,6 @@ impl From<StoreError> for AdminError {
 
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
-        let challenge = (self.status == StatusCode::UNAUTHORIZED).then_some("Bearer realm=\"countersign-admin\"");
-        HttpError { status: self.status, body: self.body, challenge }.into_response()
+        self.0.into_response()
     }
 }

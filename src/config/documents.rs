@@ -144,7 +144,7 @@ impl DocumentsSettings {
 
 /// Splits `s3://bucket/some/prefix` into the bucket and the prefix (which
 /// may be empty); says what is wrong otherwise.
-pub fn parse_s3_url(url: &str) -> Result<(String, String), String> {
+fn parse_s3_url(url: &str) -> Result<(String, String), String> {
     let rest = url.strip_prefix("s3://").ok_or("must start with s3://")?;
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
     let bucket_ok = !bucket.is_empty()
@@ -162,4 +162,21 @@ pub fn parse_s3_url(url: &str) -> Result<(String, String), String> {
         return Err("the prefix after the bucket must be names separated by single '/' (no '.' or '..')".into());
     }
     Ok((bucket.to_string(), prefix.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn s3_urls_name_a_bucket_and_a_clean_prefix() {
+        assert_eq!(parse_s3_url("s3://docs").unwrap(), ("docs".into(), String::new()));
+        assert_eq!(parse_s3_url("s3://docs/").unwrap(), ("docs".into(), String::new()));
+        assert_eq!(parse_s3_url("s3://docs/countersign/prod/").unwrap(), ("docs".into(), "countersign/prod".into()));
+        for bad in ["s3://", "s3:///prefix", "s3://a b/x", "s3://docs/a//b", "s3://docs/../x", "file://docs"] {
+            assert!(parse_s3_url(bad).is_err(), "{bad:?}");
+        }
+    }
 }

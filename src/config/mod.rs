@@ -19,7 +19,7 @@ use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 
 pub use connect::{ConnectAccountSettings, ConnectSettings};
-pub use documents::{DocumentsLocation, DocumentsSettings, DownloadMode, parse_s3_url};
+pub use documents::{DocumentsLocation, DocumentsSettings, DownloadMode};
 pub use docusign::{DocusignAccountSettings, DocusignSettings};
 pub use events::{DEFAULT_RULE, DeliverySettings, EventsSettings, FieldSettings, MatchSettings, RuleSettings, Wait};
 pub use secret::Secret;

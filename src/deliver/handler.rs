@@ -116,7 +116,7 @@ impl JobHandler for Deliver {
     }
 
     async fn run(&self, job: &Job, ctx: &JobContext) -> Result<(), JobError> {
-        let delivery = DeliveryJob::read(&job.kind, &job.payload).map_err(|e| JobError::Fatal(e.to_string()))?;
+        let delivery = DeliveryJob::read(&job.kind, &job.payload)?;
         let span = tracing::info_span!("delivery", event_id = %delivery.event_id, sink = %delivery.sink);
         self.deliver(job, ctx, delivery).instrument(span).await
     }

@@ -104,16 +104,3 @@ async fn a_dropped_upload_leaves_nothing_staged() {
     let left: Vec<_> = std::fs::read_dir(dir.path().join(STAGING)).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
 }
-
-#[test]
-fn s3_urls_name_a_bucket_and_a_clean_prefix() {
-    assert_eq!(crate::config::parse_s3_url("s3://docs").unwrap(), ("docs".into(), String::new()));
-    assert_eq!(crate::config::parse_s3_url("s3://docs/").unwrap(), ("docs".into(), String::new()));
-    assert_eq!(
-        crate::config::parse_s3_url("s3://docs/countersign/prod/").unwrap(),
-        ("docs".into(), "countersign/prod".into())
-    );
-    for bad in ["s3://", "s3:///prefix", "s3://a b/x", "s3://docs/a//b", "s3://docs/../x", "file://docs"] {
-        assert!(crate::config::parse_s3_url(bad).is_err(), "{bad:?}");
-    }
-}

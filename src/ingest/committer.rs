@@ -120,7 +120,7 @@ async fn run(store: Arc<dyn Store>, mut receiver: mpsc::Receiver<Pending>) {
 /// that an earlier record of the batch named for another account waits for
 /// a later transaction (in practice never: envelope ids are DocuSign's GUIDs).
 pub async fn write(store: &dyn Store, records: &[&NotificationRecord]) -> Result<Vec<Outcome>, StoreError> {
-    let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
+    let mut outcomes = vec![Outcome::Recorded; records.len()];
     let mut pending: Vec<usize> = (0..records.len()).collect();
     while !pending.is_empty() {
         let mut named_for = std::collections::HashMap::new();
@@ -141,15 +141,12 @@ pub async fn write(store: &dyn Store, records: &[&NotificationRecord]) -> Result
             let envelopes: Vec<_> = refused.iter().map(|&i| records[i].notification.envelope_id).collect();
             store.envelope_accounts(&envelopes).await?.into_iter().collect()
         };
-        for &i in &round {
-            outcomes[i] = Some(Outcome::Recorded);
-        }
         for i in refused {
             let n = &records[i].notification;
             let other = owners.get(&n.envelope_id).is_some_and(|owner| *owner != n.account_id);
-            outcomes[i] = Some(if other { Outcome::OtherAccount } else { Outcome::Duplicate });
+            outcomes[i] = if other { Outcome::OtherAccount } else { Outcome::Duplicate };
         }
         pending = later;
     }
-    Ok(outcomes.into_iter().map(|o| o.unwrap_or(Outcome::Duplicate)).collect())
+    Ok(outcomes)
 }

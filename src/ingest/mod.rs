@@ -162,16 +162,12 @@ async fn receive(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) -
     if process && !notification.embedded.is_empty() {
         match ingest.store.envelope(notification.envelope.envelope_id).await {
             Ok(Some(envelope)) if envelope.account_id != notification.envelope.account_id => {
-                for document in &notification.embedded {
-                    ingest.documents.discard(&document.storage_key);
-                }
+                ingest.discard_embedded(&notification);
                 return other_account(&notification);
             }
             Ok(_) => {}
             Err(error) => {
-                for document in &notification.embedded {
-                    ingest.documents.discard(&document.storage_key);
-                }
+                ingest.discard_embedded(&notification);
                 tracing::error!(%error, "cannot look the envelope up; answering 503 so Connect retries");
                 return reject(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -325,6 +321,13 @@ impl Ingest {
     /// be processed. It runs before the notification is committed, so a 200
     /// is only ever sent for documents that are stored; on failure the rest
     /// is discarded and Connect, answered 503, sends everything again.
+    /// Drops the staged embedded documents of a notification that will not be recorded.
+    fn discard_embedded(&self, notification: &ConnectNotification) {
+        for document in &notification.embedded {
+            self.documents.discard(&document.storage_key);
+        }
+    }
+
     async fn publish_embedded(&self, notification: &ConnectNotification) -> Result<Vec<DocumentRecord>, Refusal> {
         let mut records = Vec::with_capacity(notification.embedded.len());
         for document in &notification.embedded {
@@ -342,9 +345,7 @@ impl Ingest {
                 Ok(key) => key,
                 Err(error) => {
                     tracing::error!(%error, "cannot publish an embedded document");
-                    for document in &notification.embedded {
-                        self.documents.discard(&document.storage_key);
-                    }
+                    self.discard_embedded(notification);
                     return Err(Refusal(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "unavailable",

@@ -190,7 +190,7 @@ impl JobHandler for ProcessEnvelope {
     }
 
     async fn run(&self, job: &Job, ctx: &JobContext) -> Result<(), JobError> {
-        let payload = ProcessEnvelopeJob::read(&job.kind, &job.payload).map_err(|e| JobError::Fatal(e.to_string()))?;
+        let payload = ProcessEnvelopeJob::read(&job.kind, &job.payload)?;
         tracing::Span::current().record("envelope_id", tracing::field::display(payload.envelope_id));
         let recorded = ctx
             .store

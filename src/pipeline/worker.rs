@@ -79,6 +79,13 @@ pub enum JobError {
     Defer { reason: String, until: DateTime<Utc>, parked: bool },
 }
 
+/// A job whose payload does not read as its kind's type will never run.
+impl From<crate::jobs::PayloadError> for JobError {
+    fn from(error: crate::jobs::PayloadError) -> Self {
+        Self::Fatal(error.to_string())
+    }
+}
+
 impl JobError {
     pub fn retry(message: impl std::fmt::Display) -> Self {
         Self::Retry { message: message.to_string(), after: None }

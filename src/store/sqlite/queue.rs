@@ -102,9 +102,9 @@ impl Queue for SqliteStore {
         for name in &CLAIM.order {
             query = match *name {
                 "now" => query.bind(now),
-                "kinds" => query.bind(kinds.clone()),
+                "kinds" => query.bind(kinds.as_str()),
                 "limit" => query.bind(limit),
-                "worker" => query.bind(worker.to_string()),
+                "worker" => query.bind(worker),
                 "lease_ms" => query.bind(lease_ms),
                 other => return Err(StoreError::Corrupt(format!("the claim names an unknown parameter :{other}"))),
             };
