@@ -166,10 +166,6 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Demo { data } => {
-            telemetry::init(&crate::config::LogSettings {
-                format: crate::config::LogFormat::Human,
-                filter: std::env::var("COUNTERSIGN_DEMO_LOG").unwrap_or_else(|_| "warn".into()),
-            });
             crate::demo::run(data).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -286,8 +282,14 @@ async fn reconcile(arg: &ConfigArg, since: &str, account: Option<&str>) -> anyho
     };
     let mut found = 0;
     for account in targets {
-        println!("account {account}: listing envelopes completed since {}", since.to_rfc3339());
-        let started = chrono::Utc::now();
+        let started = crate::reconcile::listed_until(chrono::Utc::now(), settings.reconcile.grace);
+        println!(
+            "account {account}: listing envelopes completed from {} to {} (later ones are Connect's to deliver: \
+             reconcile.grace = {})",
+            since.to_rfc3339(),
+            started.to_rfc3339(),
+            humantime_serde::re::humantime::format_duration(settings.reconcile.grace)
+        );
         let window = crate::store::ReconcilePass { from: since, until: started, position: 0, found: 0 };
         let report = reconciler
             .pass(account, window, false, |report, total| {

@@ -31,6 +31,10 @@ pub async fn run(data: Option<PathBuf>) -> anyhow::Result<()> {
     let dir = data.as_deref().or(temporary.as_ref().map(|t| t.path())).context("no data directory")?.to_path_buf();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     println!("countersign demo (data in {})\n", dir.display());
+    // The service's log goes to a file, so that its lines do not break up
+    // the tour; the end says how many warnings it holds.
+    let log_path = dir.join("countersign.log");
+    let warnings = log_to_file(&log_path)?;
 
     let sandbox = Sandbox::new(SandboxConfig { document_bytes: 60_000, ..SandboxConfig::default() })?;
     let running_sandbox = sandbox.serve("127.0.0.1:0").await?;
@@ -97,14 +101,24 @@ pub async fn run(data: Option<PathBuf>) -> anyhow::Result<()> {
     }
     let counters = sandbox.counters();
     let calls = |route: &str| counters.routes.get(route).copied().unwrap_or(0);
+    let found = store.reconcile_checkpoint(identity.account_id).await?.map_or(0, |c| c.found_total);
     println!(
         "\nDocuSign calls made by countersign: {} token request(s), {} userinfo, {} envelope, {} combined PDF \
-         (notifications that carried documents needed none)",
+         (notifications that carried documents needed none); reconciliation found {found} envelope(s) Connect \
+         missed (envelopes completed within reconcile.grace are left to Connect)",
         calls("token"),
         calls("userinfo"),
         calls("envelope"),
         calls("combined")
     );
+    let without_documents = envelopes.len() - envelopes.len().div_ceil(2);
+    if calls("combined") as usize != without_documents || found != 0 {
+        failures.push(format!(
+            "documents were downloaded for {} envelope(s) where {without_documents} notification(s) came without \
+             them, and reconciliation found {found}: Connect's embedded documents were fetched again",
+            calls("combined")
+        ));
+    }
 
     println!("\nProvisioning events received by the webhook receiver (Standard Webhooks signature verified):");
     if let Err(error) = report_events(&receiver, &token, &envelopes).await {
@@ -113,6 +127,11 @@ pub async fn run(data: Option<PathBuf>) -> anyhow::Result<()> {
 
     let _ = stop.send(());
     serving.await.context("countersign task")??;
+    let warned = warnings.load(std::sync::atomic::Ordering::Relaxed);
+    match &data {
+        Some(_) => println!("\ncountersign's log: {} ({warned} warning(s) or error(s))", log_path.display()),
+        None => println!("\ncountersign logged {warned} warning(s) or error(s) (run with --data DIR to keep its log)"),
+    }
     if failures.is_empty() {
         println!(
             "\nDemo complete: every notification was acknowledged, every envelope's documents stored, and its event \
@@ -124,6 +143,32 @@ pub async fn run(data: Option<PathBuf>) -> anyhow::Result<()> {
             eprintln!("FAILED {failure}");
         }
         bail!("{} step(s) failed", failures.len())
+    }
+}
+
+/// Sends the service's log (`COUNTERSIGN_DEMO_LOG`, default `info`) to
+/// `path`; the counter holds how many warnings and errors it logged.
+fn log_to_file(path: &Path) -> anyhow::Result<std::sync::Arc<std::sync::atomic::AtomicUsize>> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let filter = std::env::var("COUNTERSIGN_DEMO_LOG").unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into());
+    let warnings = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = WarningCounter(warnings.clone());
+    let writer = tracing_subscriber::fmt::layer().with_ansi(false).with_writer(std::sync::Mutex::new(file));
+    // Already set (demo run inside a test process): that subscriber stays.
+    let _ = tracing_subscriber::registry().with(filter).with(writer).with(counter).try_init();
+    Ok(warnings)
+}
+
+struct WarningCounter(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for WarningCounter {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if *event.metadata().level() <= tracing::Level::WARN {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 

@@ -13,6 +13,8 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::config::Settings;
+use crate::jobs::JobKind;
 use crate::store::{JobState, Store};
 
 /// Seconds: from a millisecond to a day (job runs, deliveries, end to end).
@@ -49,8 +51,16 @@ pub async fn render(State(store): State<Arc<dyn Store>>) -> Response {
         Ok(stats) => {
             let now = Utc::now();
             // A (kind, state) that has emptied is no longer listed: report it as 0.
+            // Every known pair starts at 0, so a fresh start lists them all.
             static SEEN: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
             let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+            if seen.is_empty() {
+                for kind in JobKind::ALL {
+                    for state in JobState::ALL {
+                        seen.push((kind.as_str().to_string(), state.as_str().to_string()));
+                    }
+                }
+            }
             for (kind, state) in seen.iter() {
                 let labels = [("kind", kind.clone()), ("state", state.clone())];
                 metrics::gauge!("countersign_jobs", &labels).set(0.0);
@@ -120,4 +130,44 @@ pub fn describe() {
             "Completed envelopes found by reconciliation that Connect never delivered (alert on any increase)"
         );
     });
+}
+
+/// Creates, at 0, every series whose labels the configuration already
+/// names, so that a fresh start lists them and an alert on an absent series
+/// can tell "nothing happened" from "not scraped". Series labelled by what
+/// only traffic reveals (an HTTP status, an event countersign ignores) and
+/// gauges whose 0 would mean something (DocuSign's remaining calls) appear
+/// with their first value.
+pub fn register_known(settings: &Settings) {
+    describe();
+    for event in &settings.connect.process_events {
+        for outcome in ["accepted", "duplicate"] {
+            metrics::counter!("countersign_notifications_total", "event" => event.clone(), "outcome" => outcome)
+                .increment(0);
+        }
+    }
+    metrics::counter!("countersign_hmac_failures_total").increment(0);
+    for kind in JobKind::ALL {
+        for outcome in crate::pipeline::RUN_OUTCOMES {
+            metrics::counter!("countersign_job_runs_total", "kind" => kind.as_str(), "outcome" => outcome).increment(0);
+        }
+    }
+    for outcome in crate::docusign::token::GRANT_OUTCOMES {
+        metrics::counter!("countersign_docusign_token_requests_total", "outcome" => outcome).increment(0);
+    }
+    register_sinks(settings);
+    for account in crate::reconcile::accounts(settings).into_iter().flatten() {
+        metrics::counter!("countersign_reconcile_found_total", "account" => account.to_string()).increment(0);
+    }
+}
+
+/// The per-sink series, for the sinks `settings` configures (again on reload).
+pub fn register_sinks(settings: &Settings) {
+    for sink in &settings.sinks {
+        for outcome in crate::deliver::DELIVERY_OUTCOMES {
+            metrics::counter!("countersign_deliveries_total", "sink" => sink.name.clone(), "outcome" => outcome)
+                .increment(0);
+        }
+        metrics::gauge!("countersign_sink_disabled", "sink" => sink.name.clone()).increment(0.0);
+    }
 }

@@ -10,6 +10,10 @@
 //! records a Connect notification. The job is unique per envelope, so an
 //! envelope that Connect delivers as well is processed once.
 //!
+//! A pass lists only envelopes completed more than `reconcile.grace` ago:
+//! a younger one may have its notification on the way, and taking it for a
+//! missed one would download documents Connect is about to deliver embedded.
+//!
 //! The checkpoint (how far an account was listed) moves only after a whole
 //! listing was recorded; each pass starts `reconcile.overlap` before it, so a
 //! difference between DocuSign's clock and ours cannot hide an envelope. A
@@ -195,17 +199,32 @@ fn listed_notification(account: AccountId, listed: &serde_json::Value) -> Option
     })
 }
 
+/// How far a pass at `now` lists: envelopes completed within `grace` of now
+/// are Connect's to deliver, not missed.
+pub fn listed_until(now: chrono::DateTime<Utc>, grace: Duration) -> chrono::DateTime<Utc> {
+    chrono::Duration::from_std(grace)
+        .ok()
+        .and_then(|g| now.checked_sub_signed(g))
+        .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC)
+}
+
 /// Runs periodic passes as jobs, one per account and interval.
 #[derive(Debug)]
 pub struct ReconcileAccount {
     reconciler: Reconciler,
     overlap: Duration,
+    grace: Duration,
     recheck: Duration,
 }
 
 impl ReconcileAccount {
     pub fn new(settings: &Settings, reconciler: Reconciler) -> Self {
-        Self { reconciler, overlap: settings.reconcile.overlap, recheck: settings.docusign.recheck_cap }
+        Self {
+            reconciler,
+            overlap: settings.reconcile.overlap,
+            grace: settings.reconcile.grace,
+            recheck: settings.docusign.recheck_cap,
+        }
     }
 
     fn job_error(&self, error: PassError) -> JobError {
@@ -243,13 +262,15 @@ impl JobHandler for ReconcileAccount {
         let state = match ctx.store.reconcile_pass(account).await? {
             Some(interrupted) => interrupted,
             None => {
-                let now = Utc::now();
+                let until = listed_until(Utc::now(), self.grace);
                 let overlap = chrono::Duration::from_std(self.overlap).unwrap_or(chrono::Duration::minutes(10));
                 // Without a checkpoint this is the first pass: it watches
                 // from now on (backfills are `countersign reconcile --since`).
+                // A checkpoint ahead of `until` (the grace was raised) does
+                // not shrink the window to nothing.
                 let checkpoint = ctx.store.reconcile_checkpoint(account).await?;
-                let from = checkpoint.map_or(now, |c| c.listed_until) - overlap;
-                ReconcilePass { from, until: now, position: 0, found: 0 }
+                let from = checkpoint.map_or(until, |c| c.listed_until.min(until)) - overlap;
+                ReconcilePass { from, until, position: 0, found: 0 }
             }
         };
         let report = self.reconciler.pass(account, state, true, |_, _| {}).await.map_err(|e| self.job_error(e))?;
@@ -284,10 +305,6 @@ pub async fn schedule(
     max_attempts: u32,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    // Present from the start, so that an alert on any increase has a series to watch.
-    for account in accounts.iter().flatten() {
-        metrics::counter!("countersign_reconcile_found_total", "account" => account.to_string()).increment(0);
-    }
     loop {
         for account in &accounts {
             let payload = ReconcileAccountJob { account_id: *account };

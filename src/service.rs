@@ -54,7 +54,7 @@ impl Service {
         let documents = DocumentStore::open(&settings.documents)?;
         let keys = KeyRing::new(ConnectAuth::from_settings(&settings.connect));
         warn_about_connect_security(&settings);
-        crate::metrics::describe();
+        crate::metrics::register_known(&settings);
         let docusign = DocuSign::from_settings(&settings)?.map(Arc::new);
         if docusign.is_none() {
             tracing::warn!(

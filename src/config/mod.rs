@@ -255,6 +255,12 @@ pub struct ReconcileSettings {
     /// clock differences with DocuSign cannot hide an envelope.
     #[serde(with = "humantime_serde")]
     pub overlap: Duration,
+    /// Envelopes completed less than this long ago are left to Connect: a
+    /// pass lists only up to `now - grace`, so that a notification still on
+    /// its way is not taken for a missed one (and its documents downloaded
+    /// twice). Connect usually delivers within seconds.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
     /// Envelopes asked for per listing page.
     pub page_size: usize,
     /// Accounts to reconcile; empty means every account in `docusign.accounts`
@@ -268,6 +274,7 @@ impl Default for ReconcileSettings {
             enabled: true,
             interval: Duration::from_secs(900),
             overlap: Duration::from_secs(600),
+            grace: Duration::from_secs(900),
             page_size: 100,
             accounts: Vec::new(),
         }

@@ -36,6 +36,9 @@ const ORDER_RECHECK: Duration = Duration::from_millis(200);
 /// Longest `Retry-After` honoured; a longer one is most likely a mistake.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
+/// The `outcome` label of `countersign_deliveries_total`.
+pub const DELIVERY_OUTCOMES: [&str; 4] = ["delivered", "gone", "throttled", "failed"];
+
 struct SinkRuntime {
     sink: Box<dyn Sink>,
     timeout: Duration,
@@ -188,6 +191,7 @@ impl Deliver {
             Err(_) => Err(SinkError::failed(format!("sink {name:?} did not answer within {:?}", sink.timeout))),
         };
         let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        // One of DELIVERY_OUTCOMES.
         let outcome = match &result {
             Ok(()) => "delivered",
             Err(SinkError::Gone(_)) => "gone",

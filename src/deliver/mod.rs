@@ -20,7 +20,7 @@ use crate::config::{Secret, SinkKind, SinkSettings};
 use crate::ids::EventId;
 
 pub use circuit::CircuitState;
-pub use handler::{Deliver, SinkCircuits};
+pub use handler::{DELIVERY_OUTCOMES, Deliver, SinkCircuits};
 
 /// One event on its way out.
 #[derive(Debug, Clone, Copy)]

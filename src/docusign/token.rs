@@ -21,6 +21,9 @@ use crate::ids::UserId;
 /// The grant type of the JWT Bearer flow (RFC 7523).
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
+/// The `outcome` label of `countersign_docusign_token_requests_total`.
+pub const GRANT_OUTCOMES: [&str; 4] = ["issued", "consent_required", "refused", "failed"];
+
 /// How long a refused grant is answered from memory.
 const REFUSAL_MEMORY: Duration = Duration::from_secs(5);
 
@@ -134,6 +137,7 @@ impl TokenCache {
             return Err(error.clone());
         }
         let result = self.request(user).await;
+        // One of GRANT_OUTCOMES.
         let outcome = match &result {
             Ok(_) => "issued",
             Err(GrantError::ConsentRequired { .. }) => "consent_required",

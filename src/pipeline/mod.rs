@@ -9,4 +9,4 @@ mod worker;
 pub use outbox::{OutboxWritten, write_outbox};
 pub use process_envelope::ProcessEnvelope;
 pub use retry::Backoff;
-pub use worker::{JobContext, JobError, JobHandler, WorkerPool};
+pub use worker::{JobContext, JobError, JobHandler, RUN_OUTCOMES, WorkerPool};

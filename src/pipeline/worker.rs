@@ -14,6 +14,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::Backoff;
+
+/// The `outcome` label of `countersign_job_runs_total`.
+pub const RUN_OUTCOMES: [&str; 6] = ["succeeded", "failed", "fatal", "parked", "deferred", "abandoned"];
 use crate::config::QueueSettings;
 use crate::store::{ClaimedJob, Deferral, FailOutcome, Job, Lease, Retry, Store, StoreError, StoreTx};
 
@@ -304,6 +307,7 @@ impl WorkerPool {
             let started = std::time::Instant::now();
             let result = self.run_with_lease(&*handler, &job, &ctx, abort).await;
             let elapsed_ms = started.elapsed().as_millis() as u64;
+            // One of RUN_OUTCOMES.
             let outcome = match &result {
                 Some(Ok(())) => "succeeded",
                 Some(Err(JobError::Retry { .. })) => "failed",

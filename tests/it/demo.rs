@@ -24,9 +24,15 @@ fn the_demo_runs_end_to_end_and_exits_zero() {
         "employee.onboarding.signed",
         "signature verified",
         "the bytes match the event's sha256",
+        "reconciliation found 0 envelope(s)",
     ] {
         assert!(stdout.contains(step), "the demo reports {step:?}:\n{stdout}");
     }
     assert!(stdout.contains("Demo complete"));
     assert!(dir.path().join("demo-data/countersign.db").exists(), "--data keeps the demo's files");
+    // The service logs to a file the demo names, not between the tour's lines.
+    let log = std::fs::read_to_string(dir.path().join("demo-data/countersign.log")).unwrap();
+    assert!(log.contains("INFO"), "{log}");
+    assert!(stdout.contains("countersign's log: demo-data/countersign.log"), "{stdout}");
+    assert!(!stderr.contains("INFO") && !stderr.contains("WARN"), "no log lines on the terminal:\n{stderr}");
 }

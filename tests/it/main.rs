@@ -23,6 +23,7 @@ mod faults;
 mod hostile;
 mod ingest;
 mod logs;
+mod metrics;
 mod pipeline;
 mod reconcile;
 mod replicas;

@@ -38,9 +38,22 @@ fn config(sandbox: &RunningSandbox, extra: &str) -> String {
     )
 }
 
-/// countersign reconciling every second, two envelopes per listing page.
+/// countersign reconciling every second, two envelopes per listing page,
+/// with no grace: an envelope completed a moment ago counts as missed.
 async fn countersign(sandbox: &RunningSandbox, db: Arc<common::TestStore>, docusign_extra: &str) -> TestApp {
-    let toml = format!("{}[reconcile]\ninterval = \"1s\"\npage_size = 2\n", config(sandbox, docusign_extra));
+    countersign_with_grace(sandbox, db, docusign_extra, "0s").await
+}
+
+async fn countersign_with_grace(
+    sandbox: &RunningSandbox,
+    db: Arc<common::TestStore>,
+    docusign_extra: &str,
+    grace: &str,
+) -> TestApp {
+    let toml = format!(
+        "{}[reconcile]\ninterval = \"1s\"\npage_size = 2\ngrace = \"{grace}\"\n",
+        config(sandbox, docusign_extra)
+    );
     TestApp::spawn_shared(db, &toml).await
 }
 
@@ -144,6 +157,53 @@ async fn envelopes_connect_never_delivered_are_found_and_every_envelope_is_proce
     assert!(app.store.dead_jobs(10).await.unwrap().is_empty());
 }
 
+/// Connect slower than a pass, but inside `reconcile.grace`: passes go by
+/// and do not take the envelope for a missed one; Connect's notification,
+/// documents embedded, is then the only one and nothing is downloaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_envelope_completed_within_the_grace_is_left_to_connect() {
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    let app = countersign_with_grace(&sandbox, Arc::new(common::sqlite().await), "", "1h").await;
+    let account = sandbox.sandbox.identity().account_id;
+    eventually(WAIT, "the first pass sets the checkpoint", || async {
+        app.store.reconcile_checkpoint(account).await.unwrap()
+    })
+    .await;
+    let envelopes = sandbox.sandbox.complete_envelopes(2);
+    let listings = route(&sandbox, "listing");
+    eventually(WAIT, "two more passes", || async { (route(&sandbox, "listing") >= listings + 2).then_some(()) }).await;
+    for envelope in &envelopes {
+        let job = app.store.job_by_key("process_envelope", &envelope.envelope_id.to_string()).await.unwrap();
+        assert!(job.is_none(), "{} is not taken for missed within the grace", envelope.envelope_id);
+    }
+
+    let embedded = NotificationOptions { include_documents: true, ..NotificationOptions::default() };
+    send_by_connect(&app, &sandbox, &envelopes, &embedded).await;
+    wait_processed(&*app.store, &envelopes).await;
+    for envelope in &envelopes {
+        assert_eq!(origins(&*app.store, envelope).await, [NotificationOrigin::Connect]);
+    }
+    assert_eq!(app.store.reconcile_checkpoint(account).await.unwrap().unwrap().found_total, 0);
+    assert_eq!(route(&sandbox, "combined") + route(&sandbox, "envelope"), 0, "the embedded documents were enough");
+}
+
+/// Past the grace, an envelope Connect never delivered is found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_envelope_completed_longer_ago_than_the_grace_is_found() {
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    let app = countersign_with_grace(&sandbox, Arc::new(common::sqlite().await), "", "2s").await;
+    let missed = sandbox.sandbox.complete_envelopes(1);
+    wait_processed(&*app.store, &missed).await;
+    assert_eq!(origins(&*app.store, &missed[0]).await, [NotificationOrigin::Reconciliation]);
+    let account = sandbox.sandbox.identity().account_id;
+    let checkpoint = app.store.reconcile_checkpoint(account).await.unwrap().unwrap();
+    assert_eq!(checkpoint.found_total, 1);
+    // The pass that found it listed no further than the grace before its own time.
+    let job = app.store.job_by_key("process_envelope", &missed[0].envelope_id.to_string()).await.unwrap().unwrap();
+    let completed = missed[0].completed_at;
+    assert!(job.created_at >= completed + chrono::Duration::seconds(2), "{job:?} for {completed}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_checkpoint_survives_a_restart() {
     let sandbox = sandbox(SandboxConfig::default()).await;
@@ -195,8 +255,11 @@ async fn reconcile_by_hand_backfills_from_a_time_and_shows_progress() {
     let missed = sandbox.sandbox.complete_envelopes(3);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("cs.db");
-    let toml =
-        format!("[store]\nurl = \"sqlite://{}\"\n{}[reconcile]\npage_size = 2\n", db.display(), config(&sandbox, ""));
+    let toml = format!(
+        "[store]\nurl = \"sqlite://{}\"\n{}[reconcile]\npage_size = 2\ngrace = \"0s\"\n",
+        db.display(),
+        config(&sandbox, "")
+    );
     std::fs::write(dir.path().join("c.toml"), toml).unwrap();
     let since = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
     let cwd = dir.path().to_path_buf();
