@@ -232,6 +232,7 @@ async fn peak_rss(document_bytes: usize) -> (f64, f64, f64) {
         .post(format!("http://127.0.0.1:{port}/docusign/connect"))
         .header("content-type", "text/xml")
         .header("X-DocuSign-Signature-1", signature)
+        .header("X-DocuSign-AccountId", envelope.account_id.to_string())
         .body(body.clone())
         .send()
         .await

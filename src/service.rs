@@ -52,7 +52,7 @@ impl Service {
             .await
             .with_context(|| format!("opening the store {}", store::redact_url(&settings.store.url)))?;
         let documents = DocumentStore::open(&settings.documents)?;
-        let keys = KeyRing::new(ConnectAuth::from_settings(&settings.connect));
+        let keys = KeyRing::new(ConnectAuth::from_settings(&settings));
         warn_about_connect_security(&settings);
         crate::metrics::register_known(&settings);
         let docusign = DocuSign::from_settings(&settings)?.map(Arc::new);

@@ -15,7 +15,8 @@ pub struct ConnectSettings {
     pub hmac_keys: Vec<Secret>,
     /// One key per line; reread when keys are reloaded.
     pub hmac_keys_file: Option<PathBuf>,
-    /// Keys for one DocuSign account each (picked by `X-DocuSign-AccountId`).
+    /// Keys for one DocuSign account each (picked by `X-DocuSign-AccountId`),
+    /// and its account number.
     pub accounts: Vec<ConnectAccountSettings>,
     /// Only an explicit `false` accepts unsigned notifications (start-up warns).
     pub verify_hmac: bool,
@@ -52,6 +53,11 @@ impl Default for ConnectSettings {
 #[serde(deny_unknown_fields)]
 pub struct ConnectAccountSettings {
     pub account_id: AccountId,
+    /// DocuSign's short account number ("4197223"): legacy XML names the
+    /// account by it, and without an `X-DocuSign-AccountId` header (Basic
+    /// authentication only) it is how a message finds its account.
+    #[serde(default)]
+    pub account_number: Option<String>,
     #[serde(default)]
     pub hmac_keys: Vec<Secret>,
     #[serde(default)]

@@ -418,8 +418,18 @@ impl Settings {
         if self.connect.hmac_keys.iter().any(|k| k.expose().trim().is_empty()) {
             return Err(ConfigError::invalid("connect.hmac_keys", "contains an empty key"));
         }
+        let mut numbers = std::collections::HashSet::new();
         for (i, account) in self.connect.accounts.iter().enumerate() {
-            if account.hmac_keys.is_empty() {
+            if let Some(number) = &account.account_number {
+                let key = format!("connect.accounts[{i}].account_number");
+                if number.is_empty() || number.len() > 20 || !number.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(ConfigError::invalid(key, "must be DocuSign's account number: digits only"));
+                }
+                if !numbers.insert(number) {
+                    return Err(ConfigError::invalid(key, "names the same account number as an earlier entry"));
+                }
+            }
+            if account.hmac_keys.is_empty() && account.account_number.is_none() {
                 return Err(ConfigError::invalid(format!("connect.accounts[{i}].hmac_keys"), "no key given"));
             }
             // An empty key would let anyone sign for the account.

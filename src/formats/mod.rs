@@ -34,7 +34,7 @@ use crate::domain::Format;
 
 pub use embedded::MAX_SINK_WRITE;
 pub use json::{parse_json, parse_json_bytes, parse_rest_envelope};
-pub use xml::{MAX_XML_DEPTH, parse_xml};
+pub use xml::{AccountHints, MAX_XML_DEPTH, parse_xml};
 
 /// Why a body could not be turned into a notification.
 #[derive(Debug, thiserror::Error)]

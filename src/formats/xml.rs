@@ -17,6 +17,8 @@ use super::xml_envelope::Envelope;
 use super::xml_paths::{Slot, Tag, is_pdf_bytes, slot_for};
 use super::{FormatError, clip, clip_message};
 use crate::domain::{ConnectNotification, DocumentSink};
+use std::collections::BTreeMap;
+
 use crate::ids::AccountId;
 
 /// How deep elements may nest. DocuSign's deepest path
@@ -27,11 +29,30 @@ const DOCUSIGN_NAMESPACE: &str = "http://www.docusign.net/API/3.0";
 const ROOT: &str = "DocuSignEnvelopeInformation";
 const PDF_FIELD: &str = "DocumentPDF/PDFBytes";
 
-/// Parses one legacy XML message. `account_hint` is the
-/// `X-DocuSign-AccountId` header, used when the body names no account GUID.
+/// What says which account a legacy XML message is for when its body names
+/// no account GUID.
+#[derive(Debug, Clone, Default)]
+pub struct AccountHints {
+    /// The `X-DocuSign-AccountId` header.
+    pub header: Option<AccountId>,
+    /// DocuSign account numbers (what the body's `AccountId` field holds)
+    /// and their GUIDs: `account_number` in `[[connect.accounts]]`.
+    pub by_number: BTreeMap<String, AccountId>,
+    /// The account, when the configuration names exactly one.
+    pub only: Option<AccountId>,
+}
+
+impl From<Option<AccountId>> for AccountHints {
+    fn from(header: Option<AccountId>) -> Self {
+        Self { header, ..Self::default() }
+    }
+}
+
+/// Parses one legacy XML message; `hints` say its account when the body
+/// names no account GUID.
 pub fn parse_xml(
     reader: impl BufRead,
-    account_hint: Option<AccountId>,
+    hints: &AccountHints,
     sink: &mut dyn DocumentSink,
 ) -> Result<ConnectNotification, FormatError> {
     let mut xml = NsReader::from_reader(reader);
@@ -71,7 +92,7 @@ pub fn parse_xml(
     if !walk.root_closed {
         return Err(FormatError::Malformed("malformed XML: no root element".into()));
     }
-    walk.envelope.build(account_hint)
+    walk.envelope.build(hints)
 }
 
 fn xml_error(error: &quick_xml::Error, position: u64) -> FormatError {

@@ -4,6 +4,7 @@
 //! `TimeZoneOffset`) has been read.
 
 use super::embedded::Begin;
+use super::xml::AccountHints;
 use super::xml_paths::{Slot, Tag, Tag as T};
 use super::{FormatError, LocalTime, clip, invalid, non_empty};
 use crate::domain::{
@@ -243,7 +244,7 @@ impl Envelope {
         }
     }
 
-    pub(super) fn build(self, account_hint: Option<AccountId>) -> Result<ConnectNotification, FormatError> {
+    pub(super) fn build(self, hints: &AccountHints) -> Result<ConnectNotification, FormatError> {
         let offset = self.offset_minutes.unwrap_or(0);
         let envelope_id = self.envelope_id.ok_or(FormatError::MissingField("EnvelopeStatus/EnvelopeID"))?;
         let envelope_id =
@@ -254,7 +255,7 @@ impl Envelope {
             .time_generated
             .ok_or(FormatError::MissingField("EnvelopeStatus/TimeGenerated"))?
             .to_utc("EnvelopeStatus/TimeGenerated", offset)?;
-        let account_id = account_id(&self.custom_fields, account_hint)?;
+        let account_id = account_id(&self.custom_fields, hints)?;
         let completed_at = self.completed.map(|t| t.to_utc("EnvelopeStatus/Completed", offset)).transpose()?;
         let recipients = self
             .recipients
@@ -334,24 +335,34 @@ fn status_name(status: &str) -> Result<String, FormatError> {
     Ok(status.to_ascii_lowercase())
 }
 
-/// The `AccountId` custom field DocuSign adds when it is a GUID, else the
-/// `X-DocuSign-AccountId` header. Real messages put the short account
-/// number ("4197223") in that field, which no GUID can be made of, so the
-/// header is what legacy XML usually relies on. The body wins over the
-/// header when both are GUIDs: only the body is covered by the HMAC.
-fn account_id(fields: &[(String, String)], hint: Option<AccountId>) -> Result<AccountId, FormatError> {
+/// The account a legacy message is for. The `AccountId` custom field wins
+/// when it is a GUID (only the body is covered by the HMAC). Real messages
+/// put the short account number ("4197223") there, which no GUID can be made
+/// of; then the `X-DocuSign-AccountId` header (Connect sends it with HMAC),
+/// else the number's configured GUID, else the only configured account.
+fn account_id(fields: &[(String, String)], hints: &AccountHints) -> Result<AccountId, FormatError> {
     const FIELD: &str = "EnvelopeStatus/CustomFields/CustomField[AccountId]";
-    let field = fields.iter().find(|(name, _)| name.trim() == "AccountId").map(|(_, value)| value.as_str());
+    let field = fields.iter().find(|(name, _)| name.trim() == "AccountId").map(|(_, value)| value.trim());
     if let Some(id) = field.and_then(|value| AccountId::parse(value).ok()) {
         return Ok(id);
     }
-    match (hint, field) {
-        (Some(id), _) => Ok(id),
-        (None, Some(value)) => Err(invalid(
+    let by_number = field.and_then(|number| hints.by_number.get(number)).copied();
+    if let Some(id) = hints.header.or(by_number).or(hints.only) {
+        return Ok(id);
+    }
+    let fix = "set account_number on that account's [[connect.accounts]] entry (or configure one account only)";
+    match field {
+        Some(value) => Err(invalid(
             FIELD,
-            format!("{} is not an account GUID and no X-DocuSign-AccountId header came with it", clip(value)),
+            format!(
+                "{} is an account number, no X-DocuSign-AccountId header came with it, and connect.accounts maps no \
+                 account_number to it: {fix}",
+                clip(value)
+            ),
         )),
-        (None, None) => Err(FormatError::MissingField(FIELD)),
+        None => {
+            Err(invalid(FIELD, format!("missing, and no X-DocuSign-AccountId header came with the message: {fix}")))
+        }
     }
 }
 

@@ -12,7 +12,8 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::config::{ConnectSettings, Secret};
+use crate::config::{Secret, Settings};
+use crate::formats::AccountHints;
 use crate::ids::AccountId;
 
 /// DocuSign sends at most this many signature headers (one per active key).
@@ -37,6 +38,9 @@ pub struct ConnectAuth {
     keys: Vec<Key>,
     verify_hmac: bool,
     basic: Option<(String, Secret)>,
+    /// What names the account of a legacy XML message without a GUID in it
+    /// (the header is filled in per request).
+    accounts: AccountHints,
 }
 
 impl std::fmt::Debug for ConnectAuth {
@@ -50,7 +54,8 @@ impl std::fmt::Debug for ConnectAuth {
 }
 
 impl ConnectAuth {
-    pub fn from_settings(settings: &ConnectSettings) -> Self {
+    pub fn from_settings(all: &Settings) -> Self {
+        let settings = &all.connect;
         let mut keys: Vec<Key> =
             settings.hmac_keys.iter().map(|secret| Key { secret: secret.clone(), scope: KeyScope::Any }).collect();
         for account in &settings.accounts {
@@ -58,7 +63,30 @@ impl ConnectAuth {
             keys.extend(account.hmac_keys.iter().map(|s| Key { secret: s.clone(), scope }));
         }
         let basic = settings.basic_auth_user.clone().zip(settings.basic_auth_password.clone());
-        Self { keys, verify_hmac: settings.verify_hmac, basic }
+        let by_number = settings
+            .accounts
+            .iter()
+            .filter_map(|a| a.account_number.clone().map(|number| (number, a.account_id)))
+            .collect();
+        let mut configured: Vec<AccountId> = settings.accounts.iter().map(|a| a.account_id).collect();
+        configured.extend(all.docusign.accounts.iter().map(|a| a.account_id));
+        configured.sort();
+        configured.dedup();
+        let only = match configured.as_slice() {
+            [one] => Some(*one),
+            _ => None,
+        };
+        Self {
+            keys,
+            verify_hmac: settings.verify_hmac,
+            basic,
+            accounts: AccountHints { header: None, by_number, only },
+        }
+    }
+
+    /// The hints for one message that came with `header`.
+    pub fn account_hints(&self, header: Option<AccountId>) -> AccountHints {
+        AccountHints { header, ..self.accounts.clone() }
     }
 
     pub fn verifies_hmac(&self) -> bool {
@@ -180,7 +208,7 @@ impl KeyRing {
     /// and the admin API both reload through here.
     pub fn reload(&self, source: Option<&std::path::Path>) -> Result<usize, crate::config::ConfigError> {
         let settings = crate::config::Settings::load(source)?;
-        let auth = ConnectAuth::from_settings(&settings.connect);
+        let auth = ConnectAuth::from_settings(&settings);
         let count = auth.key_count();
         self.replace(auth);
         Ok(count)

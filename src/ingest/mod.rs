@@ -28,7 +28,7 @@ use crate::config::Settings;
 use crate::documents::DocumentStore;
 use crate::domain::{ConnectNotification, Format};
 use crate::error::HttpError;
-use crate::formats;
+use crate::formats::{self, AccountHints};
 use crate::ids::{AccountId, NotificationId};
 use crate::jobs::{JobPayload, ProcessEnvelopeJob};
 use crate::store::{
@@ -135,6 +135,12 @@ async fn receive(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) -
     let Some(format) = formats::detect(&spooled.prefix) else {
         return reject(StatusCode::BAD_REQUEST, "bad_request", "unknown format: the body is neither JSON nor XML");
     };
+    // A key of one account vouches for that account, like the header.
+    let signed_for = match scope {
+        Some(KeyScope::Account(account)) => Some(account),
+        _ => None,
+    };
+    let hints = auth.account_hints(account_hint.or(signed_for));
     let body_sha256 = spooled.sha256.clone();
     let body_len = spooled.len;
     // A small body parses in microseconds: handing it to the blocking pool
@@ -142,10 +148,10 @@ async fn receive(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) -
     // Large ones (and their embedded documents, written to staging files)
     // stay off the async threads.
     let parsed = if spooled.is_small(INLINE_PARSE_BYTES) {
-        Ok(ingest.parse_and_stage(spooled, format, account_hint, scope))
+        Ok(ingest.parse_and_stage(spooled, format, &hints, scope))
     } else {
         let worker = ingest.clone();
-        tokio::task::spawn_blocking(move || worker.parse_and_stage(spooled, format, account_hint, scope)).await
+        tokio::task::spawn_blocking(move || worker.parse_and_stage(spooled, format, &hints, scope)).await
     };
     let notification = match parsed {
         Ok(Ok(parsed)) => parsed,
@@ -265,14 +271,14 @@ impl Ingest {
         &self,
         spooled: spool::Spooled,
         format: Format,
-        account_hint: Option<AccountId>,
+        hints: &AccountHints,
         scope: Option<KeyScope>,
     ) -> Result<ConnectNotification, Refusal> {
         let mut sink = self.documents.staging_sink();
         let parsed = match (format, spooled.in_memory()) {
             (Format::Json, Some(body)) => formats::parse_json_bytes(body, &mut sink),
             (Format::Json, None) => formats::parse_json(spooled.into_reader(), &mut sink),
-            (Format::Xml, _) => formats::parse_xml(spooled.into_reader(), account_hint, &mut sink),
+            (Format::Xml, _) => formats::parse_xml(spooled.into_reader(), hints, &mut sink),
         };
         let discard = |sink: &crate::documents::StagingSink| {
             for key in sink.staged_keys() {

@@ -76,3 +76,13 @@ pub fn pem(label: &str, der: &[u8]) -> String {
     out.push_str(&format!("-----END {label}-----\n"));
     out
 }
+
+/// The account's short number, which legacy XML puts in the `AccountId`
+/// custom field where one might expect the GUID. Derived from the GUID so
+/// that every envelope of the account names the same one.
+pub fn account_number(account: AccountId) -> String {
+    let uuid = account.as_uuid();
+    let bytes = uuid.as_bytes();
+    let value = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    (1_000_000 + value % 9_000_000).to_string()
+}

@@ -394,6 +394,7 @@ pub fn describe(sandbox: &Sandbox, base_url: &str, key_path: &std::path::Path) -
     format!(
         "DocuSign sandbox listening on {base_url}\n\
          \n  integration key  {ik}\n  user id          {user}\n  account id       {account}\n\
+         \x20 account number   {number} (legacy XML names the account by it)\n\
          \x20 HMAC key         {hmac}\n  private key      {key}\n\
          \n  consent: open `countersign consent-url` with the configuration below and allow access,\n\
          \x20 or POST {base_url}/control/consent\n\
@@ -405,6 +406,7 @@ pub fn describe(sandbox: &Sandbox, base_url: &str, key_path: &std::path::Path) -
         ik = id.integration_key,
         user = id.user.user_id,
         account = id.account_id,
+        number = identity::account_number(id.account_id),
         hmac = id.hmac_keys.first().map(String::as_str).unwrap_or(""),
         key = key_path.display(),
         keys = hmac_keys.join(", "),

@@ -318,6 +318,7 @@ async fn hostile_document_names_never_become_paths() {
         .post(app.connect_url())
         .header("content-type", "text/xml")
         .header("x-docusign-signature-1", signature)
+        .header("x-docusign-accountid", envelope.account_id.to_string())
         .body(body)
         .send()
         .await

@@ -47,7 +47,9 @@ fn json_body(envelope: &Envelope, options: &NotificationOptions, retry: u32) -> 
 }
 
 async fn post_signed(app: &TestApp, sandbox: &Sandbox, body: Vec<u8>, content_type: &str) -> (u16, Value) {
-    let headers = signature_headers(&body, &sandbox.identity().hmac_keys);
+    let mut headers = signature_headers(&body, &sandbox.identity().hmac_keys);
+    // As Connect does when it signs.
+    headers.push(("X-DocuSign-AccountId".into(), sandbox.identity().account_id.to_string()));
     post(app, body, content_type, &headers).await
 }
 
@@ -199,7 +201,7 @@ async fn a_reloaded_key_ring_takes_effect_without_a_restart() {
     let body = json_body(&envelopes[0], &NotificationOptions::default(), 0);
 
     let rotated = Settings::from_toml("[connect]\nhmac_keys = [\"rotated-key\"]\n").unwrap();
-    app.keys.replace(ConnectAuth::from_settings(&rotated.connect));
+    app.keys.replace(ConnectAuth::from_settings(&rotated));
     assert_eq!(post_signed(&app, &sandbox, body.clone(), "application/json").await.0, 401, "the old key is gone");
     let headers = vec![("X-DocuSign-Signature-1".to_string(), signature("rotated-key", &body))];
     assert_eq!(post(&app, body, "application/json", &headers).await.0, 200, "the new key works");
@@ -322,6 +324,62 @@ async fn basic_auth_is_checked_on_top_of_the_signature() {
     let with = ConnectSender::new(app.connect_url(), keys, policy).with_basic_auth("docusign", "s3cret");
     let report = with.send(&envelopes[1], ConnectFormat::Json, &NotificationOptions::default()).await;
     assert!(report.delivered, "{report:?}");
+}
+
+/// An account set up with Basic authentication only: Connect signs nothing
+/// and sends no `X-DocuSign-AccountId`; legacy XML names the account by its
+/// number. The configuration maps the number, or names one account only.
+#[tokio::test]
+async fn legacy_xml_without_the_account_header_finds_its_account_by_number_or_is_refused() {
+    let sandbox = sandbox(5_000);
+    let account = sandbox.identity().account_id;
+    let number = countersign::sandbox::identity::account_number(account);
+    let basic = "[connect]\nverify_hmac = false\nbasic_auth_user = \"docusign\"\nbasic_auth_password = \"s3cret\"\n";
+    let other = "0b1c2d3e-4f50-4a61-8b72-9c0d1e2f3a4b";
+    let policy = RetryPolicy { max_retries: 0, interval: Duration::from_millis(10), timeout: Duration::from_secs(10) };
+    let send = |app: &TestApp, envelope: &Envelope| {
+        let sender = ConnectSender::new(app.connect_url(), Vec::new(), policy).with_basic_auth("docusign", "s3cret");
+        let envelope = envelope.clone();
+        async move { sender.send(&envelope, ConnectFormat::Xml, &NotificationOptions::default()).await }
+    };
+    let envelopes = sandbox.complete_envelopes(3);
+
+    // Two accounts configured and neither mapped: refused, naming the setting.
+    let unmapped = format!(
+        "{basic}[[connect.accounts]]\naccount_id = \"{account}\"\nhmac_keys = [\"k1\"]\n\
+         [[connect.accounts]]\naccount_id = \"{other}\"\nhmac_keys = [\"k2\"]\n"
+    );
+    let app = TestApp::spawn(common::sqlite().await, &unmapped).await;
+    let body = xml_body(&envelopes[0], &NotificationOptions::default(), 0);
+    let (status, answer) = post(&app, body, "text/xml", &[basic_header()]).await;
+    assert_eq!(status, 400, "{answer}");
+    let message = answer["message"].as_str().unwrap();
+    assert!(message.contains("account_number") && message.contains(&number), "{message}");
+    assert!(app.store.enqueued_notifications(envelopes[0].envelope_id).await.unwrap().is_empty());
+    app.shutdown().await;
+
+    // The number mapped to the account's GUID.
+    let mapped = unmapped.replacen("hmac_keys = [\"k1\"]", &format!("account_number = \"{number}\""), 1);
+    let app = TestApp::spawn(common::sqlite().await, &mapped).await;
+    let report = send(&app, &envelopes[1]).await;
+    assert!(report.delivered, "{report:?}");
+    let stored = app.store.enqueued_notifications(envelopes[1].envelope_id).await.unwrap();
+    assert_eq!(stored[0].new.account_id, account);
+    app.shutdown().await;
+
+    // One account configured (here under docusign.accounts): it is that one.
+    let user = sandbox.identity().user.user_id;
+    let only = format!("{basic}[[docusign.accounts]]\naccount_id = \"{account}\"\nuser_id = \"{user}\"\n");
+    let app = TestApp::spawn(common::sqlite().await, &only).await;
+    assert!(send(&app, &envelopes[2]).await.delivered);
+    let stored = app.store.enqueued_notifications(envelopes[2].envelope_id).await.unwrap();
+    assert_eq!(stored[0].new.account_id, account);
+    app.shutdown().await;
+}
+
+fn basic_header() -> (String, String) {
+    use base64::Engine as _;
+    ("Authorization".into(), format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("docusign:s3cret")))
 }
 
 #[tokio::test]

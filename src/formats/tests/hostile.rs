@@ -15,7 +15,7 @@ fn json(body: &[u8]) -> Result<ConnectNotification, FormatError> {
 }
 
 fn xml(body: &[u8]) -> Result<ConnectNotification, FormatError> {
-    parse_xml(body, Some(account()), &mut MemorySink::default())
+    parse_xml(body, &Some(account()).into(), &mut MemorySink::default())
 }
 
 const XML_HEAD: &str = r#"<?xml version="1.0" encoding="utf-8"?>"#;
@@ -253,7 +253,7 @@ fn sink_failures_are_sink_errors() {
         "<DocumentPDF><Name>x</Name><PDFBytes>{}</PDFBytes></DocumentPDF>",
         base64(&pdf_like(10, 1))
     )]);
-    let err = parse_xml(body.as_bytes(), Some(account()), &mut sink).unwrap_err();
+    let err = parse_xml(body.as_bytes(), &Some(account()).into(), &mut sink).unwrap_err();
     assert!(matches!(err, FormatError::Sink(_)) && !err.is_bad_request(), "{err}");
     let body = format!(
         r#"{{"event":"e","generatedDateTime":"2024-01-01T00:00:00Z","data":{{"accountId":"{ACCOUNT}","envelopeId":"{ENVELOPE}",

@@ -82,7 +82,7 @@ fn thirty_megabytes_of_pdf_bytes_stream_with_bounded_writes() {
         tail: std::io::Cursor::new(tail.as_bytes().to_vec()),
     };
     let mut sink = MemorySink::discarding();
-    let n = parse_xml(BufReader::with_capacity(8 * 1024, body), Some(account()), &mut sink).unwrap();
+    let n = parse_xml(BufReader::with_capacity(8 * 1024, body), &Some(account()).into(), &mut sink).unwrap();
 
     let mut expected = Sha256::new();
     Blocks::new(DOCUMENT_BYTES).for_each(|block| expected.update(&block));

@@ -6,7 +6,7 @@ use crate::domain::{ConnectNotification, ListedDocument, Party, TabValue};
 
 fn parse(body: &str, hint: Option<AccountId>) -> (Result<ConnectNotification, FormatError>, MemorySink) {
     let mut sink = MemorySink::default();
-    let result = parse_xml(body.as_bytes(), hint, &mut sink);
+    let result = parse_xml(body.as_bytes(), &hint.into(), &mut sink);
     (result, sink)
 }
 
@@ -108,15 +108,29 @@ fn root_without_any_namespace_is_accepted_but_foreign_children_are_not_read() {
 }
 
 #[test]
-fn account_id_falls_back_to_the_header_then_fails() {
+fn account_id_falls_back_to_the_header_then_the_configured_accounts_then_fails() {
     let body = fixture("xml-envelope-completed.xml");
     let err = parse(&body, None).0.unwrap_err();
     assert!(matches!(err, FormatError::InvalidField { field, .. } if field.contains("AccountId")), "{err}");
-    assert!(err.to_string().contains("5518204"));
+    assert!(err.to_string().contains("5518204"), "{err}");
+    assert!(err.to_string().contains("account_number"), "the refusal names the setting that fixes it: {err}");
     let without_field = body.replace("<Name>AccountId</Name>", "<Name>AccountNumber</Name>");
     let err = parse(&without_field, None).0.unwrap_err();
-    assert!(matches!(err, FormatError::MissingField(f) if f.contains("AccountId")), "{err}");
+    assert!(matches!(err, FormatError::InvalidField { field, .. } if field.contains("AccountId")), "{err}");
     assert_eq!(parse(&without_field, Some(account())).0.unwrap().envelope.account_id, account());
+
+    let other = AccountId::parse("11111111-2222-4333-8444-555555555555").unwrap();
+    let with = |hints: AccountHints, body: &str| {
+        parse_xml(body.as_bytes(), &hints, &mut MemorySink::default()).map(|n| n.envelope.account_id)
+    };
+    let mapped = AccountHints { by_number: [("5518204".to_string(), account())].into(), ..AccountHints::default() };
+    assert_eq!(with(mapped.clone(), &body).unwrap(), account(), "the number's configured GUID");
+    assert!(with(mapped, &without_field).is_err(), "a mapping needs the number");
+    let only = AccountHints { only: Some(other), ..AccountHints::default() };
+    assert_eq!(with(only.clone(), &body).unwrap(), other, "the only configured account");
+    assert_eq!(with(only, &without_field).unwrap(), other);
+    let both = AccountHints { header: Some(other), by_number: [("5518204".to_string(), account())].into(), only: None };
+    assert_eq!(with(both, &body).unwrap(), other, "the header comes first");
 }
 
 fn with_status_and_offset(status: &str, offset: Option<&str>) -> String {

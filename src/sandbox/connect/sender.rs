@@ -184,14 +184,13 @@ impl ConnectSender {
         content_type: &str,
         account_id: &str,
     ) -> Result<u16, String> {
-        let mut request = client
-            .post(&self.url)
-            .timeout(self.policy.timeout)
-            .header(reqwest::header::CONTENT_TYPE, content_type)
-            .header("X-DocuSign-AccountId", account_id);
+        let mut request =
+            client.post(&self.url).timeout(self.policy.timeout).header(reqwest::header::CONTENT_TYPE, content_type);
         let signatures = signature_headers(&body, &self.hmac_keys);
+        // Connect names the account in a header only when it signs (so that
+        // a listener can pick the account's key); Basic alone goes without.
         if !signatures.is_empty() {
-            request = request.header("X-Authorization-Digest", "HMACSHA256");
+            request = request.header("X-Authorization-Digest", "HMACSHA256").header("X-DocuSign-AccountId", account_id);
         }
         for (name, value) in signatures {
             request = request.header(name, value);
@@ -337,6 +336,13 @@ mod tests {
         let root = parse(&received[1].body);
         assert_eq!(root.child("EnvelopeStatus").child("EnvelopeID").text, envelope.envelope_id.to_string());
         assert_eq!(root.child("TimeZoneOffset").text, "-8");
+
+        // Basic authentication alone: Connect names no account in a header.
+        let unsigned = ConnectSender::new(&receiver.url, Vec::new(), policy(0)).with_basic_auth("connect", "p@ss");
+        assert!(unsigned.send(&envelope, ConnectFormat::Xml, &NotificationOptions::default()).await.delivered);
+        let last = receiver.received().pop().unwrap();
+        assert_eq!(last.header("X-DocuSign-AccountId"), None);
+        assert_eq!(last.header("X-DocuSign-Signature-1"), None);
     }
 
     #[tokio::test]

@@ -101,8 +101,9 @@ fn envelope_status(xml: &mut Xml, envelope: &Envelope, moment: &Moment<'_>, gene
     for (name, value) in &envelope.custom_fields {
         custom_field(xml, name, value, true);
     }
-    // DocuSign adds these three to every envelope's fields.
-    custom_field(xml, "AccountId", &envelope.account_id.to_string(), false);
+    // DocuSign adds these three to every envelope's fields; "AccountId"
+    // holds the account's number, not its GUID.
+    custom_field(xml, "AccountId", &crate::sandbox::identity::account_number(envelope.account_id), false);
     custom_field(xml, "AccountName", ACCOUNT_NAME, false);
     custom_field(xml, "AccountSite", ACCOUNT_SITE, false);
     xml.close("CustomFields");
