@@ -104,6 +104,8 @@ pub struct GeneratorOptions {
 
 /// One kind of envelope a company sends, with the template it comes from.
 struct Scenario {
+    /// What the control API calls it.
+    name: &'static str,
     template_id: &'static str,
     subject: &'static str,
     roles: &'static [&'static str],
@@ -118,6 +120,7 @@ pub const EQUIPMENT_TEMPLATE: &str = "3f9e8d7c-6b5a-4c3d-9e2f-1a0b9c8d7e6f";
 
 const SCENARIOS: &[Scenario] = &[
     Scenario {
+        name: "onboarding",
         template_id: ONBOARDING_TEMPLATE,
         subject: "Offer letter and onboarding forms for {name}",
         roles: &["Employee", "HR Manager"],
@@ -125,6 +128,7 @@ const SCENARIOS: &[Scenario] = &[
         tabs: &["first_name", "last_name", "start_date", "job_title", "laptop_model"],
     },
     Scenario {
+        name: "nda",
         template_id: NDA_TEMPLATE,
         subject: "Mutual NDA: {company}",
         roles: &["Counterparty", "Legal"],
@@ -132,6 +136,7 @@ const SCENARIOS: &[Scenario] = &[
         tabs: &["company_name", "signatory_title", "effective_date"],
     },
     Scenario {
+        name: "equipment",
         template_id: EQUIPMENT_TEMPLATE,
         subject: "Equipment request for {name}",
         roles: &["Employee", "IT Approver"],
@@ -139,6 +144,11 @@ const SCENARIOS: &[Scenario] = &[
         tabs: &["laptop_model", "monitor_count", "delivery_address"],
     },
 ];
+
+/// The names [`EnvelopeGenerator::next_envelope_of`] accepts, in the generator's order.
+pub fn scenario_names() -> Vec<&'static str> {
+    SCENARIOS.iter().map(|s| s.name).collect()
+}
 
 const FIRST: &[&str] = &["Ada", "Grace", "Alan", "Katherine", "Linus", "Margaret", "Dennis", "Barbara", "Ken", "Radia"];
 const LAST: &[&str] =
@@ -183,6 +193,17 @@ impl EnvelopeGenerator {
     /// The next completed envelope.
     pub fn next_envelope(&mut self) -> Envelope {
         let scenario = &SCENARIOS[self.rng.random_range(0..SCENARIOS.len())];
+        self.envelope_of(scenario)
+    }
+
+    /// The next completed envelope of the scenario named `name` (one of
+    /// [`scenario_names`]); `None` when no scenario has that name.
+    pub fn next_envelope_of(&mut self, name: &str) -> Option<Envelope> {
+        let scenario = SCENARIOS.iter().find(|s| s.name == name)?;
+        Some(self.envelope_of(scenario))
+    }
+
+    fn envelope_of(&mut self, scenario: &Scenario) -> Envelope {
         let company = self.pick(COMPANIES).to_string();
         let created_at = self.clock;
         self.clock += Duration::minutes(self.rng.random_range(3..90));
@@ -329,5 +350,18 @@ mod tests {
             assert!(envelope.custom_fields.iter().any(|(name, _)| name == "employee_id"));
             assert!(envelope.sent_at < envelope.completed_at);
         }
+    }
+
+    #[test]
+    fn a_named_scenario_gives_envelopes_of_its_template_only() {
+        let mut generator = EnvelopeGenerator::new(1, options());
+        assert_eq!(scenario_names(), ["onboarding", "nda", "equipment"]);
+        for _ in 0..10 {
+            let envelope = generator.next_envelope_of("equipment").unwrap();
+            assert_eq!(envelope.template_id.to_string(), EQUIPMENT_TEMPLATE);
+            assert!(envelope.subject.starts_with("Equipment request for "));
+        }
+        assert_eq!(generator.next_envelope_of("onboarding").unwrap().template_id.to_string(), ONBOARDING_TEMPLATE);
+        assert!(generator.next_envelope_of("payroll").is_none());
     }
 }

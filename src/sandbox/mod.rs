@@ -78,9 +78,11 @@ struct IssuedToken {
 }
 
 /// Requests counted per route and per user, for tests to assert on.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct Counters {
+    /// Requests per route name (`token`, `userinfo`, `envelope`, `combined`, …).
     pub routes: BTreeMap<String, u64>,
+    /// Per user id, the same count per route name.
     pub users: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
@@ -108,6 +110,9 @@ struct Inner {
     base_url: String,
     /// How far the sandbox's clock runs ahead of the real one (seconds).
     clock_skew: i64,
+    /// The Connect listener that envelopes completed through `/control` are
+    /// announced to when the caller names none (`sandbox --connect-url`).
+    connect_url: Option<String>,
 }
 
 #[derive(Debug)]
@@ -158,6 +163,7 @@ impl Sandbox {
             faults: HashMap::new(),
             base_url: String::new(),
             clock_skew: 0,
+            connect_url: None,
         };
         Ok(Self { shared: Arc::new(Shared { config, identity, inner: Mutex::new(inner) }) })
     }
@@ -203,16 +209,41 @@ impl Sandbox {
 
     /// Generates `count` envelopes, completes them now, and returns them.
     pub fn complete_envelopes(&self, count: usize) -> Vec<Envelope> {
+        // Without a scenario the generator cannot refuse.
+        self.complete_envelopes_of(count, None).unwrap_or_default()
+    }
+
+    /// Like [`Sandbox::complete_envelopes`], all of one scenario when one is
+    /// named (see [`envelopes::scenario_names`]); `None` for an unknown name.
+    pub fn complete_envelopes_of(&self, count: usize, scenario: Option<&str>) -> Option<Vec<Envelope>> {
+        if let Some(name) = scenario
+            && !envelopes::scenario_names().contains(&name)
+        {
+            return None;
+        }
         let mut inner = self.lock();
         let now = Utc::now();
         let mut created = Vec::with_capacity(count);
         for _ in 0..count {
-            let mut envelope = inner.generator.next_envelope();
+            let mut envelope = match scenario {
+                Some(name) => inner.generator.next_envelope_of(name)?,
+                None => inner.generator.next_envelope(),
+            };
             envelope.shift_completion_to(now);
             inner.envelopes.insert(envelope.envelope_id, envelope.clone());
             created.push(envelope);
         }
-        created
+        Some(created)
+    }
+
+    /// Makes `url` the Connect listener that `/control` announces completed
+    /// envelopes to when a request names none; `None` forgets it.
+    pub fn set_connect_url(&self, url: Option<String>) {
+        self.lock().connect_url = url;
+    }
+
+    pub fn connect_url(&self) -> Option<String> {
+        self.lock().connect_url.clone()
     }
 
     /// Every envelope, oldest completion first.
@@ -391,6 +422,16 @@ impl TruncHour for DateTime<Utc> {
 pub fn describe(sandbox: &Sandbox, base_url: &str, key_path: &std::path::Path) -> String {
     let id = sandbox.identity();
     let hmac_keys: Vec<String> = id.hmac_keys.iter().map(|k| format!("{k:?}")).collect();
+    // With a default listener the example needs no URL, which is the point of --connect-url.
+    let (connect, example) = match sandbox.connect_url() {
+        Some(url) => {
+            (format!("envelopes completed through /control are announced to {url}"), r#"{"count": 2}"#.to_string())
+        }
+        None => (
+            "no default listener (--connect-url); name one with \"url\"".to_string(),
+            r#"{"count": 2, "url": "http://127.0.0.1:8080/docusign/connect"}"#.to_string(),
+        ),
+    };
     format!(
         "DocuSign sandbox listening on {base_url}\n\
          \n  integration key  {ik}\n  user id          {user}\n  account id       {account}\n\
@@ -398,6 +439,10 @@ pub fn describe(sandbox: &Sandbox, base_url: &str, key_path: &std::path::Path) -
          \x20 HMAC key         {hmac}\n  private key      {key}\n\
          \n  consent: open `countersign consent-url` with the configuration below and allow access,\n\
          \x20 or POST {base_url}/control/consent\n\
+         \n  control API: GET {base_url}/control/openapi.json describes every /control route\n\
+         \x20 Connect: {connect}\n\
+         \x20 complete 2 envelopes and send their Connect notifications (signed with the HMAC key):\n\
+         \x20   curl -X POST {base_url}/control/connect -H 'Content-Type: application/json' -d '{example}'\n\
          \nConfiguration for `countersign serve` (TOML):\n\n\
          [connect]\nhmac_keys = [{keys}]\n\n\
          [docusign]\nauth_server = \"{aud}\"\nauth_url = \"{base_url}\"\n\

@@ -507,3 +507,320 @@ async fn documents_are_real_pdfs_with_docusign_headers() {
     assert_eq!(checksums["certificate"], sha(&certificate));
     assert_eq!(checksums["combined"], sha(&with));
 }
+
+/// Every control route as (method, path): the description must list these, no more, no fewer.
+const CONTROL_ROUTES: &[(&str, &str)] = &[
+    ("get", "/control/openapi.json"),
+    ("get", "/control/identity"),
+    ("post", "/control/consent"),
+    ("delete", "/control/consent"),
+    ("post", "/control/envelopes"),
+    ("get", "/control/envelopes/{envelope}/checksums"),
+    ("get", "/control/faults"),
+    ("delete", "/control/faults"),
+    ("put", "/control/faults/{route}"),
+    ("post", "/control/tokens/expire"),
+    ("put", "/control/tokens/lifetime"),
+    ("put", "/control/rate-limits"),
+    ("get", "/control/counters"),
+    ("post", "/control/connect"),
+];
+
+async fn control(running: &RunningSandbox, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut request = client().request(method, format!("{}{path}", running.base_url()));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
+}
+
+#[tokio::test]
+async fn the_control_api_describes_every_route_it_serves() {
+    let running = start().await;
+    let (status, description) = control(&running, reqwest::Method::GET, "/control/openapi.json", None).await;
+    assert_eq!(status, 200);
+    assert!(description["openapi"].as_str().unwrap().starts_with("3."), "{description}");
+    let mut described: Vec<(String, String)> = Vec::new();
+    for (path, item) in description["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let said = operation["summary"].as_str().or(operation["description"].as_str()).unwrap_or("");
+            assert!(!said.is_empty(), "{method} {path} says what it does");
+            described.push((method.clone(), path.clone()));
+        }
+    }
+    described.sort();
+    let mut expected: Vec<(String, String)> =
+        CONTROL_ROUTES.iter().map(|(m, p)| ((*m).to_string(), (*p).to_string())).collect();
+    expected.sort();
+    assert_eq!(described, expected);
+    for schema in ["CompleteRequest", "ConnectRequest"] {
+        let said = description["components"]["schemas"][schema]["properties"]["scenario"]["description"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{schema}.scenario is described"));
+        for name in countersign::sandbox::envelopes::scenario_names() {
+            assert!(said.contains(&format!("`{name}`")), "{schema}.scenario names {name}: {said}");
+        }
+    }
+
+    // Each described route is served: a body with an unknown field is refused
+    // by name where the route reads a body, and harmlessly ignored elsewhere.
+    let envelope = running.sandbox.complete_envelopes(1).remove(0).envelope_id.to_string();
+    for (method, path) in CONTROL_ROUTES {
+        let path = path.replace("{envelope}", &envelope).replace("{route}", "envelope");
+        let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let body = (method != reqwest::Method::GET).then(|| json!({ "probe": 1 }));
+        let (status, answer) = control(&running, method.clone(), &path, body).await;
+        assert!(
+            (200..300).contains(&status) || (status == 400 && answer["field"] == "probe"),
+            "{method} {path}: {status} {answer}"
+        );
+    }
+
+    // Bad input is a 400 whose JSON names the field.
+    let cases = [
+        ("/control/envelopes", json!({ "count": "two" }), "count"),
+        ("/control/envelopes", json!({ "scenario": "payroll" }), "scenario"),
+        ("/control/envelopes", json!({ "notify": true }), "notify"),
+        ("/control/connect", json!({ "count": 1 }), "url"),
+        ("/control/connect", json!({ "url": "ftp://example.com/x" }), "url"),
+        ("/control/connect", json!({ "url": "http://127.0.0.1:9/x", "format": "yaml" }), "format"),
+        ("/control/connect", json!({ "url": "http://127.0.0.1:9/x", "count": 0 }), "count"),
+        ("/control/connect", json!({ "url": "http://127.0.0.1:9/x", "envelope_ids": ["nope"] }), "envelope_ids"),
+        ("/control/consent", json!({ "user_id": "someone" }), "user_id"),
+    ];
+    for (path, body, field) in cases {
+        let (status, answer) = control(&running, reqwest::Method::POST, path, Some(body.clone())).await;
+        assert_eq!((status, answer["field"].as_str()), (400, Some(field)), "{path} {body}: {answer}");
+        assert_eq!(answer["error"], "invalid_input");
+        assert!(answer["message"].as_str().unwrap().starts_with(&format!("{field}: ")), "{answer}");
+    }
+    let (status, answer) =
+        control(&running, reqwest::Method::PUT, "/control/rate-limits", Some(json!({ "hourly": 10 }))).await;
+    assert_eq!((status, answer["field"].as_str()), (400, Some("burst")), "{answer}");
+    let (status, answer) =
+        control(&running, reqwest::Method::PUT, "/control/faults/envelope", Some(json!({ "error_rate": 2 }))).await;
+    assert_eq!((status, answer["field"].as_str()), (400, Some("error_rate")), "{answer}");
+}
+
+/// A Connect listener on 127.0.0.1 that answers 200 and keeps every request; stops when dropped.
+struct Listener {
+    url: String,
+    received: std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, bytes::Bytes)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Listener {
+    async fn start() -> Self {
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = received.clone();
+        let app = axum::Router::new()
+            .route(
+                "/connect",
+                axum::routing::post(move |headers: axum::http::HeaderMap, body: bytes::Bytes| {
+                    let kept = kept.clone();
+                    async move {
+                        kept.lock().unwrap().push((headers, body));
+                        axum::http::StatusCode::OK
+                    }
+                }),
+            )
+            .layer(axum::extract::DefaultBodyLimit::disable());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/connect", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self { url, received, task }
+    }
+
+    fn received(&self) -> Vec<(axum::http::HeaderMap, bytes::Bytes)> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Waits until `count` requests have arrived.
+    async fn wait_for(&self, count: usize) -> Vec<(axum::http::HeaderMap, bytes::Bytes)> {
+        crate::common::eventually(Duration::from_secs(30), "the Connect notifications", || async {
+            let received = self.received();
+            (received.len() >= count).then_some(received)
+        })
+        .await
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Base64 HMAC-SHA256 of `body`, computed here rather than by the sandbox's own code.
+fn hmac_base64(key: &str, body: &[u8]) -> String {
+    use base64::Engine;
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(body);
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// The request carries a signature made with `key` over exactly its body.
+fn assert_signed(headers: &axum::http::HeaderMap, body: &[u8], key: &str) {
+    let signature = headers.get("X-DocuSign-Signature-1").expect("X-DocuSign-Signature-1").to_str().unwrap();
+    assert_eq!(signature, hmac_base64(key, body));
+    assert_eq!(headers["X-Authorization-Digest"], "HMACSHA256");
+}
+
+#[tokio::test]
+async fn one_control_call_completes_envelopes_and_posts_signed_xml_with_documents() {
+    let running = start().await;
+    let listener = Listener::start().await;
+    let (_, identity) = control(&running, reqwest::Method::GET, "/control/identity", None).await;
+    let key = identity["hmac_keys"][0].as_str().unwrap().to_string();
+
+    let request = json!({
+        "url": listener.url,
+        "count": 2,
+        "scenario": "equipment",
+        "format": "xml",
+        "include_documents": true,
+        "retries": 0,
+    });
+    let (status, answer) = control(&running, reqwest::Method::POST, "/control/connect", Some(request)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!((answer["url"].as_str(), answer["format"].as_str()), (Some(listener.url.as_str()), Some("xml")));
+    let deliveries = answer["deliveries"].as_array().unwrap();
+    assert_eq!(deliveries.len(), 2);
+    assert!(deliveries.iter().all(|d| d["report"]["delivered"] == true && d["report"]["attempts"] == 1), "{answer}");
+
+    let received = listener.wait_for(2).await;
+    assert_eq!(received.len(), 2, "one POST per envelope");
+    for ((headers, body), delivery) in received.iter().zip(deliveries) {
+        assert_signed(headers, body, &key);
+        assert!(headers["content-type"].to_str().unwrap().starts_with("text/xml"));
+        let xml = std::str::from_utf8(body).unwrap();
+        let id = delivery["envelope_id"].as_str().unwrap();
+        assert!(xml.contains(&format!("<EnvelopeID>{id}</EnvelopeID>")), "the notification is about {id}");
+        assert!(xml.contains("<DocumentPDFs>") && xml.contains("<PDFBytes>"), "the documents are embedded");
+        let envelope = running.sandbox.envelope(countersign::ids::EnvelopeId::parse(id).unwrap()).unwrap();
+        assert_eq!(envelope.template_id.to_string(), countersign::sandbox::envelopes::EQUIPMENT_TEMPLATE);
+    }
+
+    // The same envelopes again, by id: Connect delivers at least once.
+    let ids: Vec<&Value> = deliveries.iter().map(|d| &d["envelope_id"]).collect();
+    let again = json!({ "url": listener.url, "envelope_ids": ids, "retries": 0 });
+    let (status, answer) = control(&running, reqwest::Method::POST, "/control/connect", Some(again)).await;
+    assert_eq!((status, answer["format"].as_str()), (200, Some("json")), "{answer}");
+    let received = listener.wait_for(4).await;
+    for (headers, body) in &received[2..] {
+        assert_signed(headers, body, &key);
+        let message: Value = serde_json::from_slice(body).unwrap();
+        assert!(ids.contains(&&message["data"]["envelopeId"]), "{message}");
+    }
+}
+
+#[tokio::test]
+async fn envelopes_completed_through_control_go_to_the_default_listener() {
+    let running = start().await;
+    let listener = Listener::start().await;
+    let key = running.sandbox.identity().hmac_keys[0].clone();
+
+    // No default listener: completing announces nothing, as before.
+    let (status, answer) =
+        control(&running, reqwest::Method::POST, "/control/envelopes", Some(json!({ "count": 1 }))).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.get("deliveries").is_none(), "{answer}");
+
+    running.sandbox.set_connect_url(Some(listener.url.clone()));
+    let request = json!({ "count": 2, "scenario": "onboarding" });
+    let (status, answer) = control(&running, reqwest::Method::POST, "/control/envelopes", Some(request)).await;
+    assert_eq!(status, 200, "{answer}");
+    let ids: Vec<&Value> = answer["envelope_ids"].as_array().unwrap().iter().collect();
+    assert_eq!(ids.len(), 2);
+    let received = listener.wait_for(2).await;
+    for (headers, body) in &received {
+        assert_signed(headers, body, &key);
+        let message: Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(message["event"], "envelope-completed");
+        assert!(ids.contains(&&message["data"]["envelopeId"]), "{message}");
+        let id = countersign::ids::EnvelopeId::parse(message["data"]["envelopeId"].as_str().unwrap()).unwrap();
+        let template = running.sandbox.envelope(id).unwrap().template_id.to_string();
+        assert_eq!(template, countersign::sandbox::envelopes::ONBOARDING_TEMPLATE);
+    }
+
+    // Told not to, it does not; and /control/connect needs no url now.
+    let (_, answer) =
+        control(&running, reqwest::Method::POST, "/control/envelopes", Some(json!({ "notify": false }))).await;
+    assert!(answer.get("deliveries").is_none(), "{answer}");
+    let (status, answer) = control(&running, reqwest::Method::POST, "/control/connect", None).await;
+    assert_eq!((status, answer["url"].as_str()), (200, Some(listener.url.as_str())), "{answer}");
+    assert_eq!(listener.wait_for(3).await.len(), 3);
+}
+
+/// A child process killed when the test ends, however it ends.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_sandbox_command_announces_envelopes_to_its_connect_url() {
+    use std::io::BufRead;
+    let listener = Listener::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+            .args(["sandbox", "--listen", "127.0.0.1:0", "--data", "sbx", "--connect-url", &listener.url])
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // What it prints ends with the TOML, whose last line names the key file.
+    let mut printed = String::new();
+    for line in std::io::BufReader::new(child.0.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        printed.push_str(&line);
+        printed.push('\n');
+        if line.starts_with("private_key_file") {
+            break;
+        }
+    }
+    let base = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("DocuSign sandbox listening on "))
+        .unwrap_or_else(|| panic!("the address is printed:\n{printed}"))
+        .to_string();
+    let key = printed
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("HMAC key"))
+        .map(|k| k.trim().to_string())
+        .unwrap_or_else(|| panic!("the HMAC key is printed:\n{printed}"));
+    assert!(printed.contains(&format!("GET {base}/control/openapi.json")), "{printed}");
+    assert!(printed.contains(&format!("announced to {}", listener.url)), "{printed}");
+    assert!(printed.contains(&format!("curl -X POST {base}/control/connect")), "{printed}");
+
+    let answer: Value = client()
+        .post(format!("{base}/control/envelopes"))
+        .body(r#"{"count": 1}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = answer["envelope_ids"][0].as_str().unwrap_or_else(|| panic!("{answer}")).to_string();
+    let received = listener.wait_for(1).await;
+    let (headers, body) = &received[0];
+    assert_signed(headers, body, &key);
+    let message: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(message["data"]["envelopeId"], id);
+    assert_eq!(answer["deliveries"][0]["report"]["delivered"], true, "{answer}");
+    drop(child);
+}
