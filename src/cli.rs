@@ -1,6 +1,8 @@
 //! The command line. `main.rs` parses it; everything it does lives here.
 
 mod healthcheck;
+mod reprocess;
+mod rules;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,6 +55,11 @@ pub enum Command {
         /// Where to write the integration key's private key.
         #[arg(long, default_value = "sandbox", value_name = "DIR")]
         data: PathBuf,
+        /// A Connect listener (e.g. http://127.0.0.1:8080/docusign/connect): envelopes completed through
+        /// the control API (POST /control/envelopes or /control/connect) are announced to it, signed,
+        /// unless a request names another.
+        #[arg(long, value_name = "URL")]
+        connect_url: Option<String>,
     },
     /// Print the URL a DocuSign user opens to grant countersign consent (impersonation).
     ConsentUrl(ConfigArg),
@@ -108,6 +115,25 @@ pub enum Command {
         #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration)]
         timeout: std::time::Duration,
     },
+    /// Process envelopes again with the rules and sinks in force now (after
+    /// a rule fix, say). Events already made are not made again; documents
+    /// already stored are not downloaded again.
+    Reprocess {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Envelope ids.
+        #[arg(value_name = "ENVELOPE_ID", required_unless_present = "flagged", conflicts_with = "flagged")]
+        envelopes: Vec<String>,
+        /// Every flagged envelope (a rule's required field was missing).
+        #[arg(long)]
+        flagged: bool,
+        /// With --flagged: only envelopes flagged since TIME: RFC 3339, a date or a duration ago (2h).
+        #[arg(long, value_name = "TIME", requires = "flagged")]
+        since: Option<String>,
+    },
+    /// Try the rules without writing or calling anything.
+    #[command(subcommand)]
+    Rules(RulesCommand),
     /// Find completed envelopes Connect never delivered and process them.
     Reconcile {
         #[command(flatten)]
@@ -118,6 +144,23 @@ pub enum Command {
         /// Only this DocuSign account.
         #[arg(long, value_name = "ID")]
         account: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Which rules match an envelope, each event as it would be delivered,
+    /// and what is missing. Exit 0: it would be processed; 1: it would be
+    /// flagged (a required field is missing); 2: it cannot be tested.
+    Test {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// A stored envelope.
+        #[arg(value_name = "ENVELOPE_ID", required_unless_present = "file", conflicts_with = "file")]
+        envelope: Option<String>,
+        /// A Connect message (JSON or legacy XML) instead.
+        #[arg(long, value_name = "NOTIFICATION")]
+        file: Option<PathBuf>,
     },
 }
 
@@ -169,9 +212,15 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             crate::demo::run(data).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sandbox { listen, data } => sandbox(&listen, &data).await,
+        Command::Sandbox { listen, data, connect_url } => sandbox(&listen, &data, connect_url).await,
         Command::Healthcheck { config, ready, timeout } => healthcheck::healthcheck(&config, ready, timeout).await,
         Command::Reconcile { config, since, account } => reconcile(&config, &since, account.as_deref()).await,
+        Command::Reprocess { config, envelopes, flagged, since } => {
+            reprocess::reprocess(&config, &envelopes, flagged, since.as_deref()).await
+        }
+        Command::Rules(RulesCommand::Test { config, envelope, file }) => {
+            Ok(rules::test(&config, envelope.as_deref(), file.as_deref()).await)
+        }
     }
 }
 
@@ -180,9 +229,18 @@ pub fn consent_url(settings: &Settings) -> anyhow::Result<String> {
     Ok(crate::docusign::consent_url(settings)?)
 }
 
-async fn sandbox(listen: &str, data: &std::path::Path) -> anyhow::Result<ExitCode> {
+async fn sandbox(listen: &str, data: &std::path::Path, connect_url: Option<String>) -> anyhow::Result<ExitCode> {
     telemetry::init(&crate::config::LogSettings { format: crate::config::LogFormat::Human, filter: "warn".into() });
+    // Checked before anything listens, so a typo stops here rather than at the first notification.
+    if let Some(text) = &connect_url {
+        let url = url::Url::parse(text).with_context(|| format!("--connect-url {text:?} is not a URL"))?;
+        anyhow::ensure!(
+            matches!(url.scheme(), "http" | "https") && url.has_host(),
+            "--connect-url {text:?} must be an http:// or https:// URL"
+        );
+    }
     let sandbox = crate::sandbox::Sandbox::new(crate::sandbox::SandboxConfig::default())?;
+    sandbox.set_connect_url(connect_url);
     let running = sandbox.serve(listen).await?;
     std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
     let key_path = std::path::absolute(data.join("private-key.pem"))?;

@@ -25,7 +25,8 @@ use utoipa_axum::routes;
 
 use super::error::ErrorBody;
 use super::queries::{
-    self, Consent, DeadLetters, EnvelopeDetail, JobReplayed, MAX_PAGE, Overview, STATUSES, SinkStatus,
+    self, Consent, DeadLetters, EnvelopeDetail, EnvelopeReprocessed, JobReplayed, MAX_PAGE, Overview, STATUSES,
+    SinkStatus,
 };
 use super::{Admin, AdminError, auth};
 use crate::deliver::replay::Replayed;
@@ -67,6 +68,7 @@ fn routes() -> OpenApiRouter<Admin> {
         .routes(routes!(overview))
         .routes(routes!(list_envelopes))
         .routes(routes!(get_envelope))
+        .routes(routes!(reprocess_envelope))
         .routes(routes!(dead_letters))
         .routes(routes!(replay_job))
         .routes(routes!(replay_deliveries))
@@ -222,6 +224,24 @@ async fn list_envelopes(State(admin): State<Admin>, RawQuery(raw): RawQuery) -> 
 async fn get_envelope(State(admin): State<Admin>, Path(id): Path<String>) -> Result<Json<EnvelopeDetail>, AdminError> {
     let id = EnvelopeId::parse(&id).map_err(|_| AdminError::invalid("envelope_id", "is not a GUID"))?;
     Ok(Json(queries::envelope(&admin, id).await?))
+}
+
+/// Processes an envelope again with the rules and sinks in force now, as
+/// `countersign reprocess` does: a flagged envelope whose rule was fixed
+/// gets its event; events already made are not made or sent again, and
+/// stored documents are not downloaded again.
+#[utoipa::path(post, path = "/envelopes/{envelope_id}/reprocess", tag = "envelopes",
+    params(("envelope_id" = String, Path, description = "The DocuSign envelope id (a GUID)")),
+    responses(
+        (status = 202, description = "Queued (or already waiting or running: it uses today's rules anyway)", body = EnvelopeReprocessed),
+        (status = 400, description = "Not a GUID", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "No notification ever queued this envelope for processing", body = ErrorBody),
+    ))]
+async fn reprocess_envelope(State(admin): State<Admin>, Path(id): Path<String>) -> Result<Response, AdminError> {
+    let id = EnvelopeId::parse(&id).map_err(|_| AdminError::invalid("envelope_id", "is not a GUID"))?;
+    let reprocessed = queries::reprocess(&admin, id).await?;
+    Ok((axum::http::StatusCode::ACCEPTED, Json(reprocessed)).into_response())
 }
 
 /// What ran out of attempts: dead deliveries, other dead jobs, disabled sinks.

@@ -37,6 +37,7 @@ pub fn router(admin: Admin) -> Router {
         .route("/admin/logout", post(logout))
         .route("/admin/envelopes", get(envelopes))
         .route("/admin/envelopes/{envelope_id}", get(envelope))
+        .route("/admin/envelopes/{envelope_id}/reprocess", post(reprocess))
         .route("/admin/dead-letters", get(dead_letters))
         .route("/admin/dead-letters/replay", post(replay))
         .layer(middleware::map_response(harden))
@@ -176,14 +177,47 @@ async fn envelopes(
     }
 }
 
-async fn envelope(State(admin): State<Admin>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn envelope(
+    State(admin): State<Admin>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
     let Some(session) = session(&admin, &headers) else { return to_login() };
     let csrf = auth::csrf_token(&admin.inner.token, &session);
     let Ok(id) = EnvelopeId::parse(&id) else {
         return error_page(&AdminError::invalid("envelope_id", "is not a GUID"), &csrf);
     };
+    let notice = query.contains_key("reprocessing").then_some("Queued for processing again with today's rules.");
     match queries::envelope(&admin, id).await {
-        Ok(detail) => views::envelope(&csrf, &detail, &timeline::of(&detail)).into_response(),
+        Ok(detail) => views::envelope(&csrf, &detail, &timeline::of(&detail), notice).into_response(),
+        Err(error) => error_page(&error, &csrf),
+    }
+}
+
+async fn reprocess(
+    State(admin): State<Admin>,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let Some(session) = session(&admin, &headers) else { return to_login() };
+    let csrf = auth::csrf_token(&admin.inner.token, &session);
+    let given = form.get("csrf").map(String::as_str).unwrap_or("");
+    if !same_origin(&headers, &uri) || !auth::csrf_valid(&admin.inner.token, &session, given) {
+        tracing::warn!("admin page: reprocess refused, the form's CSRF token or origin is wrong");
+        let error = AdminError::invalid("csrf", "the form is stale or came from another site; reload the page");
+        return error_page(&error, &csrf);
+    }
+    let Ok(id) = EnvelopeId::parse(&id) else {
+        return error_page(&AdminError::invalid("envelope_id", "is not a GUID"), &csrf);
+    };
+    match queries::reprocess(&admin, id).await {
+        Ok(_) => {
+            tracing::info!(envelope_id = %id, "envelope queued for reprocessing from the admin page");
+            Redirect::to(&format!("/admin/envelopes/{id}?reprocessing")).into_response()
+        }
         Err(error) => error_page(&error, &csrf),
     }
 }

@@ -11,6 +11,7 @@ use crate::deliver::replay::{Replayed, replay_deliveries};
 use crate::docusign::{Impersonation, UserAccess};
 use crate::ids::{EnvelopeId, JobId};
 use crate::jobs::{DeliveryJob, JobKind, JobPayload, ProcessEnvelopeJob};
+use crate::pipeline::reprocess::Reprocessing;
 use crate::store::{
     DeadDelivery, DeliveryFilter, DeliveryRecord, DisabledSink, DocumentRecord, EnvelopePage, EnvelopeQuery,
     EnvelopeRecord, EnvelopeStatus, EventRecord, Job, JobAttempt, JobState, Notification, QueueStat,
@@ -171,6 +172,22 @@ pub async fn replay_job(admin: &Admin, id: JobId) -> Result<JobReplayed, AdminEr
         return Err(AdminError::conflict(format!("job {id} is no longer a dead letter")));
     }
     Ok(JobReplayed { job_id: id, kind: job.kind, delivery: None })
+}
+
+/// What reprocessing an envelope did.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct EnvelopeReprocessed {
+    pub envelope_id: EnvelopeId,
+    /// `queued`, or `already_queued` when its processing was waiting or running anyway.
+    pub status: Reprocessing,
+}
+
+/// Queues an envelope for processing again with the rules in force now.
+pub async fn reprocess(admin: &Admin, id: EnvelopeId) -> Result<EnvelopeReprocessed, AdminError> {
+    match crate::pipeline::reprocess::reprocess(admin.store(), id, admin.settings().queue.max_attempts).await? {
+        Reprocessing::Unknown => Err(AdminError::not_found(format!("no envelope {id} was ever queued for processing"))),
+        status => Ok(EnvelopeReprocessed { envelope_id: id, status }),
+    }
 }
 
 /// Replays the dead deliveries `filter` matches (all of them when it is empty).

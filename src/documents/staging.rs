@@ -169,10 +169,7 @@ impl DocumentSink for StagingSink {
         if self.durable {
             current.file.sync_all()?;
         }
-        let document_id = current.document_id.unwrap_or_else(|| match current.kind {
-            DocumentKind::Summary => "certificate".into(),
-            DocumentKind::Content => current.name.clone(),
-        });
+        let document_id = EmbeddedDocument::id_or_default(current.document_id, current.kind, &current.name);
         Ok(EmbeddedDocument {
             document_id,
             name: current.name,

@@ -65,6 +65,17 @@ pub struct EmbeddedDocument {
     pub storage_key: String,
 }
 
+impl EmbeddedDocument {
+    /// The id a document is recorded under when the message gave none:
+    /// legacy XML's certificate is `certificate`, a content document its name.
+    pub fn id_or_default(document_id: Option<String>, kind: DocumentKind, name: &str) -> String {
+        document_id.unwrap_or_else(|| match kind {
+            DocumentKind::Summary => "certificate".into(),
+            DocumentKind::Content => name.to_string(),
+        })
+    }
+}
+
 /// Where embedded documents go while a notification is parsed: bytes are
 /// pushed as they are decoded, so no document is ever held whole in memory
 /// by the parser.

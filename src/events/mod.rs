@@ -58,6 +58,8 @@ pub struct Plan {
     pub unmatched: bool,
     /// Attempts each delivery gets (`delivery.schedule` + 1).
     pub max_attempts: u32,
+    /// The rules that matched, in order, whether or not they made an event.
+    pub matched: Vec<String>,
 }
 
 impl Plan {
@@ -130,8 +132,10 @@ impl Planner {
             flags: Vec::new(),
             unmatched: false,
             max_attempts: self.max_attempts,
+            matched: Vec::new(),
         };
         let matched: Vec<&Rule> = self.rules.iter().filter(|r| r.matches(&notification.envelope, templates)).collect();
+        plan.matched = matched.iter().map(|r| r.name.clone()).collect();
         for rule in &matched {
             let extracted = rule.extract(&notification.envelope);
             if !extracted.required_missing.is_empty() {

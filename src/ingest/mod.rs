@@ -359,18 +359,7 @@ impl Ingest {
                     ));
                 }
             };
-            records.push(DocumentRecord {
-                account_id: notification.envelope.account_id,
-                envelope_id: notification.envelope.envelope_id,
-                document_id: document.document_id.clone(),
-                name: document.name.clone(),
-                file_name: crate::documents::sanitise_file_name(&file_name),
-                content_type: "application/pdf".into(),
-                size_bytes: document.size_bytes,
-                sha256: document.sha256.clone(),
-                storage_key: key,
-                stored_at: Utc::now(),
-            });
+            records.push(embedded_record(document, notification, key));
         }
         Ok(records)
     }
@@ -443,6 +432,26 @@ pub fn record_for(
 /// legacy XML (JSON SIM calls it "Summary"); a content document's name is
 /// prefixed with its document id, because DocuSign allows two documents of
 /// one envelope to share a name; every name ends in `.pdf`.
+/// The record of an embedded document stored under `storage_key`.
+pub fn embedded_record(
+    document: &crate::domain::EmbeddedDocument,
+    notification: &ConnectNotification,
+    storage_key: String,
+) -> DocumentRecord {
+    DocumentRecord {
+        account_id: notification.envelope.account_id,
+        envelope_id: notification.envelope.envelope_id,
+        document_id: document.document_id.clone(),
+        name: document.name.clone(),
+        file_name: crate::documents::sanitise_file_name(&document_file_name(document, notification)),
+        content_type: "application/pdf".into(),
+        size_bytes: document.size_bytes,
+        sha256: document.sha256.clone(),
+        storage_key,
+        stored_at: Utc::now(),
+    }
+}
+
 fn document_file_name(document: &crate::domain::EmbeddedDocument, notification: &ConnectNotification) -> String {
     let name = match document.kind {
         crate::domain::DocumentKind::Summary => {

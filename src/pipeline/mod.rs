@@ -3,6 +3,7 @@
 
 mod outbox;
 mod process_envelope;
+pub mod reprocess;
 mod retry;
 mod worker;
 

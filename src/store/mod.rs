@@ -124,6 +124,13 @@ pub trait Queue: Backend {
     /// alone. `true` when a job is now waiting that was not before.
     async fn rearm_job(&self, job: &NewJob) -> StoreResult<bool>;
 
+    /// Runs a unique job once more (reprocessing): a finished (done or dead)
+    /// job of the key is made ready with `job.max_attempts` further attempts,
+    /// keeping its payload and its attempt history; an absent one is
+    /// enqueued as `job`; a waiting or running one is left alone (it runs
+    /// anyway). `true` when a job is now waiting that was not before.
+    async fn rerun_job(&self, job: &NewJob) -> StoreResult<bool>;
+
     /// Makes every parked job due now (what they waited on is fixed); returns how many.
     async fn wake_parked(&self) -> StoreResult<u64>;
 
@@ -284,8 +291,10 @@ pub trait StoreTx: Send {
     /// through [`Notifications::record_notifications`] instead.)
     async fn insert_notifications(&mut self, batch: &[&NewNotification]) -> StoreResult<Vec<bool>>;
     /// Upserts many envelopes in one statement; each envelope id must appear
-    /// at most once. A `processed` or `flagged` envelope keeps its status, and
-    /// an envelope never changes account.
+    /// at most once. A `received` upsert (a late notification) leaves a
+    /// `processed` or `flagged` envelope as it is; a `processed` or `flagged`
+    /// one (processing, again) sets the new outcome. An envelope never
+    /// changes account.
     async fn upsert_envelopes(&mut self, batch: &[EnvelopeUpsert]) -> StoreResult<()>;
     /// Enqueues many jobs in one statement; duplicates of a unique key are skipped.
     async fn enqueue_all(&mut self, jobs: &[NewJob]) -> StoreResult<()>;

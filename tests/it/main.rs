@@ -27,6 +27,7 @@ mod metrics;
 mod pipeline;
 mod reconcile;
 mod replicas;
+mod reprocess;
 mod s3;
 mod sandbox;
 mod shutdown;

@@ -888,6 +888,7 @@ async fn outbox(store: &dyn Store, envelope: &str, events: &[&str], sinks: &[&st
         flags: Vec::new(),
         unmatched: false,
         max_attempts: 3,
+        matched: events.iter().map(|rule| (*rule).to_string()).collect(),
     };
     let mut tx = store.begin().await.unwrap();
     tx.upsert_envelope(&EnvelopeUpsert {

@@ -181,12 +181,13 @@ pub fn envelopes(csrf: &str, status: Option<EnvelopeStatus>, offset: u64, size: 
     )
 }
 
-pub fn envelope(csrf: &str, detail: &EnvelopeDetail, timeline: &[Entry]) -> Markup {
+pub fn envelope(csrf: &str, detail: &EnvelopeDetail, timeline: &[Entry], notice: Option<&str>) -> Markup {
     let envelope = &detail.envelope;
     layout(
         "Envelope",
         Some(csrf),
         html! {
+            @if let Some(notice) = notice { p.notice #notice { (notice) } }
             dl.facts {
                 dt { "envelope" } dd.mono #envelope-id { (envelope.envelope_id) }
                 dt { "subject" } dd #subject { (envelope.subject.as_deref().unwrap_or("")) }
@@ -195,6 +196,10 @@ pub fn envelope(csrf: &str, detail: &EnvelopeDetail, timeline: &[Entry]) -> Mark
                 @if let Some(processing) = &detail.processing {
                     dt { "processing" } dd { (processing.job.state) ", " (processing.job.attempts) " attempt(s), last " (last_outcome(processing)) }
                 }
+            }
+            form.inline #reprocess method="post" action={ "/admin/envelopes/" (envelope.envelope_id) "/reprocess" } {
+                input type="hidden" name="csrf" value=(csrf);
+                button type="submit" title="Process again with the rules and sinks in force now; nothing already sent is sent again" { "Reprocess" }
             }
             h2 { "Timeline" }
             ol.timeline #timeline {

@@ -215,6 +215,31 @@ impl Queue for PostgresStore {
         Ok(armed)
     }
 
+    async fn rerun_job(&self, job: &NewJob) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let result = sqlx::query(
+            "INSERT INTO jobs (id, kind, unique_key, payload, state, attempts, max_attempts, run_at, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, 'ready', 0, $5, now(), now(), now())
+             ON CONFLICT (kind, unique_key) WHERE unique_key IS NOT NULL DO UPDATE SET
+                 state = 'ready', max_attempts = jobs.attempts + excluded.max_attempts, run_at = now(),
+                 lease_expires_at = NULL, last_error = NULL, finished_at = NULL, updated_at = now()
+             WHERE jobs.state IN ('done', 'dead')",
+        )
+        .bind(JobId::new().0)
+        .bind(&job.kind)
+        .bind(&job.unique_key)
+        .bind(&job.payload)
+        .bind(i32_of(job.max_attempts.max(1)))
+        .execute(&mut *tx)
+        .await?;
+        let queued = result.rows_affected() > 0;
+        if queued {
+            notify(&mut tx, "rerun").await?;
+        }
+        tx.commit().await?;
+        Ok(queued)
+    }
+
     async fn wake_parked(&self) -> StoreResult<u64> {
         let mut tx = self.pool.begin().await?;
         let result =

@@ -70,7 +70,8 @@ impl StoreTx for PgTx {
              FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
                  AS t(envelope_id, account_id, status, subject, completed_at)
              ON CONFLICT (envelope_id) DO UPDATE SET
-                 status = CASE WHEN envelopes.status IN ('processed', 'flagged') THEN envelopes.status ELSE excluded.status END,
+                 status = CASE WHEN excluded.status IN ('processed', 'flagged') THEN excluded.status
+                     WHEN envelopes.status IN ('processed', 'flagged') THEN envelopes.status ELSE excluded.status END,
                  subject = COALESCE(excluded.subject, envelopes.subject),
                  completed_at = COALESCE(excluded.completed_at, envelopes.completed_at),
                  updated_at = excluded.updated_at

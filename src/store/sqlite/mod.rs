@@ -311,9 +311,10 @@ const NOTIFICATION_COLUMNS: &str = "id, account_id, envelope_id, event, recipien
      dedupe_key, body_sha256, disposition, summary, received_at";
 const ENVELOPE_COLUMNS: &str = "envelope_id, account_id, status, subject, completed_at, created_at, updated_at";
 /// A processed or flagged envelope keeps its status when a late
-/// notification names it again.
+/// notification names it again; processing it again sets its new outcome.
 const ENVELOPE_CONFLICT: &str = " ON CONFLICT (envelope_id) DO UPDATE SET \
-     status = CASE WHEN envelopes.status IN ('processed', 'flagged') THEN envelopes.status ELSE excluded.status END, \
+     status = CASE WHEN excluded.status IN ('processed', 'flagged') THEN excluded.status \
+         WHEN envelopes.status IN ('processed', 'flagged') THEN envelopes.status ELSE excluded.status END, \
      subject = COALESCE(excluded.subject, envelopes.subject), \
      completed_at = COALESCE(excluded.completed_at, envelopes.completed_at), updated_at = excluded.updated_at \
      WHERE envelopes.account_id = excluded.account_id";

@@ -275,6 +275,33 @@ impl Queue for SqliteStore {
         Ok(armed)
     }
 
+    async fn rerun_job(&self, job: &NewJob) -> StoreResult<bool> {
+        let now = now_ms();
+        let mut tx = self.write_tx().await?;
+        let result = sqlx::query(
+            "INSERT INTO jobs (id, kind, unique_key, payload, state, attempts, max_attempts, run_at, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, 'ready', 0, ?5, ?6, ?6, ?6)
+             ON CONFLICT (kind, unique_key) WHERE unique_key IS NOT NULL DO UPDATE SET
+                 state = 'ready', max_attempts = jobs.attempts + excluded.max_attempts, run_at = excluded.run_at,
+                 lease_expires_at = NULL, last_error = NULL, finished_at = NULL, updated_at = excluded.updated_at
+             WHERE jobs.state IN ('done', 'dead')",
+        )
+        .bind(JobId::new().to_string())
+        .bind(&job.kind)
+        .bind(&job.unique_key)
+        .bind(job.payload.to_string())
+        .bind(i64::from(job.max_attempts.max(1)))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let queued = result.rows_affected() > 0;
+        if queued {
+            self.signal.send_modify(|v| *v += 1);
+        }
+        Ok(queued)
+    }
+
     async fn wake_parked(&self) -> StoreResult<u64> {
         let now = now_ms();
         let mut tx = self.write_tx().await?;
