@@ -20,6 +20,7 @@ use crate::http::{self, AppState};
 use crate::ingest::{ConnectAuth, Ingest, KeyRing};
 use crate::pipeline::{JobHandler, ProcessEnvelope, WorkerPool};
 use crate::reconcile::{self, ReconcileAccount, Reconciler};
+use crate::reload::Reloader;
 use crate::store::{self, Store};
 
 /// How often finished jobs older than `queue.retention` are deleted.
@@ -37,6 +38,8 @@ pub struct Service {
     pub handlers: Vec<Arc<dyn JobHandler>>,
     /// The delivery handler's circuit breakers, shown by the admin API.
     pub circuits: SinkCircuits,
+    /// Puts a changed configuration in force (SIGHUP, the admin API).
+    pub reloader: Reloader,
 }
 
 impl std::fmt::Debug for Service {
@@ -63,10 +66,11 @@ impl Service {
             );
         }
         warn_about_sinks(&settings);
-        let deliver = Deliver::from_settings(&settings)?;
+        let deliver = Arc::new(Deliver::from_settings(&settings)?);
         let circuits = deliver.circuits();
-        let mut handlers: Vec<Arc<dyn JobHandler>> =
-            vec![Arc::new(ProcessEnvelope::new(&settings, docusign.clone(), documents.clone())?), Arc::new(deliver)];
+        let process = Arc::new(ProcessEnvelope::new(&settings, docusign.clone(), documents.clone())?);
+        let reloader = Reloader::new(&settings, keys.clone(), deliver.clone(), process.clone());
+        let mut handlers: Vec<Arc<dyn JobHandler>> = vec![process, deliver];
         if settings.reconcile.enabled && !settings.processes_completions() {
             tracing::warn!(
                 "reconciliation is off: connect.process_events does not include envelope-completed, and \
@@ -77,7 +81,7 @@ impl Service {
             let reconciler = Reconciler::new(&settings, docusign.clone(), store.clone());
             handlers.push(Arc::new(ReconcileAccount::new(&settings, reconciler)));
         }
-        Ok(Self { settings, store, documents, keys, docusign, handlers, circuits })
+        Ok(Self { settings, store, documents, keys, docusign, handlers, circuits, reloader })
     }
 
     /// Serves on `listener` until `shutdown` resolves, then drains: stops
@@ -110,8 +114,14 @@ impl Service {
 
         let ingest = Ingest::new(&self.settings, self.store.clone(), self.documents.clone(), self.keys.clone());
         let access = self.docusign.as_ref().map(|d| d.status().clone());
-        let documents = DocumentAccess::new(&self.settings, self.store.clone(), self.documents.clone())?;
-        let admin = Admin::new(&self.settings, self.store.clone(), self.keys.clone(), access.clone(), self.circuits);
+        let documents = DocumentAccess::new(
+            &self.settings,
+            self.store.clone(),
+            self.documents.clone(),
+            self.reloader.sink_tokens(),
+        )?;
+        let admin =
+            Admin::new(&self.settings, self.store.clone(), self.reloader.clone(), access.clone(), self.circuits);
         match &self.settings.admin.token {
             None => tracing::info!("admin.token is not set: the admin API and page are off"),
             Some(token) if token.expose().chars().count() < 16 => {
@@ -124,8 +134,7 @@ impl Service {
         if let Some(admin) = admin {
             app = app.merge(crate::admin::router(admin));
         }
-        let reloader =
-            tokio::spawn(reload_keys_on_sighup(self.settings.source.clone(), self.keys.clone(), stop.clone()));
+        let reloader = tokio::spawn(reload_on_sighup(self.reloader.clone(), stop.clone()));
         let server_stop = stop.clone();
         let server = tokio::spawn(http::serve(listener, app, server_stop.cancelled_owned()));
 
@@ -229,14 +238,16 @@ fn warn_about_sinks(settings: &Settings) {
     }
 }
 
-/// Rereads the configuration on SIGHUP and swaps in its Connect keys; a
-/// configuration that no longer loads keeps the keys in force.
-async fn reload_keys_on_sighup(source: Option<std::path::PathBuf>, keys: KeyRing, stop: CancellationToken) {
+/// Reads the configuration again on SIGHUP and puts its rules, sinks and
+/// Connect keys in force; a configuration that no longer loads changes nothing.
+async fn reload_on_sighup(reloader: Reloader, stop: CancellationToken) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-            tracing::warn!("cannot listen for SIGHUP; Connect keys reload only on restart");
+            tracing::warn!(
+                "cannot listen for SIGHUP; the configuration reloads only on restart or through the admin API"
+            );
             return;
         };
         loop {
@@ -244,15 +255,25 @@ async fn reload_keys_on_sighup(source: Option<std::path::PathBuf>, keys: KeyRing
                 _ = stop.cancelled() => return,
                 received = hangups.recv() => if received.is_none() { return },
             }
-            match keys.reload(source.as_deref()) {
-                Ok(count) => tracing::info!(keys = count, "SIGHUP: Connect keys reloaded"),
-                Err(error) => tracing::error!(%error, "SIGHUP: configuration does not load; keeping the current keys"),
+            match reloader.reload().await {
+                Ok(reloaded) => tracing::info!(
+                    keys = reloaded.keys,
+                    rules = reloaded.rules,
+                    sinks = ?reloaded.sinks,
+                    removed = ?reloaded.removed_sinks,
+                    "SIGHUP: configuration reloaded"
+                ),
+                Err(error) => tracing::error!(
+                    %error,
+                    key = error.key(),
+                    "SIGHUP: configuration does not load; keeping the rules, sinks and keys in force"
+                ),
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = (source, keys);
+        let _ = reloader;
         stop.cancelled().await;
     }
 }

@@ -31,6 +31,7 @@ use super::queries::{
 use super::{Admin, AdminError, auth};
 use crate::deliver::replay::Replayed;
 use crate::ids::{EnvelopeId, EventId, JobId};
+use crate::reload::Reloaded;
 use crate::store::{DeliveryFilter, EnvelopeQuery, EnvelopeRecord, EnvelopeStatus};
 
 #[derive(OpenApi)]
@@ -76,6 +77,7 @@ fn routes() -> OpenApiRouter<Admin> {
         .routes(routes!(list_sinks))
         .routes(routes!(suspend_sink))
         .routes(routes!(resume_sink))
+        .routes(routes!(reload))
         .routes(routes!(reload_keys))
 }
 
@@ -379,20 +381,26 @@ async fn resume_sink(State(admin): State<Admin>, Path(name): Path<String>) -> Re
     Ok(Json(queries::resume_sink(&admin, &name).await?))
 }
 
-/// Connect keys in force after a reload.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-struct KeysReloaded {
-    /// How many HMAC keys are now in force (global and per account).
-    keys: usize,
+/// Reads the configuration again and puts its rules, sinks and Connect keys
+/// in force together, as SIGHUP does.
+#[utoipa::path(post, path = "/reload", tag = "docusign",
+    responses(
+        (status = 200, description = "The configuration was read again; its rules, sinks and Connect keys are in force (as on SIGHUP). \
+            Deliveries queued for a removed sink become dead letters naming it", body = Reloaded),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 422, description = "The configuration does not load; everything in force is kept. `field` names the key at fault", body = ErrorBody),
+    ))]
+async fn reload(State(admin): State<Admin>) -> Result<Json<Reloaded>, AdminError> {
+    Ok(Json(queries::reload(&admin).await?))
 }
 
-/// Rereads the configuration and puts its Connect HMAC keys in force, as SIGHUP does.
+/// The same as `POST /reload`, under the name it had when only Connect keys were reloaded.
 #[utoipa::path(post, path = "/keys/reload", tag = "docusign",
     responses(
-        (status = 200, description = "The configuration was read again and its Connect keys are in force (as on SIGHUP)", body = KeysReloaded),
+        (status = 200, description = "As `POST /reload`", body = Reloaded),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
-        (status = 422, description = "The configuration does not load; the keys in force are kept. `field` names the key at fault", body = ErrorBody),
+        (status = 422, description = "As `POST /reload`", body = ErrorBody),
     ))]
-async fn reload_keys(State(admin): State<Admin>) -> Result<Json<KeysReloaded>, AdminError> {
-    Ok(Json(KeysReloaded { keys: queries::reload_keys(&admin)? }))
+async fn reload_keys(State(admin): State<Admin>) -> Result<Json<Reloaded>, AdminError> {
+    Ok(Json(queries::reload(&admin).await?))
 }

@@ -19,7 +19,7 @@ use axum::Router;
 use crate::config::{Secret, Settings};
 use crate::deliver::SinkCircuits;
 use crate::docusign::AccessStatus;
-use crate::ingest::KeyRing;
+use crate::reload::Reloader;
 use crate::store::Store;
 
 pub use error::AdminError;
@@ -32,9 +32,9 @@ pub struct Admin {
 
 struct Inner {
     store: Arc<dyn Store>,
-    settings: Settings,
     token: Secret,
-    keys: KeyRing,
+    /// The configuration in force, and how to read it again.
+    reloader: Reloader,
     access: Option<Arc<AccessStatus>>,
     circuits: SinkCircuits,
     /// The OpenAPI description, serialised once at start-up.
@@ -52,13 +52,13 @@ impl Admin {
     pub fn new(
         settings: &Settings,
         store: Arc<dyn Store>,
-        keys: KeyRing,
+        reloader: Reloader,
         access: Option<Arc<AccessStatus>>,
         circuits: SinkCircuits,
     ) -> Option<Self> {
         let token = settings.admin.token.clone()?;
         let openapi = api::openapi_json();
-        let inner = Inner { store, settings: settings.clone(), token, keys, access, circuits, openapi };
+        let inner = Inner { store, token, reloader, access, circuits, openapi };
         Some(Self { inner: Arc::new(inner) })
     }
 
@@ -66,8 +66,9 @@ impl Admin {
         &*self.inner.store
     }
 
-    fn settings(&self) -> &Settings {
-        &self.inner.settings
+    /// The settings in force: those of the last successful reload.
+    fn settings(&self) -> Arc<Settings> {
+        self.inner.reloader.settings()
     }
 }
 

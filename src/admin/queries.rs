@@ -12,6 +12,7 @@ use crate::docusign::{Impersonation, UserAccess};
 use crate::ids::{EnvelopeId, JobId};
 use crate::jobs::{DeliveryJob, JobKind, JobPayload, ProcessEnvelopeJob};
 use crate::pipeline::reprocess::Reprocessing;
+use crate::reload::Reloaded;
 use crate::store::{
     DeadDelivery, DeliveryFilter, DeliveryRecord, DisabledSink, DocumentRecord, EnvelopePage, EnvelopeQuery,
     EnvelopeRecord, EnvelopeStatus, EventRecord, Job, JobAttempt, JobState, Notification, QueueStat,
@@ -223,6 +224,7 @@ pub struct UserConsent {
 
 pub fn consent(admin: &Admin) -> Consent {
     let settings = admin.settings();
+    let settings = &*settings;
     let configured = settings.docusign.integration_key.is_some() && settings.docusign.private_key.is_some();
     let (consent_url, consent_url_error) = match crate::docusign::consent_url(settings) {
         Ok(url) => (Some(url), None),
@@ -325,17 +327,18 @@ pub async fn resume_sink(admin: &Admin, name: &str) -> Result<Replayed, AdminErr
     Ok(replayed)
 }
 
-/// Rereads the configuration and swaps in its Connect keys, as SIGHUP does.
-pub fn reload_keys(admin: &Admin) -> Result<usize, AdminError> {
-    let source = admin.settings().source.as_deref();
-    match admin.inner.keys.reload(source) {
-        Ok(count) => {
-            tracing::info!(keys = count, "admin API: Connect keys reloaded");
-            Ok(count)
+/// Reads the configuration again and puts its rules, sinks and Connect
+/// keys in force together, as SIGHUP does; a configuration that does not
+/// load changes nothing and the answer names the key at fault.
+pub async fn reload(admin: &Admin) -> Result<Reloaded, AdminError> {
+    match admin.inner.reloader.reload().await {
+        Ok(reloaded) => {
+            tracing::info!(keys = reloaded.keys, rules = reloaded.rules, sinks = ?reloaded.sinks, removed = ?reloaded.removed_sinks, "admin API: configuration reloaded");
+            Ok(reloaded)
         }
         Err(error) => {
-            tracing::error!(%error, "admin API: configuration does not load; keeping the current keys");
-            Err(AdminError::configuration(error.key(), format!("{error}; the current keys stay in force")))
+            tracing::error!(%error, "admin API: configuration does not load; keeping everything in force");
+            Err(AdminError::configuration(error.key(), format!("{error}; the rules, sinks and keys in force are kept")))
         }
     }
 }

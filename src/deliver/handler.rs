@@ -21,11 +21,9 @@ use super::circuit::{Admission, Circuit, CircuitState, Transition};
 use super::{OutgoingEvent, Sink, SinkError, build_sink};
 use crate::config::Settings;
 use crate::jobs::{DeliveryJob, JobKind, JobPayload};
+use crate::live::Live;
 use crate::pipeline::{JobContext, JobError, JobHandler};
 use crate::store::{DeliveryState, DeliveryUpdate, Job};
-
-/// A job whose sink is not configured checks again after this.
-const MISSING_SINK_RECHECK: Duration = Duration::from_secs(900);
 
 /// How long a delivery waits for a busy sink's free slot, at least.
 const BUSY_WAIT: Duration = Duration::from_millis(500);
@@ -47,44 +45,41 @@ struct SinkRuntime {
     max_in_flight: usize,
 }
 
-/// The handler of `deliver` jobs.
-pub struct Deliver {
+/// The sinks and retry schedule in force; a reload replaces them whole.
+struct SinkSet {
     sinks: HashMap<String, SinkRuntime>,
     schedule: Vec<Duration>,
 }
 
-impl std::fmt::Debug for Deliver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut sinks: Vec<_> = self.sinks.keys().collect();
-        sinks.sort();
-        f.debug_struct("Deliver").field("sinks", &sinks).finish_non_exhaustive()
-    }
-}
-
-impl Deliver {
-    /// Prepares every configured sink; nothing connects until the first delivery.
-    pub fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
+impl SinkSet {
+    /// Every configured sink, prepared; nothing connects until the first
+    /// delivery. A sink that `previous` already had keeps its circuit
+    /// breaker (a suspension survives a reload) and, while its
+    /// `max_in_flight` is unchanged, its in-flight slots.
+    fn build(settings: &Settings, previous: Option<&SinkSet>) -> anyhow::Result<Self> {
         let delivery = &settings.delivery;
         let default_slots = settings.queue.workers.div_ceil(2).max(1);
         let mut sinks = HashMap::new();
         for sink in &settings.sinks {
             let timeout = sink.timeout.unwrap_or(delivery.timeout);
             let max_in_flight = sink.max_in_flight.unwrap_or(default_slots);
-            let runtime = SinkRuntime {
-                sink: build_sink(sink, timeout)?,
-                timeout,
-                circuit: Arc::new(Circuit::new(delivery.suspend_after, delivery.probe_every)),
-                slots: Arc::new(Semaphore::new(max_in_flight)),
-                max_in_flight,
+            let before = previous.and_then(|p| p.sinks.get(&sink.name));
+            let circuit = before.map_or_else(
+                || Arc::new(Circuit::new(delivery.suspend_after, delivery.probe_every)),
+                |b| b.circuit.clone(),
+            );
+            let slots = match before {
+                Some(b) if b.max_in_flight == max_in_flight => b.slots.clone(),
+                _ => Arc::new(Semaphore::new(max_in_flight)),
             };
+            let runtime = SinkRuntime { sink: build_sink(sink, timeout)?, timeout, circuit, slots, max_in_flight };
             sinks.insert(sink.name.clone(), runtime);
         }
         Ok(Self { sinks, schedule: delivery.schedule.iter().map(|w| w.0).collect() })
     }
 
-    /// The circuits of this process's sinks, for the admin API to show.
-    pub fn circuits(&self) -> SinkCircuits {
-        SinkCircuits(Arc::new(self.sinks.iter().map(|(name, sink)| (name.clone(), sink.circuit.clone())).collect()))
+    fn circuits(&self) -> std::collections::BTreeMap<String, Arc<Circuit>> {
+        self.sinks.iter().map(|(name, sink)| (name.clone(), sink.circuit.clone())).collect()
     }
 
     /// The wait after failed attempt `attempt` (1-based): its schedule step
@@ -97,14 +92,71 @@ impl Deliver {
     }
 }
 
+/// The handler of `deliver` jobs.
+pub struct Deliver {
+    current: Live<SinkSet>,
+    circuits: SinkCircuits,
+}
+
+impl std::fmt::Debug for Deliver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let current = self.current.current();
+        let mut sinks: Vec<_> = current.sinks.keys().collect();
+        sinks.sort();
+        f.debug_struct("Deliver").field("sinks", &sinks).finish_non_exhaustive()
+    }
+}
+
+/// Sinks built from a new configuration, not yet in force.
+pub struct PreparedSinks(SinkSet);
+
+impl std::fmt::Debug for PreparedSinks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedSinks").field("sinks", &self.0.sinks.len()).finish()
+    }
+}
+
+impl Deliver {
+    /// Prepares every configured sink; nothing connects until the first delivery.
+    pub fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
+        let set = SinkSet::build(settings, None)?;
+        let circuits = SinkCircuits(Live::new(set.circuits()));
+        Ok(Self { current: Live::new(set), circuits })
+    }
+
+    /// Builds the sinks of `settings` beside those in force, for [`Deliver::install`].
+    pub fn prepare(&self, settings: &Settings) -> anyhow::Result<PreparedSinks> {
+        Ok(PreparedSinks(SinkSet::build(settings, Some(&self.current.current()))?))
+    }
+
+    /// Puts prepared sinks in force. Deliveries already running finish on
+    /// the sink they started with; a removed sink's connection closes when
+    /// its last one ends.
+    pub fn install(&self, prepared: PreparedSinks) {
+        self.circuits.0.replace(prepared.0.circuits());
+        self.current.replace(prepared.0);
+    }
+
+    /// The circuits of the sinks in force, for the admin API to show.
+    pub fn circuits(&self) -> SinkCircuits {
+        self.circuits.clone()
+    }
+}
+
 /// Each configured sink's circuit breaker, shared with the running handler.
-#[derive(Debug, Clone, Default)]
-pub struct SinkCircuits(Arc<std::collections::BTreeMap<String, Arc<Circuit>>>);
+#[derive(Debug, Clone)]
+pub struct SinkCircuits(Live<std::collections::BTreeMap<String, Arc<Circuit>>>);
+
+impl Default for SinkCircuits {
+    fn default() -> Self {
+        Self(Live::new(std::collections::BTreeMap::new()))
+    }
+}
 
 impl SinkCircuits {
     /// `None` for a sink this process does not know.
     pub fn state(&self, sink: &str) -> Option<CircuitState> {
-        self.0.get(sink).map(|circuit| circuit.state_at(Instant::now()))
+        self.0.current().get(sink).map(|circuit| circuit.state_at(Instant::now()))
     }
 }
 
@@ -129,17 +181,7 @@ impl Deliver {
     async fn deliver(&self, job: &Job, ctx: &JobContext, delivery: DeliveryJob) -> Result<(), JobError> {
         let DeliveryJob { event_id, sink: name } = delivery;
         let store = &ctx.store;
-        let Some(sink) = self.sinks.get(&name) else {
-            return Err(JobError::park(
-                format!("sink {name:?} is not configured ([[sinks]]); its deliveries wait until it is"),
-                MISSING_SINK_RECHECK,
-            ));
-        };
-        let row = store.deliveries_for(event_id).await?.into_iter().find(|d| d.sink == name);
-        if row.as_ref().is_some_and(|d| d.state == DeliveryState::Delivered) {
-            // Enqueued again after its first job was pruned: nothing to send.
-            return Ok(());
-        }
+        let sinks = self.current.current();
         let update = |state, last_error: Option<String>| DeliveryUpdate {
             event_id,
             sink: name.clone(),
@@ -147,6 +189,21 @@ impl Deliver {
             attempts: job.attempts,
             last_error,
         };
+        let Some(sink) = sinks.sinks.get(&name) else {
+            // Removed from the configuration (a reload, or a restart) with
+            // deliveries still queued: kept, visible and replayable, never dropped.
+            let message = format!(
+                "sink {name:?} is no longer configured ([[sinks]]); add it again and run \
+                 `countersign replay --sink {name}` to send this delivery"
+            );
+            store.record_delivery(&update(DeliveryState::Dead, Some(message.clone()))).await?;
+            return Err(JobError::Fatal(message));
+        };
+        let row = store.deliveries_for(event_id).await?.into_iter().find(|d| d.sink == name);
+        if row.as_ref().is_some_and(|d| d.state == DeliveryState::Delivered) {
+            // Enqueued again after its first job was pruned: nothing to send.
+            return Ok(());
+        }
         if let Some(disabled) = store.disabled_sinks().await?.into_iter().find(|s| s.sink == name) {
             let message = format!(
                 "sink {name:?} is disabled since {} ({}); replay its deliveries once it is fixed",
@@ -232,7 +289,15 @@ impl Deliver {
             Err(SinkError::Throttled { message, retry_after }) => {
                 // A sink that answers, even to say "slow down", is up.
                 sink.circuit.success();
-                self.retry(job, ctx, update(DeliveryState::Pending, Some(message.clone())), message, retry_after).await
+                self.retry(
+                    job,
+                    ctx,
+                    &sinks,
+                    update(DeliveryState::Pending, Some(message.clone())),
+                    message,
+                    retry_after,
+                )
+                .await
             }
             Err(SinkError::Failed { message, retry_after }) => {
                 if sink.circuit.failure(probe, Instant::now()) == Some(Transition::Suspended) {
@@ -242,7 +307,15 @@ impl Deliver {
                          and one probe is sent every delivery.probe_every"
                     );
                 }
-                self.retry(job, ctx, update(DeliveryState::Pending, Some(message.clone())), message, retry_after).await
+                self.retry(
+                    job,
+                    ctx,
+                    &sinks,
+                    update(DeliveryState::Pending, Some(message.clone())),
+                    message,
+                    retry_after,
+                )
+                .await
             }
         }
     }
@@ -253,6 +326,7 @@ impl Deliver {
         &self,
         job: &Job,
         ctx: &JobContext,
+        sinks: &SinkSet,
         mut update: DeliveryUpdate,
         message: String,
         retry_after: Option<Duration>,
@@ -262,6 +336,6 @@ impl Deliver {
         }
         ctx.store.record_delivery(&update).await?;
         let after = retry_after.map(|d| d.clamp(Duration::from_secs(1), MAX_RETRY_AFTER));
-        Err(JobError::Retry { message, after: Some(after.unwrap_or_else(|| self.retry_delay(job.attempts))) })
+        Err(JobError::Retry { message, after: Some(after.unwrap_or_else(|| sinks.retry_delay(job.attempts))) })
     }
 }

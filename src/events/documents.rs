@@ -21,6 +21,7 @@ use crate::config::{Secret, Settings};
 use crate::documents::DocumentStore;
 use crate::error::HttpError;
 use crate::ids::EnvelopeId;
+use crate::live::Live;
 use crate::store::Store;
 
 /// What the route needs: where documents are, and who may read them.
@@ -29,24 +30,27 @@ pub struct DocumentAccess {
     store: Arc<dyn Store>,
     documents: DocumentStore,
     links: DocumentLinks,
-    /// (sink name, bearer token) of every sink that has a token.
-    tokens: Arc<Vec<(String, Secret)>>,
+    /// (sink name, bearer token) of every sink in force that has a token.
+    tokens: Live<Vec<(String, Secret)>>,
 }
 
 impl DocumentAccess {
-    pub fn new(settings: &Settings, store: Arc<dyn Store>, documents: DocumentStore) -> anyhow::Result<Self> {
-        let tokens =
-            settings.sinks.iter().filter_map(|s| s.token.clone().map(|token| (s.name.clone(), token))).collect();
-        Ok(Self { store, documents, links: DocumentLinks::from_settings(settings)?, tokens: Arc::new(tokens) })
+    pub fn new(
+        settings: &Settings,
+        store: Arc<dyn Store>,
+        documents: DocumentStore,
+        tokens: Live<Vec<(String, Secret)>>,
+    ) -> anyhow::Result<Self> {
+        Ok(Self { store, documents, links: DocumentLinks::from_settings(settings)?, tokens })
     }
 
     /// The sink whose token this is.
-    fn sink_of(&self, token: &str) -> Option<&str> {
+    fn sink_of(&self, token: &str) -> Option<String> {
         // Every token is compared, so timing tells nothing about which one matched.
         let mut found = None;
-        for (sink, secret) in self.tokens.iter() {
+        for (sink, secret) in self.tokens.current().iter() {
             if bool::from(secret.expose().as_bytes().ct_eq(token.as_bytes())) {
-                found = Some(sink.as_str());
+                found = Some(sink.clone());
             }
         }
         found
@@ -94,7 +98,7 @@ async fn document(
         let Some(sink) = access.sink_of(token) else {
             return refuse(StatusCode::UNAUTHORIZED, "unknown token");
         };
-        match access.store.envelope_has_sink(envelope, sink).await {
+        match access.store.envelope_has_sink(envelope, &sink).await {
             Ok(true) => {}
             Ok(false) => return not_found(),
             Err(error) => {

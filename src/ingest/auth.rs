@@ -201,16 +201,4 @@ impl KeyRing {
             Err(poisoned) => *poisoned.into_inner() = Arc::new(auth),
         }
     }
-
-    /// Reads the configuration again (the file it came from and the
-    /// environment) and swaps in its Connect keys; returns how many are in
-    /// force. A configuration that no longer loads changes nothing. SIGHUP
-    /// and the admin API both reload through here.
-    pub fn reload(&self, source: Option<&std::path::Path>) -> Result<usize, crate::config::ConfigError> {
-        let settings = crate::config::Settings::load(source)?;
-        let auth = ConnectAuth::from_settings(&settings);
-        let count = auth.key_count();
-        self.replace(auth);
-        Ok(count)
-    }
 }

@@ -27,6 +27,7 @@ use crate::events::Planner;
 use crate::formats::parse_rest_envelope;
 use crate::ids::{AccountId, EnvelopeId, UserId};
 use crate::jobs::{JobKind, JobPayload, ProcessEnvelopeJob};
+use crate::live::Live;
 use crate::store::{DocumentRecord, EnvelopeStatus, EnvelopeUpsert, Job};
 
 /// A document still to fetch: DocuSign's id for it and the id it is recorded under.
@@ -41,7 +42,8 @@ struct Wanted {
 #[derive(Debug)]
 pub struct ProcessEnvelope {
     docusign: Option<Arc<DocuSign>>,
-    planner: Planner,
+    /// The rules in force; a reload replaces them.
+    planner: Live<Planner>,
     documents: DocumentStore,
     download: DownloadMode,
     recheck_base: Duration,
@@ -56,12 +58,17 @@ impl ProcessEnvelope {
     ) -> Result<Self, crate::config::ConfigError> {
         Ok(Self {
             docusign,
-            planner: Planner::from_settings(settings)?,
+            planner: Live::new(Planner::from_settings(settings)?),
             documents,
             download: settings.documents.download,
             recheck_base: settings.docusign.recheck_base,
             recheck_cap: settings.docusign.recheck_cap,
         })
+    }
+
+    /// Puts new rules in force; a job already running finishes with the old ones.
+    pub fn install(&self, planner: Planner) {
+        self.planner.replace(planner);
     }
 
     /// How long a job that waits on an operator sleeps before checking
@@ -202,10 +209,11 @@ impl JobHandler for ProcessEnvelope {
             .map_err(|e| JobError::Fatal(format!("the recorded notification cannot be read: {e}")))?;
         let account: AccountId = notification.envelope.account_id;
         let mut stored = ctx.store.documents(notification.envelope.envelope_id).await?;
+        let planner = self.planner.current();
 
         let needs_list = self.download == DownloadMode::Separate && notification.envelope.documents.is_empty();
         let mut wanted = self.wanted(&notification, &stored);
-        let templates = if self.planner.needs_templates() {
+        let templates = if planner.needs_templates() {
             let docusign = self.docusign()?;
             let user = user_for(docusign, &notification)?;
             docusign
@@ -215,7 +223,7 @@ impl JobHandler for ProcessEnvelope {
         } else {
             Vec::new()
         };
-        let needs_roles = self.planner.needs_roles(&notification, &templates);
+        let needs_roles = planner.needs_roles(&notification, &templates);
         if !notification.has_envelope_data || (needs_list && !wanted.is_empty()) || needs_roles {
             let docusign = self.docusign()?;
             let user = user_for(docusign, &notification)?;
@@ -249,7 +257,7 @@ impl JobHandler for ProcessEnvelope {
             }
         }
 
-        let plan = self.planner.plan(&notification, &stored, &templates, Utc::now());
+        let plan = planner.plan(&notification, &stored, &templates, Utc::now());
         let status = if plan.needs_operator() { EnvelopeStatus::Flagged } else { EnvelopeStatus::Processed };
         let mut tx = ctx.store.begin().await?;
         // The envelope row first: events refer to it.

@@ -26,6 +26,7 @@ mod logs;
 mod metrics;
 mod pipeline;
 mod reconcile;
+mod reload;
 mod replicas;
 mod reprocess;
 mod s3;
