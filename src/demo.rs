@@ -239,7 +239,8 @@ async fn wait_ready(base: &str) -> anyhow::Result<()> {
 
 /// Opens the consent URL countersign prints and presses "Allow Access".
 async fn grant_consent(settings: &Settings) -> anyhow::Result<()> {
-    crate::sandbox::allow_through_consent_page(&crate::docusign::consent_url(settings)?).await
+    crate::sandbox::allow_through_consent_page(&crate::docusign::consent_url(settings)?).await?;
+    Ok(())
 }
 
 /// Waits until the `process_envelope` job of every envelope has finished.

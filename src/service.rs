@@ -15,6 +15,7 @@ use crate::config::Settings;
 use crate::deliver::{Deliver, SinkCircuits};
 use crate::documents::DocumentStore;
 use crate::docusign::DocuSign;
+use crate::docusign::consent::{ConsentCallback, StateKey};
 use crate::events::documents::DocumentAccess;
 use crate::http::{self, AppState};
 use crate::ingest::{ConnectAuth, Ingest, KeyRing};
@@ -129,8 +130,14 @@ impl Service {
             }
             Some(_) => {}
         }
+        let consent = ConsentCallback {
+            docusign: self.docusign.clone(),
+            store: self.store.clone(),
+            key: StateKey::from_settings(&self.settings),
+        };
         let mut app = http::router(AppState { store: self.store.clone(), access }, ingest)
-            .merge(crate::events::documents::router(documents));
+            .merge(crate::events::documents::router(documents))
+            .merge(crate::docusign::consent::router(consent));
         if let Some(admin) = admin {
             app = app.merge(crate::admin::router(admin));
         }

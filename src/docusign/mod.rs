@@ -3,6 +3,7 @@
 //! envelope, its documents), and the API limits read from every answer.
 
 pub mod api;
+pub mod consent;
 pub mod jwt;
 pub mod limits;
 pub mod status;
@@ -57,18 +58,7 @@ impl Impersonation {
 
 /// The consent URL DocuSign documents for individual consent to the JWT Grant.
 pub fn consent_url(settings: &Settings) -> Result<String, ConfigError> {
-    let ds = &settings.docusign;
-    let client_id = ds.integration_key.as_deref().ok_or_else(|| not_set("docusign.integration_key"))?;
-    let redirect = ds.redirect_uri.as_deref().ok_or_else(|| not_set("docusign.redirect_uri"))?;
-    let mut url = url::Url::parse(&format!("{}/oauth/auth", ds.auth_base_url()))
-        .map_err(|_| ConfigError::Invalid { key: "docusign.auth_server".into(), reason: "not a host name".into() })?;
-    url.query_pairs_mut()
-        .append_pair("response_type", "code")
-        .append_pair("scope", jwt::SCOPES)
-        .append_pair("client_id", client_id)
-        .append_pair("redirect_uri", redirect);
-    // DocuSign's documentation writes the space in the scope as %20.
-    Ok(url.as_str().replace("scope=signature+impersonation", "scope=signature%20impersonation"))
+    Ok(consent::ConsentLink::from_settings(settings)?.url())
 }
 
 fn not_set(key: &str) -> ConfigError {
@@ -121,7 +111,7 @@ impl DocuSign {
                 &base,
                 grant,
                 ds.token_margin,
-                consent_url(settings).ok(),
+                consent::ConsentLink::from_settings(settings).ok(),
                 status.clone(),
             ),
             userinfo: userinfo::UserInfoCache::new(http.clone(), &base),

@@ -2,9 +2,11 @@
 //!
 //! A token is reused until `token_margin` before it expires (at most half
 //! its life), and only one token request per user is ever in flight: every
-//! job that needs a token for that user waits on the same request. A grant
-//! that DocuSign refused is remembered for a few seconds, so jobs waking
-//! together do not each ask again.
+//! job that needs a token for that user waits on the same request. A
+//! refusal answers the callers that were waiting while it was asked for
+//! (jobs waking together ask once), never a caller that came later: a
+//! refusal is not remembered past its request, so consent granted a moment
+//! ago (on this replica or another) is seen by the next job.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,9 +25,6 @@ const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
 /// The `outcome` label of `countersign_docusign_token_requests_total`.
 pub const GRANT_OUTCOMES: [&str; 4] = ["issued", "consent_required", "refused", "failed"];
-
-/// How long a refused grant is answered from memory.
-const REFUSAL_MEMORY: Duration = Duration::from_secs(5);
 
 /// Lifetime of the assertions sent; DocuSign's samples use ten minutes.
 const ASSERTION_LIFETIME: Duration = Duration::from_secs(600);
@@ -83,7 +82,16 @@ struct OAuthError {
 #[derive(Debug, Default)]
 struct Slot {
     token: Option<Arc<AccessToken>>,
-    refused: Option<(GrantError, Instant)>,
+    /// The last refusal, and the request it came from.
+    refused: Option<(GrantError, u64)>,
+}
+
+/// One user's token and the requests for it.
+#[derive(Debug, Default)]
+struct UserTokens {
+    /// How many token requests for this user have finished.
+    requests: std::sync::atomic::AtomicU64,
+    slot: tokio::sync::Mutex<Slot>,
 }
 
 /// Tokens for the users of one integration key.
@@ -93,8 +101,8 @@ pub struct TokenCache {
     token_url: String,
     grant: JwtGrant,
     margin: Duration,
-    consent_url: Option<String>,
-    slots: Mutex<HashMap<UserId, Arc<tokio::sync::Mutex<Slot>>>>,
+    consent: Option<super::consent::ConsentLink>,
+    slots: Mutex<HashMap<UserId, Arc<UserTokens>>>,
     status: Arc<AccessStatus>,
 }
 
@@ -104,7 +112,7 @@ impl TokenCache {
         auth_base_url: &str,
         grant: JwtGrant,
         margin: Duration,
-        consent_url: Option<String>,
+        consent: Option<super::consent::ConsentLink>,
         status: Arc<AccessStatus>,
     ) -> Self {
         Self {
@@ -112,31 +120,35 @@ impl TokenCache {
             token_url: format!("{auth_base_url}/oauth/token"),
             grant,
             margin,
-            consent_url,
+            consent,
             slots: Mutex::new(HashMap::new()),
             status,
         }
     }
 
-    fn slot(&self, user: UserId) -> Arc<tokio::sync::Mutex<Slot>> {
+    fn user(&self, user: UserId) -> Arc<UserTokens> {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         slots.entry(user).or_default().clone()
     }
 
     /// A token for `user`: the cached one while fresh, else a new one.
     pub async fn token(&self, user: UserId) -> Result<Arc<AccessToken>, GrantError> {
-        let slot = self.slot(user);
+        use std::sync::atomic::Ordering;
+        let tokens = self.user(user);
+        let arrived = tokens.requests.load(Ordering::Acquire);
         // Held across the request on purpose: this is the single flight.
-        let mut slot = slot.lock().await;
+        let mut slot = tokens.slot.lock().await;
         if let Some(token) = slot.token.as_ref().filter(|t| t.fresh()) {
             return Ok(token.clone());
         }
-        if let Some((error, at)) = &slot.refused
-            && at.elapsed() < REFUSAL_MEMORY
+        // Refused by a request that ran while this caller waited: the same answer.
+        if let Some((error, request)) = &slot.refused
+            && *request >= arrived
         {
             return Err(error.clone());
         }
         let result = self.request(user).await;
+        let request = tokens.requests.fetch_add(1, Ordering::AcqRel);
         // One of GRANT_OUTCOMES.
         let outcome = match &result {
             Ok(_) => "issued",
@@ -155,7 +167,7 @@ impl TokenCache {
             }
             Err(error) => {
                 if !matches!(error, GrantError::Transient(_)) {
-                    slot.refused = Some((error.clone(), Instant::now()));
+                    slot.refused = Some((error.clone(), request));
                     slot.token = None;
                 }
                 self.status.refused(user, &error);
@@ -164,11 +176,18 @@ impl TokenCache {
         }
     }
 
+    /// A token for `user` asked for now, whatever refusal was remembered:
+    /// consent was just granted.
+    pub async fn token_now(&self, user: UserId) -> Result<Arc<AccessToken>, GrantError> {
+        self.user(user).slot.lock().await.refused = None;
+        self.token(user).await
+    }
+
     /// Forgets `token` after the API refused it (401), unless a newer one
     /// already replaced it.
     pub async fn invalidate(&self, user: UserId, token: &Arc<AccessToken>) {
-        let slot = self.slot(user);
-        let mut slot = slot.lock().await;
+        let tokens = self.user(user);
+        let mut slot = tokens.slot.lock().await;
         if slot.token.as_ref().is_some_and(|current| Arc::ptr_eq(current, token)) {
             slot.token = None;
         }
@@ -207,8 +226,8 @@ impl TokenCache {
 
     fn classify(&self, user: UserId, status: reqwest::StatusCode, refusal: OAuthError) -> GrantError {
         if refusal.error == "consent_required" {
-            let how = match &self.consent_url {
-                Some(url) => format!("the user must open {url} and allow access"),
+            let how = match &self.consent {
+                Some(link) => format!("the user must open {} and allow access", link.url()),
                 None => "set docusign.redirect_uri to get the consent URL (`countersign consent-url`)".into(),
             };
             return GrantError::ConsentRequired { user, how };

@@ -147,8 +147,9 @@ pub fn form_fields(html: &str) -> Vec<(String, String)> {
 }
 
 /// Opens a consent URL and presses "Allow Access", as the user would in a
-/// browser; for the demo and tests.
-pub async fn allow_through_consent_page(consent_url: &str) -> anyhow::Result<()> {
+/// browser; for the demo and tests. Returns where DocuSign sends the
+/// browser next: the redirect URI with `code` and `state`.
+pub async fn allow_through_consent_page(consent_url: &str) -> anyhow::Result<String> {
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
     let page = client.get(consent_url).send().await?;
     anyhow::ensure!(page.status().is_success(), "the consent page answered {}", page.status());
@@ -159,7 +160,8 @@ pub async fn allow_through_consent_page(consent_url: &str) -> anyhow::Result<()>
     action.set_query(None);
     let answer = client.post(action).form(&form).send().await?;
     anyhow::ensure!(answer.status().is_redirection(), "consent was not granted ({})", answer.status());
-    Ok(())
+    let location = answer.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok());
+    Ok(location.unwrap_or_default().to_string())
 }
 
 fn escape(text: &str) -> String {

@@ -158,7 +158,9 @@ async fn jobs_wait_parked_for_consent_and_finish_once_it_is_granted_on_the_conse
     let message = body["docusign"][&user]["message"].as_str().unwrap();
     let settings = Settings::from_toml(&docusign_toml(&sandbox, "")).unwrap();
     let consent_url = countersign::cli::consent_url(&settings).unwrap();
-    assert!(message.contains(&consent_url), "the consent URL is shown: {message}");
+    // Each consent URL carries a fresh state; the rest is the same.
+    let without_state = consent_url.split("&state=").next().unwrap();
+    assert!(message.contains(without_state), "the consent URL is shown: {message}");
     let tokens_while_parked = route(&sandbox, "token");
 
     // The user opens the consent URL and allows access; nothing else is done.
@@ -450,7 +452,7 @@ async fn api_errors_name_the_refusal() {
         other => panic!("expected consent_required, got {other:?}"),
     }
     sandbox.sandbox.grant_consent(user, &["signature", "impersonation"]);
-    // A fresh client: the first one remembers the refusal for a few seconds.
+    // A fresh client, with no token cached.
     let docusign = DocuSign::from_settings(&settings_for(&sandbox, "")).unwrap().unwrap();
     let missing = EnvelopeId::parse(&uuid::Uuid::new_v4().to_string()).unwrap();
     let error = docusign.envelope(user, sandbox.sandbox.identity().account_id, missing).await.unwrap_err();
@@ -479,7 +481,8 @@ async fn metrics_show_the_pipeline_at_work() {
 
     let moved = |name: &str, labels: &[(&str, &str)]| metric(&after, name, labels) - metric(&before, name, labels);
     let accepted = [("event", "envelope-completed"), ("outcome", "accepted")];
-    assert_eq!(moved("countersign_notifications_total", &accepted), 3.0, "{after}");
+    // The recorder is the process's: other tests running beside this one count too.
+    assert!(moved("countersign_notifications_total", &accepted) >= 3.0, "{after}");
     assert!(moved("countersign_hmac_failures_total", &[]) >= 1.0);
     assert!(moved("countersign_docusign_requests_total", &[("route", "document"), ("status", "200")]) >= 3.0);
     let succeeded = [("kind", "process_envelope"), ("outcome", "succeeded")];

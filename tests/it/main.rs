@@ -12,6 +12,7 @@ mod admin;
 mod admin_browser;
 mod architecture;
 mod cli;
+mod consent;
 mod crash;
 mod deliver_brokers;
 mod deliver_webhook;
