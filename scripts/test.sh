@@ -6,7 +6,8 @@
 # What it needs and where each comes from:
 #   PostgreSQL 127.0.0.1:5432, NATS with JetStream 127.0.0.1:4222, RabbitMQ
 #   127.0.0.1:5672: the machine's services, started here when they are down;
-#   moto (S3 for tests/it/s3.rs): PyPI, installed once for python3;
+#   moto (S3 for tests/it/s3.rs) and schemathesis (the admin API against its
+#   OpenAPI description, tests/it/admin.rs): PyPI, installed once for python3;
 #   chromium and chromedriver (tests/it/admin_browser.rs): Debian's packages,
 #   installed once.
 set -euo pipefail
@@ -61,6 +62,13 @@ ensure_moto() {
   fi
 }
 
+ensure_schemathesis() {
+  if ! command -v schemathesis >/dev/null 2>&1; then
+    log "installing schemathesis"
+    python3 -m pip install --quiet --disable-pip-version-check "schemathesis>=4,<5"
+  fi
+}
+
 ensure_chromium() {
   if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
     log "installing chromium and chromium-driver"
@@ -78,6 +86,8 @@ ensure_rabbitmq
 echo "RabbitMQ: up"
 ensure_moto
 echo "moto: $(python3 -c 'import moto; print(moto.__version__)')"
+ensure_schemathesis
+echo "schemathesis: $(schemathesis --version)"
 ensure_chromium
 echo "chromium: $(chromium --version 2>/dev/null || echo missing)"
 

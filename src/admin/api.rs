@@ -137,12 +137,18 @@ fn number<T: std::str::FromStr>(params: &BTreeMap<String, String>, name: &str) -
 
 /// A JSON object body (an empty body counts as `{}`) holding only `allowed` keys.
 fn object(body: &Bytes, allowed: &[&str]) -> Result<Map<String, Value>, AdminError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+    // No body at all is no filter; anything else must be JSON.
+    if body.is_empty() {
         return Ok(Map::new());
     }
     let value: Value =
         serde_json::from_slice(body).map_err(|e| AdminError::invalid("body", format!("not valid JSON: {e}")))?;
-    let Value::Object(map) = value else { return Err(AdminError::invalid("body", "must be a JSON object")) };
+    let map = match value {
+        Value::Object(map) => map,
+        // The description allows `null` where the body is optional: the same as no body.
+        Value::Null => Map::new(),
+        _ => return Err(AdminError::invalid("body", "must be a JSON object")),
+    };
     if let Some(key) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
         return Err(AdminError::invalid(key.clone(), format!("unknown field; expected one of {}", allowed.join(", "))));
     }
@@ -183,8 +189,8 @@ struct EnvelopeList {
 #[utoipa::path(get, path = "/envelopes", tag = "envelopes",
     params(
         ("status" = Option<EnvelopeStatus>, Query, description = "Only envelopes in this status"),
-        ("limit" = Option<u32>, Query, description = "Envelopes per page, 1–500 (default 50)"),
-        ("offset" = Option<u64>, Query, description = "How many to skip (default 0)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Envelopes per page, 1–500 (default 50)"),
+        ("offset" = Option<i64>, Query, minimum = 0, description = "How many to skip (default 0)"),
     ),
     responses(
         (status = 200, description = "Most recently changed first", body = EnvelopeList),
@@ -206,7 +212,9 @@ async fn list_envelopes(State(admin): State<Admin>, RawQuery(raw): RawQuery) -> 
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(AdminError::invalid("limit", format!("must be between 1 and {MAX_PAGE}")));
     }
-    let offset = number::<u64>(&params, "offset")?.unwrap_or(0);
+    // The description says int64, as the stores count: larger is refused, not wrapped.
+    let offset = number::<i64>(&params, "offset")?.unwrap_or(0);
+    let offset = u64::try_from(offset).map_err(|_| AdminError::invalid("offset", "must be 0 or more"))?;
     let page = queries::envelopes(&admin, &EnvelopeQuery { status, limit, offset }).await?;
     let next = offset.saturating_add(page.envelopes.len() as u64);
     let next_offset = (next < page.total && !page.envelopes.is_empty()).then_some(next);
@@ -215,7 +223,7 @@ async fn list_envelopes(State(admin): State<Admin>, RawQuery(raw): RawQuery) -> 
 
 /// One envelope and everything that happened to it.
 #[utoipa::path(get, path = "/envelopes/{envelope_id}", tag = "envelopes",
-    params(("envelope_id" = String, Path, description = "The DocuSign envelope id (a GUID)")),
+    params(("envelope_id" = String, Path, format = Uuid, description = "The DocuSign envelope id (a GUID)")),
     responses(
         (status = 200, description = "The envelope, the notifications that enqueued its processing, its processing job with every attempt, \
             its documents, and its events with each delivery and its job", body = EnvelopeDetail),
@@ -233,7 +241,7 @@ async fn get_envelope(State(admin): State<Admin>, Path(id): Path<String>) -> Res
 /// gets its event; events already made are not made or sent again, and
 /// stored documents are not downloaded again.
 #[utoipa::path(post, path = "/envelopes/{envelope_id}/reprocess", tag = "envelopes",
-    params(("envelope_id" = String, Path, description = "The DocuSign envelope id (a GUID)")),
+    params(("envelope_id" = String, Path, format = Uuid, description = "The DocuSign envelope id (a GUID)")),
     responses(
         (status = 202, description = "Queued (or already waiting or running: it uses today's rules anyway)", body = EnvelopeReprocessed),
         (status = 400, description = "Not a GUID", body = ErrorBody),
@@ -250,7 +258,7 @@ async fn reprocess_envelope(State(admin): State<Admin>, Path(id): Path<String>) 
 #[utoipa::path(get, path = "/dead-letters", tag = "dead letters",
     params(
         ("sink" = Option<String>, Query, description = "Only deliveries to this sink"),
-        ("limit" = Option<u32>, Query, description = "How many of each kind, 1–500 (default 100)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "How many of each kind, 1–500 (default 100)"),
     ),
     responses(
         (status = 200, description = "Dead deliveries, other dead jobs and disabled sinks", body = DeadLetters),
@@ -268,7 +276,7 @@ async fn dead_letters(State(admin): State<Admin>, RawQuery(raw): RawQuery) -> Re
 
 /// Gives one dead job a fresh set of attempts (a delivery: `delivery.schedule`, others: `queue.max_attempts`).
 #[utoipa::path(post, path = "/jobs/{job_id}/replay", tag = "dead letters",
-    params(("job_id" = String, Path, description = "A dead job's id, as listed by the dead letters")),
+    params(("job_id" = String, Path, format = Uuid, description = "A dead job's id, as listed by the dead letters")),
     responses(
         (status = 200, description = "Queued again with a fresh set of attempts; a delivery's sink is enabled", body = JobReplayed),
         (status = 400, description = "Not a job id", body = ErrorBody),
@@ -283,6 +291,7 @@ async fn replay_job(State(admin): State<Admin>, Path(id): Path<String>) -> Resul
 
 /// Which dead deliveries to replay; every condition given must hold, none means all.
 #[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 struct ReplayRequest {
     /// The dead deliveries of this event.
     event: Option<EventId>,
@@ -311,7 +320,7 @@ impl ReplayRequest {
 
 /// Queues dead deliveries again, as `countersign replay --event/--sink/--since` does.
 #[utoipa::path(post, path = "/deliveries/replay", tag = "dead letters",
-    request_body(content = ReplayRequest, description = "Filter; an empty object replays every dead delivery"),
+    request_body(content = Option<ReplayRequest>, description = "Filter; an empty object (or no body) replays every dead delivery"),
     responses(
         (status = 200, description = "The deliveries queued again and the sinks enabled", body = Replayed),
         (status = 400, description = "A field is invalid; `field` names it", body = ErrorBody),
@@ -345,6 +354,7 @@ async fn list_sinks(State(admin): State<Admin>) -> Result<Json<Vec<SinkStatus>>,
 
 /// Why a sink is suspended.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 struct SuspendRequest {
     /// Kept with the suspension and shown to other operators.
     reason: Option<String>,
@@ -353,7 +363,7 @@ struct SuspendRequest {
 /// Suspends a sink on every replica until it is resumed.
 #[utoipa::path(post, path = "/sinks/{name}/suspend", tag = "sinks",
     params(("name" = String, Path, description = "The sink's name")),
-    request_body(content = SuspendRequest, description = "Optional; an empty body is fine"),
+    request_body(content = Option<SuspendRequest>, description = "Optional; an empty body is fine"),
     responses(
         (status = 200, description = "Suspended on every replica: its deliveries become dead letters until it is resumed", body = SinkStatus),
         (status = 400, description = "A field is invalid", body = ErrorBody),
