@@ -341,6 +341,13 @@ async fn reconcile(arg: &ConfigArg, since: &str, account: Option<&str>) -> anyho
     let mut found = 0;
     for account in targets {
         let started = crate::reconcile::listed_until(chrono::Utc::now(), settings.reconcile.grace);
+        anyhow::ensure!(
+            since < started,
+            "--since {} is within reconcile.grace ({}) of now: envelopes completed since then are Connect's to \
+             deliver; give an earlier time",
+            since.to_rfc3339(),
+            humantime_serde::re::humantime::format_duration(settings.reconcile.grace)
+        );
         println!(
             "account {account}: listing envelopes completed from {} to {} (later ones are Connect's to deliver: \
              reconcile.grace = {})",

@@ -8,7 +8,9 @@
 //! an envelope processed by the new rules finds the sinks they name. Work
 //! already running finishes with the settings it started with. A sink
 //! removed while deliveries to it are queued turns each of them into a dead
-//! letter that names it (see `deliver`), never a silent drop.
+//! letter that names it (see `deliver`), never a silent drop. After a
+//! reload the parked jobs are woken: what they waited on (a sink this
+//! replica did not know) may be there now.
 //!
 //! Settings that shape the process itself (the store, the listener,
 //! documents, DocuSign access, the queue, reconciliation, the admin token,
@@ -25,6 +27,7 @@ use crate::events::Planner;
 use crate::ingest::{ConnectAuth, KeyRing};
 use crate::live::Live;
 use crate::pipeline::ProcessEnvelope;
+use crate::store::Store;
 
 /// What a reload put in force.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -67,6 +70,7 @@ pub struct Reloader {
     deliver: Arc<Deliver>,
     process: Arc<ProcessEnvelope>,
     sink_tokens: Live<Vec<(String, Secret)>>,
+    store: Arc<dyn Store>,
     /// One reload at a time: two at once could interleave their swaps.
     running: Arc<tokio::sync::Mutex<()>>,
 }
@@ -78,8 +82,15 @@ impl std::fmt::Debug for Reloader {
 }
 
 impl Reloader {
-    pub fn new(settings: &Settings, keys: KeyRing, deliver: Arc<Deliver>, process: Arc<ProcessEnvelope>) -> Self {
+    pub fn new(
+        settings: &Settings,
+        keys: KeyRing,
+        deliver: Arc<Deliver>,
+        process: Arc<ProcessEnvelope>,
+        store: Arc<dyn Store>,
+    ) -> Self {
         Self {
+            store,
             settings: Live::new(settings.clone()),
             keys,
             deliver,
@@ -126,6 +137,11 @@ impl Reloader {
         self.keys.replace(auth);
         crate::metrics::register_sinks(&settings);
         self.settings.replace(settings);
+        // Parked jobs may have waited on exactly this (a sink not configured
+        // yet): let them look again now, on every replica.
+        if let Err(error) = self.store.wake_parked().await {
+            tracing::warn!(%error, "after the reload, parked jobs could not be woken; they recheck on their own");
+        }
         Ok(reloaded)
     }
 }

@@ -70,7 +70,7 @@ impl Service {
         let deliver = Arc::new(Deliver::from_settings(&settings)?);
         let circuits = deliver.circuits();
         let process = Arc::new(ProcessEnvelope::new(&settings, docusign.clone(), documents.clone())?);
-        let reloader = Reloader::new(&settings, keys.clone(), deliver.clone(), process.clone());
+        let reloader = Reloader::new(&settings, keys.clone(), deliver.clone(), process.clone(), store.clone());
         let mut handlers: Vec<Arc<dyn JobHandler>> = vec![process, deliver];
         if settings.reconcile.enabled && !settings.processes_completions() {
             tracing::warn!(

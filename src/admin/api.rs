@@ -243,7 +243,8 @@ async fn get_envelope(State(admin): State<Admin>, Path(id): Path<String>) -> Res
 #[utoipa::path(post, path = "/envelopes/{envelope_id}/reprocess", tag = "envelopes",
     params(("envelope_id" = String, Path, format = Uuid, description = "The DocuSign envelope id (a GUID)")),
     responses(
-        (status = 202, description = "Queued (or already waiting or running: it uses today's rules anyway)", body = EnvelopeReprocessed),
+        (status = 202, description = "Queued (`queued`, or `already_queued` when it was waiting anyway); `running` when it is \
+            running now with the rules it started with: ask again once it is done", body = EnvelopeReprocessed),
         (status = 400, description = "Not a GUID", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 404, description = "No notification ever queued this envelope for processing", body = ErrorBody),

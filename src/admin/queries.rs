@@ -179,7 +179,8 @@ pub async fn replay_job(admin: &Admin, id: JobId) -> Result<JobReplayed, AdminEr
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EnvelopeReprocessed {
     pub envelope_id: EnvelopeId,
-    /// `queued`, or `already_queued` when its processing was waiting or running anyway.
+    /// `queued`; `already_queued` when its processing was waiting anyway;
+    /// `running` when it is running now with the rules it started with.
     pub status: Reprocessing,
 }
 

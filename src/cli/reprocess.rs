@@ -33,6 +33,10 @@ pub(super) async fn reprocess(
         match queue(&*store, envelope, settings.queue.max_attempts).await? {
             Reprocessing::Queued => println!("queued {envelope}: it is processed again with today's rules"),
             Reprocessing::AlreadyQueued => println!("already queued {envelope}: it runs with today's rules anyway"),
+            Reprocessing::Running => println!(
+                "running {envelope}: it started with the rules in force then; reprocess it again once it is done \
+                 if they changed since"
+            ),
             Reprocessing::Unknown => {
                 println!("unknown {envelope}: no notification ever asked for it to be processed");
                 unknown += 1;

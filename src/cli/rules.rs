@@ -55,7 +55,12 @@ async fn from_store(
     id: &str,
 ) -> anyhow::Result<(ConnectNotification, Vec<DocumentRecord>, String)> {
     let envelope = EnvelopeId::parse(id).with_context(|| format!("{id:?} is not an envelope id (a GUID)"))?;
-    let store = store::open(settings.store.connection_url().expose(), 1).await?;
+    let url = settings.store.connection_url();
+    // The dry run reads a store; it never creates one (a mistyped path would).
+    if let Some(path) = url.expose().strip_prefix("sqlite://").map(|p| p.split('?').next().unwrap_or(p)) {
+        anyhow::ensure!(std::path::Path::new(path).exists(), "there is no store at {path} (store.url)");
+    }
+    let store = store::open(url.expose(), 1).await?;
     let notifications = store.enqueued_notifications(envelope).await?;
     let latest = notifications.into_iter().max_by_key(|n| n.received_at).with_context(|| {
         format!("envelope {envelope} is not in the store (no notification enqueued its processing)")

@@ -45,10 +45,18 @@ struct SinkRuntime {
     max_in_flight: usize,
 }
 
+/// A delivery for a sink this process never knew checks again after this.
+const MISSING_SINK_RECHECK: Duration = Duration::from_secs(900);
+
 /// The sinks and retry schedule in force; a reload replaces them whole.
 struct SinkSet {
     sinks: HashMap<String, SinkRuntime>,
+    /// Sinks a reload of this process removed (and none put back since):
+    /// their queued deliveries become dead letters.
+    removed: std::collections::HashSet<String>,
     schedule: Vec<Duration>,
+    /// The circuit settings the sinks' breakers were built with.
+    circuit: (Duration, Duration),
 }
 
 impl SinkSet {
@@ -59,15 +67,18 @@ impl SinkSet {
     fn build(settings: &Settings, previous: Option<&SinkSet>) -> anyhow::Result<Self> {
         let delivery = &settings.delivery;
         let default_slots = settings.queue.workers.div_ceil(2).max(1);
+        let circuit_settings = (delivery.suspend_after, delivery.probe_every);
         let mut sinks = HashMap::new();
         for sink in &settings.sinks {
             let timeout = sink.timeout.unwrap_or(delivery.timeout);
             let max_in_flight = sink.max_in_flight.unwrap_or(default_slots);
             let before = previous.and_then(|p| p.sinks.get(&sink.name));
-            let circuit = before.map_or_else(
-                || Arc::new(Circuit::new(delivery.suspend_after, delivery.probe_every)),
-                |b| b.circuit.clone(),
-            );
+            // A breaker is kept (with its state) while its settings are; new
+            // settings start a fresh one.
+            let circuit = match before {
+                Some(b) if previous.is_some_and(|p| p.circuit == circuit_settings) => b.circuit.clone(),
+                _ => Arc::new(Circuit::new(delivery.suspend_after, delivery.probe_every)),
+            };
             let slots = match before {
                 Some(b) if b.max_in_flight == max_in_flight => b.slots.clone(),
                 _ => Arc::new(Semaphore::new(max_in_flight)),
@@ -75,7 +86,18 @@ impl SinkSet {
             let runtime = SinkRuntime { sink: build_sink(sink, timeout)?, timeout, circuit, slots, max_in_flight };
             sinks.insert(sink.name.clone(), runtime);
         }
-        Ok(Self { sinks, schedule: delivery.schedule.iter().map(|w| w.0).collect() })
+        let mut removed = std::collections::HashSet::new();
+        if let Some(previous) = previous {
+            removed.extend(previous.removed.iter().cloned());
+            removed.extend(previous.sinks.keys().cloned());
+        }
+        removed.retain(|name| !sinks.contains_key(name));
+        Ok(Self {
+            sinks,
+            removed,
+            schedule: delivery.schedule.iter().map(|w| w.0).collect(),
+            circuit: circuit_settings,
+        })
     }
 
     fn circuits(&self) -> std::collections::BTreeMap<String, Arc<Circuit>> {
@@ -189,21 +211,29 @@ impl Deliver {
             attempts: job.attempts,
             last_error,
         };
-        let Some(sink) = sinks.sinks.get(&name) else {
-            // Removed from the configuration (a reload, or a restart) with
-            // deliveries still queued: kept, visible and replayable, never dropped.
-            let message = format!(
-                "sink {name:?} is no longer configured ([[sinks]]); add it again and run \
-                 `countersign replay --sink {name}` to send this delivery"
-            );
-            store.record_delivery(&update(DeliveryState::Dead, Some(message.clone()))).await?;
-            return Err(JobError::Fatal(message));
-        };
         let row = store.deliveries_for(event_id).await?.into_iter().find(|d| d.sink == name);
         if row.as_ref().is_some_and(|d| d.state == DeliveryState::Delivered) {
             // Enqueued again after its first job was pruned: nothing to send.
             return Ok(());
         }
+        let Some(sink) = sinks.sinks.get(&name) else {
+            if sinks.removed.contains(&name) {
+                // A reload here removed it with deliveries still queued:
+                // kept, visible and replayable, never dropped.
+                let message = format!(
+                    "sink {name:?} is no longer configured ([[sinks]]); add it again and run \
+                     `countersign replay --sink {name}` to send this delivery"
+                );
+                store.record_delivery(&update(DeliveryState::Dead, Some(message.clone()))).await?;
+                return Err(JobError::Fatal(message));
+            }
+            // Never known here: another replica may have it already (a
+            // rolling change), or this one will after its reload.
+            return Err(JobError::park(
+                format!("sink {name:?} is not configured on this replica ([[sinks]]); its delivery waits until it is"),
+                MISSING_SINK_RECHECK,
+            ));
+        };
         if let Some(disabled) = store.disabled_sinks().await?.into_iter().find(|s| s.sink == name) {
             let message = format!(
                 "sink {name:?} is disabled since {} ({}); replay its deliveries once it is fixed",

@@ -338,8 +338,9 @@ fn status_name(status: &str) -> Result<String, FormatError> {
 /// The account a legacy message is for. The `AccountId` custom field wins
 /// when it is a GUID (only the body is covered by the HMAC). Real messages
 /// put the short account number ("4197223") there, which no GUID can be made
-/// of; then the `X-DocuSign-AccountId` header (Connect sends it with HMAC),
-/// else the number's configured GUID, else the only configured account.
+/// of; then the `X-DocuSign-AccountId` header (Connect sends it with HMAC) or
+/// the number's configured GUID, which must agree when both are there; the
+/// configuration's only account stands in only where no number is mapped.
 fn account_id(fields: &[(String, String)], hints: &AccountHints) -> Result<AccountId, FormatError> {
     const FIELD: &str = "EnvelopeStatus/CustomFields/CustomField[AccountId]";
     let field = fields.iter().find(|(name, _)| name.trim() == "AccountId").map(|(_, value)| value.trim());
@@ -347,8 +348,22 @@ fn account_id(fields: &[(String, String)], hints: &AccountHints) -> Result<Accou
         return Ok(id);
     }
     let by_number = field.and_then(|number| hints.by_number.get(number)).copied();
-    if let Some(id) = hints.header.or(by_number).or(hints.only) {
-        return Ok(id);
+    match (hints.header, by_number) {
+        (Some(header), Some(mapped)) if header != mapped => {
+            return Err(invalid(
+                FIELD,
+                format!(
+                    "account number {} is account {mapped} in connect.accounts, but X-DocuSign-AccountId names {header}",
+                    clip(field.unwrap_or_default())
+                ),
+            ));
+        }
+        (Some(id), _) | (None, Some(id)) => return Ok(id),
+        (None, None) => {}
+    }
+    // With numbers mapped, an unmapped one is not silently the only account.
+    if let Some(only) = hints.only.filter(|_| hints.by_number.is_empty() || field.is_none()) {
+        return Ok(only);
     }
     let fix = "set account_number on that account's [[connect.accounts]] entry (or configure one account only)";
     match field {

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::ids::EnvelopeId;
 use crate::jobs::{JobPayload, ProcessEnvelopeJob};
-use crate::store::{EnvelopeQuery, EnvelopeStatus, Store, StoreResult};
+use crate::store::{EnvelopeQuery, EnvelopeStatus, JobState, Store, StoreResult};
 
 /// What asking to reprocess one envelope did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -19,8 +19,11 @@ use crate::store::{EnvelopeQuery, EnvelopeStatus, Store, StoreResult};
 pub enum Reprocessing {
     /// Its `process_envelope` job is waiting to run again.
     Queued,
-    /// Its job is already waiting or running: it will use today's rules anyway.
+    /// Its job is already waiting to run: it will use today's rules.
     AlreadyQueued,
+    /// Its job is running now, with the rules in force when it started;
+    /// ask again once it is done if the rules changed since.
+    Running,
     /// No notification ever enqueued processing for this envelope.
     Unknown,
 }
@@ -36,10 +39,18 @@ pub async fn reprocess(store: &dyn Store, envelope: EnvelopeId, max_attempts: u3
     let job =
         ProcessEnvelopeJob { notification_id: latest.new.id, account_id: latest.new.account_id, envelope_id: envelope }
             .job(max_attempts);
-    Ok(if store.rerun_job(&job).await? { Reprocessing::Queued } else { Reprocessing::AlreadyQueued })
+    if store.rerun_job(&job).await? {
+        return Ok(Reprocessing::Queued);
+    }
+    let running = store
+        .job_by_key(&job.kind, job.unique_key.as_deref().unwrap_or_default())
+        .await?
+        .is_some_and(|j| j.state == JobState::Running);
+    Ok(if running { Reprocessing::Running } else { Reprocessing::AlreadyQueued })
 }
 
-/// The flagged envelopes, those flagged at or after `since` when given.
+/// The flagged envelopes; with `since`, those whose record changed (was
+/// flagged, or named by a later notification) at or after it.
 pub async fn flagged(store: &dyn Store, since: Option<DateTime<Utc>>) -> StoreResult<Vec<EnvelopeId>> {
     const PAGE: u32 = 500;
     let mut found = Vec::new();

@@ -585,3 +585,52 @@ async fn schemathesis_finds_no_difference_between_the_admin_api_and_its_descript
     assert!(stdout.contains("Tested: 13"), "every operation was tested:\n{stdout}");
     app.shutdown().await;
 }
+
+/// The envelope page's Reprocess button: a form with the session's CSRF
+/// token; the envelope runs again and nothing is sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_page_reprocesses_an_envelope_only_with_its_csrf_token() {
+    use common::docusign::{countersign_with, options, sandbox, send_all, sender};
+    let sandbox = sandbox().await;
+    sandbox.sandbox.grant_consent(sandbox.sandbox.identity().user.user_id, &["signature", "impersonation"]);
+    let receiver = WebhookReceiver::spawn(&[SECRET]).await.unwrap();
+    let app = countersign_with(&sandbox, "", "", &format!("{}{}", admin(), webhook("hr", receiver.url()))).await;
+    let envelope = sandbox.sandbox.complete_envelopes(1).remove(0);
+    send_all(&sender(&app, &sandbox), std::slice::from_ref(&envelope), ConnectFormat::Json, &options(true, true)).await;
+    receiver.wait_for_delivered(1, WAIT).await.unwrap();
+    let id = envelope.envelope_id.to_string();
+    let key = || async { app.store.job_by_key("process_envelope", &id).await.unwrap().unwrap() };
+    eventually(WAIT, "the first run done", || async {
+        (key().await.state == countersign::store::JobState::Done).then_some(())
+    })
+    .await;
+
+    let mut browser = Browser::new(&app);
+    browser.log_in(TOKEN).await;
+    let path = format!("/admin/envelopes/{id}");
+    let (status, page) = browser.get(&path).await;
+    assert_eq!(status, 200);
+    assert!(page.contains(&format!("action=\"/admin/envelopes/{id}/reprocess\"")), "{page}");
+    let csrf = csrf_of(&page);
+    let action = format!("{path}/reprocess");
+    let forged = browser.post_form(&action, &[("csrf", "00ff")], Some(&app.base_url)).await;
+    assert_eq!(forged.status(), 400, "a wrong CSRF token is refused");
+    assert_eq!(key().await.attempts, 1, "nothing was queued");
+
+    let queued = browser.post_form(&action, &[("csrf", &csrf)], Some(&app.base_url)).await;
+    assert_eq!(queued.status(), StatusCode::SEE_OTHER);
+    assert_eq!(queued.headers()["location"], format!("{path}?reprocessing"));
+    let (_, page) = browser.get(&format!("{path}?reprocessing")).await;
+    assert!(page.contains("Queued for processing again"), "{page}");
+    eventually(WAIT, "the second run done", || async {
+        let job = key().await;
+        (job.state == countersign::store::JobState::Done && job.attempts == 2).then_some(())
+    })
+    .await;
+    let events = app.store.events_for(envelope.envelope_id).await.unwrap();
+    assert_eq!(events.len(), 1);
+    let deliveries = app.store.deliveries_for(events[0].id).await.unwrap();
+    assert_eq!(deliveries.len(), 1, "no second delivery");
+    assert_eq!(receiver.delivered().len(), 1, "nothing was sent twice");
+    app.shutdown().await;
+}

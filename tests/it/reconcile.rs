@@ -279,6 +279,16 @@ async fn reconcile_by_hand_backfills_from_a_time_and_shows_progress() {
     let bad = reconcile_by_hand(dir.path(), "yesterday");
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--since \"yesterday\""));
+    // Within the grace: said, rather than an empty listing.
+    let toml = std::fs::read_to_string(dir.path().join("c.toml")).unwrap().replace("grace = \"0s\"", "grace = \"15m\"");
+    std::fs::write(dir.path().join("c.toml"), toml).unwrap();
+    let recent = reconcile_by_hand(dir.path(), "10m");
+    assert!(!recent.status.success());
+    assert!(
+        String::from_utf8_lossy(&recent.stderr).contains("is within reconcile.grace (15m)"),
+        "{}",
+        String::from_utf8_lossy(&recent.stderr)
+    );
 }
 
 /// Reconciliation finds completed envelopes to process them: where the

@@ -242,3 +242,43 @@ async fn deliveries_queued_for_a_removed_sink_become_dead_letters_naming_it() {
     assert_eq!(at_b.iter().cloned().collect::<HashSet<_>>(), wanted);
     app.shutdown().await;
 }
+
+/// A sink this replica never knew (another replica, already reloaded,
+/// planned an event for it): the delivery waits parked, it is not dead;
+/// once this replica's configuration has the sink, the reload wakes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delivery_for_a_sink_this_replica_does_not_know_yet_waits_for_its_reload() {
+    use common::envelopes::{new_envelope_id, offer_letter, publish};
+    let sandbox = consented().await;
+    let (secret_a, secret_b) = (random_secret(), random_secret());
+    let receiver_a = WebhookReceiver::spawn(&[&secret_a]).await.unwrap();
+    let receiver_b = WebhookReceiver::spawn(&[&secret_b]).await.unwrap();
+    let a = Sink { name: "a", receiver: &receiver_a, secret: &secret_a };
+    let b = Sink { name: "b", receiver: &receiver_b, secret: &secret_b };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("countersign.toml");
+    let app =
+        TestApp::spawn_from_file(common::sqlite().await, &config(&sandbox, &[&a], &[("signed", &["a"])]), &path).await;
+
+    // The other replica's rules already send to b.
+    let newer = config(&sandbox, &[&a, &b], &[("signed", &["a", "b"])]);
+    let settings = countersign::config::Settings::from_toml(&newer).unwrap();
+    let planner = countersign::events::Planner::from_settings(&settings).unwrap();
+    let envelope = offer_letter(new_envelope_id());
+    let plan = publish(&*app.store, &planner, &envelope, &[], chrono::Utc::now()).await;
+    let event = plan.events[0].event.id;
+    receiver_a.wait_for_delivered(1, WAIT).await.unwrap();
+    let key = format!("{event}/b");
+    eventually(WAIT, "the delivery to b parked", || async {
+        let job = app.store.job_by_key("deliver", &key).await.unwrap()?;
+        (job.state == countersign::store::JobState::Parked).then_some(job)
+    })
+    .await;
+    assert!(app.store.dead_deliveries(&Default::default(), 10).await.unwrap().is_empty(), "nothing is dead");
+
+    rewrite(&path, &newer);
+    assert_eq!(reload(&app).await.0, 200);
+    let delivered = receiver_b.wait_for_delivered(1, WAIT).await.unwrap();
+    assert_eq!(subjects(&delivered), [envelope.envelope.envelope_id.to_string()]);
+    app.shutdown().await;
+}

@@ -141,7 +141,7 @@ async fn reprocess_after_a_rule_fix(db: TestStore) {
     let answer = client.post(url(&key)).bearer_auth("admin-token").send().await.unwrap();
     assert_eq!(answer.status(), 202);
     let body: serde_json::Value = answer.json().await.unwrap();
-    assert!(body["status"] == "queued" || body["status"] == "already_queued", "{body}");
+    assert_eq!(body["status"], "queued", "{body}");
     let answer = client.post(url(&unknown)).bearer_auth("admin-token").send().await.unwrap();
     assert_eq!(answer.status(), 404);
     let answer = client.post(url("nope")).bearer_auth("admin-token").send().await.unwrap();
@@ -250,5 +250,15 @@ async fn rules_test_reads_a_stored_envelope_and_calls_no_one() {
     let (code, _, stderr) = countersign_cli(dir.path(), &["rules", "test", &unknown, "--config", "c.toml"]).await;
     assert_eq!(code, 2);
     assert!(stderr.contains("is not in the store"), "{stderr}");
+    // A store that is not there is said, not created.
+    std::fs::write(
+        dir.path().join("typo.toml"),
+        format!("[store]\nurl = \"sqlite://{}/nope.db\"\n{RULES}", dir.path().display()),
+    )
+    .unwrap();
+    let (code, _, stderr) = countersign_cli(dir.path(), &["rules", "test", &id, "--config", "typo.toml"]).await;
+    assert_eq!(code, 2);
+    assert!(stderr.contains("there is no store at"), "{stderr}");
+    assert!(!dir.path().join("nope.db").exists());
     app.shutdown().await;
 }

@@ -129,8 +129,16 @@ fn account_id_falls_back_to_the_header_then_the_configured_accounts_then_fails()
     let only = AccountHints { only: Some(other), ..AccountHints::default() };
     assert_eq!(with(only.clone(), &body).unwrap(), other, "the only configured account");
     assert_eq!(with(only, &without_field).unwrap(), other);
-    let both = AccountHints { header: Some(other), by_number: [("5518204".to_string(), account())].into(), only: None };
-    assert_eq!(with(both, &body).unwrap(), other, "the header comes first");
+    let agreeing =
+        AccountHints { header: Some(account()), by_number: [("5518204".to_string(), account())].into(), only: None };
+    assert_eq!(with(agreeing, &body).unwrap(), account());
+    let disagreeing =
+        AccountHints { header: Some(other), by_number: [("5518204".to_string(), account())].into(), only: None };
+    let err = with(disagreeing, &body).unwrap_err().to_string();
+    assert!(err.contains("X-DocuSign-AccountId names"), "the header and the signed number disagree: {err}");
+    let unmapped =
+        AccountHints { by_number: [("1".to_string(), other)].into(), only: Some(other), ..AccountHints::default() };
+    assert!(with(unmapped, &body).is_err(), "an unmapped number is not taken for the only account");
 }
 
 fn with_status_and_offset(status: &str, offset: Option<&str>) -> String {
