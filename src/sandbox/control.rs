@@ -91,6 +91,13 @@ async fn openapi() -> Response {
 }
 
 /// Bad input in `field`: 400, with a message that starts with the field's name.
+/// A request that is well formed but needs a listener the sandbox was not
+/// started with: 409, since the same request succeeds on one started with
+/// `--connect-url`.
+fn no_listener(field: &str, message: &str) -> HttpError {
+    HttpError::new(StatusCode::CONFLICT, "no_listener", format!("{field}: {message}")).with_field(field)
+}
+
 fn invalid(field: &str, message: impl std::fmt::Display) -> HttpError {
     HttpError::new(StatusCode::BAD_REQUEST, "invalid_input", format!("{field}: {message}")).with_field(field)
 }
@@ -99,21 +106,38 @@ fn not_found(message: impl Into<String>) -> HttpError {
     HttpError::new(StatusCode::NOT_FOUND, "not_found", message)
 }
 
-/// A request body: a JSON object holding only known fields. An empty body
-/// counts as `{}`, so that a bare `curl -X POST` takes every default.
+/// A request body: a JSON object holding only known fields. No body (or
+/// `null`) counts as `{}`, so that a bare `curl -X POST` takes every default.
 struct Fields(Map<String, Value>);
 
 impl Fields {
     fn parse(body: &[u8], allowed: &[&str]) -> Result<Self, HttpError> {
-        if body.iter().all(u8::is_ascii_whitespace) {
+        if body.is_empty() {
             return Ok(Self(Map::new()));
         }
         let value: Value =
             serde_json::from_slice(body).map_err(|e| invalid("body", format_args!("is not valid JSON ({e})")))?;
-        let Value::Object(map) = value else { return Err(invalid("body", "must be a JSON object")) };
+        let map = match value {
+            Value::Object(map) => map,
+            // Where the description makes a body optional it allows `null`: the same as none.
+            Value::Null => Map::new(),
+            _ => return Err(invalid("body", "must be a JSON object")),
+        };
         if let Some(key) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
             return Err(invalid(key, format_args!("unknown field; expected one of {}", allowed.join(", "))));
         }
+        // JSON Schema counts 41.0 as an integer; so does this API.
+        let map = map
+            .into_iter()
+            .map(|(key, value)| match value.as_f64() {
+                Some(number)
+                    if !value.is_i64() && !value.is_u64() && number.fract() == 0.0 && number.abs() < 9.0e15 =>
+                {
+                    (key, Value::from(number as i64))
+                }
+                _ => (key, value),
+            })
+            .collect();
         Ok(Self(map))
     }
 
@@ -189,8 +213,10 @@ async fn identity(State(sandbox): State<Sandbox>) -> Json<IdentityAnswer> {
 /// Whose consent, and to what. An empty body is fine.
 #[derive(Debug, Default, ToSchema)]
 #[allow(dead_code, reason = "describes the body, which is read field by field")]
+#[serde(deny_unknown_fields)]
 struct ConsentRequest {
     /// The user (a GUID); the sandbox's own user when left out.
+    #[schema(format = Uuid)]
     user_id: Option<String>,
     /// Scopes to grant; `signature` and `impersonation` (what the JWT Grant needs) when left out.
     /// Revoking takes every scope away and ignores this.
@@ -215,7 +241,7 @@ impl ConsentRequest {
 
 /// Grants the integration key consent, as a user allowing access on DocuSign's consent page would.
 #[utoipa::path(post, path = "/control/consent", tag = "identity",
-    request_body(content = ConsentRequest, description = "Optional; by default the sandbox's user consents to `signature impersonation`"),
+    request_body(content = Option<ConsentRequest>, description = "Optional; by default the sandbox's user consents to `signature impersonation`"),
     responses(
         (status = 204, description = "Granted; tokens can be issued for the user from now on"),
         (status = 400, description = "A field is invalid; `field` names it", body = ErrorBody),
@@ -229,7 +255,7 @@ async fn grant(State(sandbox): State<Sandbox>, body: Bytes) -> Result<StatusCode
 
 /// Takes the user's consent away; tokens already issued keep working until they expire, as at DocuSign.
 #[utoipa::path(delete, path = "/control/consent", tag = "identity",
-    request_body(content = ConsentRequest, description = "Optional; by default the sandbox's user"),
+    request_body(content = Option<ConsentRequest>, description = "Optional; by default the sandbox's user"),
     responses(
         (status = 204, description = "Revoked; the token endpoint answers `consent_required` for the user"),
         (status = 400, description = "A field is invalid; `field` names it", body = ErrorBody),
@@ -245,16 +271,29 @@ const MAX_COMPLETE: usize = 100_000;
 /// The most envelopes one `POST /control/connect` completes and announces (each is posted in turn).
 const MAX_NOTIFY: usize = 10_000;
 
+/// The generator's scenarios, for the description (the body is read as text
+/// and checked against `envelopes::scenario_names`, which a unit test pins).
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code, reason = "describes a field, which is read as text")]
+enum ScenarioName {
+    Onboarding,
+    Nda,
+    Equipment,
+}
+
 /// Which envelopes to complete. An empty body completes one.
 #[derive(Debug, ToSchema)]
 #[allow(dead_code, reason = "describes the body, which is read field by field")]
+#[serde(deny_unknown_fields)]
 struct CompleteRequest {
     /// How many, 0 to 100000; 1 when left out.
     #[schema(example = 2)]
+    #[schema(minimum = 0, maximum = 100000)]
     count: Option<usize>,
     /// Only envelopes of this kind: `onboarding` (offer letter and forms), `nda` (mutual NDA) or
     /// `equipment` (an equipment request). A seeded mix of all three when left out.
-    #[schema(example = "equipment")]
+    #[schema(value_type = Option<ScenarioName>, example = "equipment")]
     scenario: Option<String>,
     /// Whether to announce each envelope with an `envelope-completed` notification (JSON, signed)
     /// to the listener the sandbox was started with (`--connect-url`). Defaults to true when there
@@ -288,18 +327,19 @@ fn complete_from(sandbox: &Sandbox, fields: &Fields, min: usize, max: usize) -> 
 
 /// Completes new envelopes now, and announces them to the `--connect-url` listener if there is one.
 #[utoipa::path(post, path = "/control/envelopes", tag = "envelopes",
-    request_body(content = CompleteRequest, description = "Optional; by default one envelope of any scenario"),
+    request_body(content = Option<CompleteRequest>, description = "Optional; by default one envelope of any scenario"),
     responses(
         (status = 200, description = "Completed (and announced, when `deliveries` is present; a failed delivery \
             is reported there, not as an error status)", body = Completed),
         (status = 400, description = "A field is invalid; `field` names it", body = ErrorBody),
+        (status = 409, description = "`notify` is true but the sandbox has no `--connect-url`", body = ErrorBody),
     ))]
 async fn complete_envelopes(State(sandbox): State<Sandbox>, body: Bytes) -> Result<Json<Completed>, HttpError> {
     let fields = Fields::parse(&body, &["count", "scenario", "notify"])?;
     let default_url = sandbox.connect_url();
     let url = match (fields.get::<bool>("notify", "true or false")?, default_url) {
         (Some(true), None) => {
-            return Err(invalid(
+            return Err(no_listener(
                 "notify",
                 "the sandbox has no Connect listener: start it with --connect-url, or use POST /control/connect \
                  with a url",
@@ -324,7 +364,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 /// SHA-256 of every document the REST API serves for the envelope, so a
 /// test can check that what countersign stored is what DocuSign sent.
 #[utoipa::path(get, path = "/control/envelopes/{envelope}/checksums", tag = "envelopes",
-    params(("envelope" = String, Path, description = "The id of an envelope the sandbox completed")),
+    params(("envelope" = String, Path, format = Uuid, description = "The id of an envelope the sandbox completed")),
     responses(
         (status = 200, description = "Lowercase hex SHA-256 per document id, plus `certificate` and `combined` \
             (the combined PDF with the certificate)", body = BTreeMap<String, String>),
@@ -349,16 +389,21 @@ async fn checksums(
 
 /// The fault knobs of one REST route. Every knob left out is off.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 struct FaultKnobs {
     /// Milliseconds to wait before answering.
     latency_ms: u64,
     /// Share of requests (0 to 1) answered with `error_status` and a DocuSign-style error body.
+    #[schema(minimum = 0.0, maximum = 1.0)]
     error_rate: f64,
     /// The status of those answers: a 5xx, 503 when left out.
+    #[schema(minimum = 500, maximum = 599)]
     error_status: Option<u16>,
     /// Share of answers (0 to 1) whose body stops halfway, though `Content-Length` promised all of it.
+    #[schema(minimum = 0.0, maximum = 1.0)]
     truncate_rate: f64,
     /// Share of requests (0 to 1) whose connection is dropped without an answer.
+    #[schema(minimum = 0.0, maximum = 1.0)]
     reset_rate: f64,
 }
 
@@ -418,7 +463,7 @@ async fn clear_faults(State(sandbox): State<Sandbox>) -> StatusCode {
 /// Sets the knobs of one REST route, replacing what it had.
 #[utoipa::path(put, path = "/control/faults/{route}", tag = "faults",
     params(("route" = String, Path, description = "A route name, as listed by `GET /control/faults`")),
-    request_body(content = FaultKnobs, description = "The knobs; an empty object turns the route's faults off"),
+    request_body(content = Option<FaultKnobs>, description = "The knobs; an empty object (or no body) turns the route's faults off"),
     responses(
         (status = 204, description = "In force from the next request"),
         (status = 400, description = "A knob is invalid; `field` names it", body = ErrorBody),
@@ -447,8 +492,10 @@ async fn expire_tokens(State(sandbox): State<Sandbox>) -> StatusCode {
 /// How long tokens issued from now on live.
 #[derive(Debug, ToSchema)]
 #[allow(dead_code, reason = "describes the body, which is read field by field")]
+#[serde(deny_unknown_fields)]
 struct Lifetime {
-    /// The `expires_in` of new tokens, in seconds (DocuSign's is 3600).
+    /// The `expires_in` of new tokens, in seconds (DocuSign's is 3600), 1 to 86400.
+    #[schema(minimum = 1, maximum = 86400)]
     seconds: u64,
 }
 
@@ -461,6 +508,9 @@ struct Lifetime {
     ))]
 async fn token_lifetime(State(sandbox): State<Sandbox>, body: Bytes) -> Result<StatusCode, HttpError> {
     let seconds = Fields::parse(&body, &["seconds"])?.require::<u64>("seconds", "a whole number of seconds")?;
+    if !(1..=86_400).contains(&seconds) {
+        return Err(invalid("seconds", "must be between 1 and 86400"));
+    }
     sandbox.set_token_lifetime(Duration::from_secs(seconds));
     Ok(StatusCode::NO_CONTENT)
 }
@@ -468,10 +518,13 @@ async fn token_lifetime(State(sandbox): State<Sandbox>, body: Bytes) -> Result<S
 /// The account's REST request allowances.
 #[derive(Debug, ToSchema)]
 #[allow(dead_code, reason = "describes the body, which is read field by field")]
+#[serde(deny_unknown_fields)]
 struct Limits {
-    /// Requests per clock hour (DocuSign's default: 3000).
+    /// Requests per clock hour (DocuSign's default: 3000), up to a billion.
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     hourly: u32,
-    /// Requests per burst window (200 on demo accounts).
+    /// Requests per burst window (200 on demo accounts), up to a billion.
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     burst: u32,
 }
 
@@ -486,6 +539,11 @@ async fn rate_limits(State(sandbox): State<Sandbox>, body: Bytes) -> Result<Stat
     let fields = Fields::parse(&body, &["hourly", "burst"])?;
     let hourly = fields.require::<u32>("hourly", "a whole number of requests")?;
     let burst = fields.require::<u32>("burst", "a whole number of requests")?;
+    for (name, value) in [("hourly", hourly), ("burst", burst)] {
+        if value > 1_000_000_000 {
+            return Err(invalid(name, "must be at most 1000000000"));
+        }
+    }
     sandbox.set_rate_limits(hourly, burst);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -520,6 +578,7 @@ impl From<Format> for ConnectFormat {
 /// announces it in JSON to the `--connect-url` listener.
 #[derive(Debug, ToSchema)]
 #[allow(dead_code, reason = "describes the body, which is read field by field")]
+#[serde(deny_unknown_fields)]
 struct ConnectRequest {
     /// The listener, e.g. `http://127.0.0.1:8080/docusign/connect` for a local `countersign serve`.
     /// The sandbox's `--connect-url` when left out; required when it was started without one.
@@ -527,13 +586,15 @@ struct ConnectRequest {
     url: Option<String>,
     /// Envelopes the sandbox completed earlier, to announce (again: Connect delivers at least once).
     /// When left out or empty, `count` new envelopes are completed and announced.
+    #[schema(value_type = Option<Vec<uuid::Uuid>>)]
     envelope_ids: Option<Vec<String>>,
     /// How many new envelopes to complete and announce, 1 to 10000; 1 when left out. Not with `envelope_ids`.
     #[schema(example = 2)]
+    #[schema(minimum = 1, maximum = 10000)]
     count: Option<usize>,
     /// The kind of the new envelopes: `onboarding`, `nda` or `equipment`; a seeded mix when left
     /// out. Not with `envelope_ids`.
-    #[schema(example = "onboarding")]
+    #[schema(value_type = Option<ScenarioName>, example = "onboarding")]
     scenario: Option<String>,
     /// The message format; `json` when left out.
     format: Option<Format>,
@@ -549,6 +610,7 @@ struct ConnectRequest {
     /// Legacy XML always carries the envelope.
     include_summary: Option<bool>,
     /// How often a failed delivery (no 2xx within 100 s) is tried again, one second apart, 0 to 10; 3 when left out.
+    #[schema(minimum = 0, maximum = 10)]
     retries: Option<u32>,
 }
 
@@ -625,11 +687,12 @@ async fn announce(
 /// Plays Connect: completes envelopes (or takes ones completed earlier) and
 /// posts their notifications to a listener, signed with the sandbox's HMAC key.
 #[utoipa::path(post, path = "/control/connect", tag = "connect",
-    request_body(content = ConnectRequest, description = "Optional when the sandbox has a `--connect-url`"),
+    request_body(content = Option<ConnectRequest>, description = "Optional when the sandbox has a `--connect-url`"),
     responses(
         (status = 200, description = "Every notification was posted; whether each was delivered is in its report \
             (a listener that refuses is not an error of this call)", body = Notified),
-        (status = 400, description = "A field is invalid, or no listener is known; `field` names it", body = ErrorBody),
+        (status = 400, description = "A field is invalid; `field` names it", body = ErrorBody),
+        (status = 409, description = "No `url` given and the sandbox has no `--connect-url`", body = ErrorBody),
         (status = 404, description = "An envelope in `envelope_ids` is not the sandbox's", body = ErrorBody),
     ))]
 async fn send_connect(State(sandbox): State<Sandbox>, body: Bytes) -> Result<Json<Notified>, HttpError> {
@@ -650,7 +713,7 @@ async fn send_connect(State(sandbox): State<Sandbox>, body: Bytes) -> Result<Jso
     let url = match fields.get::<String>("url", "the listener's URL")? {
         Some(text) => listener_url("url", &text)?,
         None => sandbox.connect_url().ok_or_else(|| {
-            invalid("url", "is required: the sandbox was started without --connect-url, so it knows no listener")
+            no_listener("url", "is required: the sandbox was started without --connect-url, so it knows no listener")
         })?,
     };
     let format = fields.get::<Format>("format", "\"json\" or \"xml\"")?.unwrap_or(Format::Json);
