@@ -46,7 +46,7 @@ async fn jetstream() -> async_nats::jetstream::Context {
 
 async fn rabbitmq() -> lapin::Channel {
     let url = amqp_url();
-    match lapin::Connection::connect(&url, lapin::ConnectionProperties::default()).await {
+    match common::servers::amqp_connect(&url).await {
         Ok(connection) => connection.create_channel().await.unwrap(),
         Err(error) => panic!(
             "RabbitMQ is not reachable at AMQP_URL (default 127.0.0.1:5672 as guest) ({error}). Start it with \

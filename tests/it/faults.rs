@@ -251,7 +251,7 @@ async fn rabbitmq_restarted_mid_run_gets_every_event_once_it_is_back() {
 
     let mut rabbitmq = PrivateRabbitMq::start().await;
     let declare = |url: String| async move {
-        let connection = lapin::Connection::connect(&url, lapin::ConnectionProperties::default()).await.unwrap();
+        let connection = common::servers::amqp_connect(&url).await.unwrap();
         let channel = connection.create_channel().await.unwrap();
         let durable = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
         channel

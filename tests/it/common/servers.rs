@@ -195,8 +195,9 @@ impl PrivateRabbitMq {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start rabbitmq-server ({e}); install rabbitmq-server"));
         self.child = Some(child);
-        for _ in 0..300 {
-            if lapin::Connection::connect(&self.url(), lapin::ConnectionProperties::default()).await.is_ok() {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while tokio::time::Instant::now() < deadline {
+            if amqp_connect(&self.url()).await.is_ok() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -220,5 +221,21 @@ impl PrivateRabbitMq {
 impl Drop for PrivateRabbitMq {
     fn drop(&mut self) {
         self.crash();
+    }
+}
+
+/// An AMQP connection, or why not within 5 s. lapin's connect has no
+/// deadline of its own: once a connection to a node that was still booting
+/// waited for the handshake forever and hung a test for good.
+pub async fn amqp_connect(url: &str) -> Result<lapin::Connection, String> {
+    match tokio::time::timeout(
+        Duration::from_secs(5),
+        lapin::Connection::connect(url, lapin::ConnectionProperties::default()),
+    )
+    .await
+    {
+        Ok(Ok(connection)) => Ok(connection),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err("no AMQP handshake within 5 s".into()),
     }
 }
