@@ -84,11 +84,24 @@ impl ServeProcess {
         self.finish()
     }
 
-    /// SIGTERM and the exit status; returns the logs.
+    /// SIGTERM and the exit status; returns the logs. A process still
+    /// running a minute later fails the test (and is killed) rather than
+    /// hanging it.
     pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
         let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
         assert!(status.success());
-        let exit = self.child.wait().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let exit = loop {
+            if let Some(exit) = self.child.try_wait().unwrap() {
+                break exit;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("countersign serve did not exit within 60 s of SIGTERM:\n{}", self.finish());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
         (exit, self.finish())
     }
 
