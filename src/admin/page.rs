@@ -195,6 +195,26 @@ async fn envelope(
     }
 }
 
+/// A page form's post: a session, this origin and the session's CSRF token.
+/// The CSRF token for the answer's page, or the answer that refuses it.
+fn checked_form(
+    admin: &Admin,
+    uri: &Uri,
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+    action: &str,
+) -> Result<String, Response> {
+    let Some(session) = session(admin, headers) else { return Err(to_login()) };
+    let csrf = auth::csrf_token(&admin.inner.token, &session);
+    let given = form.get("csrf").map(String::as_str).unwrap_or("");
+    if !same_origin(headers, uri) || !auth::csrf_valid(&admin.inner.token, &session, given) {
+        tracing::warn!(action, "admin page: form refused, its CSRF token or origin is wrong");
+        let error = AdminError::invalid("csrf", "the form is stale or came from another site; reload the page");
+        return Err(error_page(&error, &csrf));
+    }
+    Ok(csrf)
+}
+
 async fn reprocess(
     State(admin): State<Admin>,
     uri: Uri,
@@ -202,14 +222,10 @@ async fn reprocess(
     Path(id): Path<String>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    let Some(session) = session(&admin, &headers) else { return to_login() };
-    let csrf = auth::csrf_token(&admin.inner.token, &session);
-    let given = form.get("csrf").map(String::as_str).unwrap_or("");
-    if !same_origin(&headers, &uri) || !auth::csrf_valid(&admin.inner.token, &session, given) {
-        tracing::warn!("admin page: reprocess refused, the form's CSRF token or origin is wrong");
-        let error = AdminError::invalid("csrf", "the form is stale or came from another site; reload the page");
-        return error_page(&error, &csrf);
-    }
+    let csrf = match checked_form(&admin, &uri, &headers, &form, "reprocess") {
+        Ok(csrf) => csrf,
+        Err(refused) => return refused,
+    };
     let Ok(id) = EnvelopeId::parse(&id) else {
         return error_page(&AdminError::invalid("envelope_id", "is not a GUID"), &csrf);
     };
@@ -242,14 +258,10 @@ async fn replay(
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    let Some(session) = session(&admin, &headers) else { return to_login() };
-    let csrf = auth::csrf_token(&admin.inner.token, &session);
-    let given = form.get("csrf").map(String::as_str).unwrap_or("");
-    if !same_origin(&headers, &uri) || !auth::csrf_valid(&admin.inner.token, &session, given) {
-        tracing::warn!("admin page: replay refused, the form's CSRF token or origin is wrong");
-        let error = AdminError::invalid("csrf", "the form is stale or came from another site; reload the page");
-        return error_page(&error, &csrf);
-    }
+    let csrf = match checked_form(&admin, &uri, &headers, &form, "replay") {
+        Ok(csrf) => csrf,
+        Err(refused) => return refused,
+    };
     let Some(id) = form.get("job").and_then(|id| JobId::parse(id).ok()) else {
         return error_page(&AdminError::invalid("job", "is not a job id"), &csrf);
     };

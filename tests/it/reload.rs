@@ -19,14 +19,20 @@ use serde_json::Value;
 const WAIT: Duration = Duration::from_secs(60);
 const TOKEN: &str = "reload-admin-token-0123456789";
 
-struct Sink<'a> {
-    name: &'a str,
-    receiver: &'a WebhookReceiver,
-    secret: &'a str,
+/// A webhook sink and the verifying receiver behind it.
+struct Sink {
+    name: &'static str,
+    receiver: WebhookReceiver,
+    secret: String,
+}
+
+async fn sink(name: &'static str) -> Sink {
+    let secret = random_secret();
+    Sink { name, receiver: WebhookReceiver::spawn(&[&secret]).await.unwrap(), secret }
 }
 
 /// The configuration: `sinks`, and per rule its name and the sinks it names.
-fn config(sandbox: &RunningSandbox, sinks: &[&Sink<'_>], rules: &[(&str, &[&str])]) -> String {
+fn config(sandbox: &RunningSandbox, sinks: &[&Sink], rules: &[(&str, &[&str])]) -> String {
     let mut toml = format!(
         "{}{}[admin]\ntoken = \"{TOKEN}\"\n[queue]\nworkers = 4\nbackoff_base = \"100ms\"\nbackoff_cap = \"1s\"\n\
          [reconcile]\nenabled = false\n[delivery]\nschedule = [\"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\"]\n",
@@ -89,11 +95,7 @@ async fn consented() -> RunningSandbox {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rules_and_sinks_reload_under_traffic_and_nothing_is_lost() {
     let sandbox = consented().await;
-    let (secret_a, secret_b) = (random_secret(), random_secret());
-    let receiver_a = WebhookReceiver::spawn(&[&secret_a]).await.unwrap();
-    let receiver_b = WebhookReceiver::spawn(&[&secret_b]).await.unwrap();
-    let a = Sink { name: "a", receiver: &receiver_a, secret: &secret_a };
-    let b = Sink { name: "b", receiver: &receiver_b, secret: &secret_b };
+    let (a, b) = (sink("a").await, sink("b").await);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("countersign.toml");
     let app =
@@ -120,7 +122,7 @@ async fn rules_and_sinks_reload_under_traffic_and_nothing_is_lost() {
         })
     };
     eventually(WAIT, "some envelopes processed under the first configuration", || async {
-        (receiver_a.delivered().len() >= 4).then_some(())
+        (a.receiver.delivered().len() >= 4).then_some(())
     })
     .await;
     rewrite(&path, &config(&sandbox, &[&a, &b], &[("signed", &["a"]), ("copied", &["b"])]));
@@ -157,8 +159,8 @@ async fn rules_and_sinks_reload_under_traffic_and_nothing_is_lost() {
     for id in &sent_after_reload {
         assert!(copied.contains(id), "{id} was sent after the reload answered, so the new rules processed it");
     }
-    let at_a = subjects(&receiver_a.wait_for_delivered(envelopes.len(), WAIT).await.unwrap());
-    let at_b = subjects(&receiver_b.wait_for_delivered(copied.len(), WAIT).await.unwrap());
+    let at_a = subjects(&a.receiver.wait_for_delivered(envelopes.len(), WAIT).await.unwrap());
+    let at_b = subjects(&b.receiver.wait_for_delivered(copied.len(), WAIT).await.unwrap());
     assert_eq!(at_a.len(), envelopes.len(), "each envelope's event once at a");
     assert_eq!(at_a.iter().collect::<HashSet<_>>().len(), envelopes.len());
     assert_eq!(at_b.len(), copied.len(), "each new event once at b");
@@ -174,7 +176,7 @@ async fn rules_and_sinks_reload_under_traffic_and_nothing_is_lost() {
     let report = connect(&app, &sandbox).send(&more[0], ConnectFormat::Json, &options(true, true)).await;
     assert!(report.delivered);
     let subject = more[0].envelope_id.to_string();
-    for receiver in [&receiver_a, &receiver_b] {
+    for receiver in [&a.receiver, &b.receiver] {
         eventually(WAIT, "the event under the rules still in force", || async {
             subjects(&receiver.delivered()).contains(&subject).then_some(())
         })
@@ -186,14 +188,10 @@ async fn rules_and_sinks_reload_under_traffic_and_nothing_is_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn deliveries_queued_for_a_removed_sink_become_dead_letters_naming_it() {
     let sandbox = consented().await;
-    let (secret_a, secret_b) = (random_secret(), random_secret());
-    let receiver_a = WebhookReceiver::spawn(&[&secret_a]).await.unwrap();
-    let receiver_b = WebhookReceiver::spawn(&[&secret_b]).await.unwrap();
+    let (a, b) = (sink("a").await, sink("b").await);
     // Sink b is down and asks for a pause: its deliveries wait about 2 s
     // between attempts, and outlast the reload by far (11 attempts).
-    receiver_b.set_default_reply(Reply::status(503).retry_after(2));
-    let a = Sink { name: "a", receiver: &receiver_a, secret: &secret_a };
-    let b = Sink { name: "b", receiver: &receiver_b, secret: &secret_b };
+    b.receiver.set_default_reply(Reply::status(503).retry_after(2));
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("countersign.toml");
     let both = config(&sandbox, &[&a, &b], &[("signed", &["a", "b"])]);
@@ -203,9 +201,9 @@ async fn deliveries_queued_for_a_removed_sink_become_dead_letters_naming_it() {
     for envelope in &envelopes {
         assert!(sender.send(envelope, ConnectFormat::Json, &options(true, true)).await.delivered);
     }
-    receiver_a.wait_for_delivered(envelopes.len(), WAIT).await.unwrap();
+    a.receiver.wait_for_delivered(envelopes.len(), WAIT).await.unwrap();
     eventually(WAIT, "sink b refused every delivery at least once", || async {
-        (receiver_b.requests().len() >= envelopes.len()).then_some(())
+        (b.receiver.requests().len() >= envelopes.len()).then_some(())
     })
     .await;
 
@@ -226,7 +224,7 @@ async fn deliveries_queued_for_a_removed_sink_become_dead_letters_naming_it() {
     }
 
     // Sink b back and up: replaying its deliveries sends each one once.
-    receiver_b.set_default_reply(Reply::OK);
+    b.receiver.set_default_reply(Reply::OK);
     rewrite(&path, &both);
     assert_eq!(reload(&app).await.0, 200);
     let replayed = reqwest::Client::new()
@@ -237,7 +235,7 @@ async fn deliveries_queued_for_a_removed_sink_become_dead_letters_naming_it() {
         .await
         .unwrap();
     assert_eq!(replayed.status(), 200);
-    let at_b = subjects(&receiver_b.wait_for_delivered(envelopes.len(), WAIT).await.unwrap());
+    let at_b = subjects(&b.receiver.wait_for_delivered(envelopes.len(), WAIT).await.unwrap());
     let wanted: HashSet<String> = envelopes.iter().map(|e| e.envelope_id.to_string()).collect();
     assert_eq!(at_b.iter().cloned().collect::<HashSet<_>>(), wanted);
     app.shutdown().await;
@@ -250,11 +248,7 @@ async fn deliveries_queued_for_a_removed_sink_become_dead_letters_naming_it() {
 async fn a_delivery_for_a_sink_this_replica_does_not_know_yet_waits_for_its_reload() {
     use common::envelopes::{new_envelope_id, offer_letter, publish};
     let sandbox = consented().await;
-    let (secret_a, secret_b) = (random_secret(), random_secret());
-    let receiver_a = WebhookReceiver::spawn(&[&secret_a]).await.unwrap();
-    let receiver_b = WebhookReceiver::spawn(&[&secret_b]).await.unwrap();
-    let a = Sink { name: "a", receiver: &receiver_a, secret: &secret_a };
-    let b = Sink { name: "b", receiver: &receiver_b, secret: &secret_b };
+    let (a, b) = (sink("a").await, sink("b").await);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("countersign.toml");
     let app =
@@ -267,7 +261,7 @@ async fn a_delivery_for_a_sink_this_replica_does_not_know_yet_waits_for_its_relo
     let envelope = offer_letter(new_envelope_id());
     let plan = publish(&*app.store, &planner, &envelope, &[], chrono::Utc::now()).await;
     let event = plan.events[0].event.id;
-    receiver_a.wait_for_delivered(1, WAIT).await.unwrap();
+    a.receiver.wait_for_delivered(1, WAIT).await.unwrap();
     let key = format!("{event}/b");
     eventually(WAIT, "the delivery to b parked", || async {
         let job = app.store.job_by_key("deliver", &key).await.unwrap()?;
@@ -278,7 +272,7 @@ async fn a_delivery_for_a_sink_this_replica_does_not_know_yet_waits_for_its_relo
 
     rewrite(&path, &newer);
     assert_eq!(reload(&app).await.0, 200);
-    let delivered = receiver_b.wait_for_delivered(1, WAIT).await.unwrap();
+    let delivered = b.receiver.wait_for_delivered(1, WAIT).await.unwrap();
     assert_eq!(subjects(&delivered), [envelope.envelope.envelope_id.to_string()]);
     app.shutdown().await;
 }

@@ -1,5 +1,7 @@
 //! The DocuSign sandbox behaves as `docs/DOCUSIGN.md` says DocuSign does.
 
+use crate::common;
+
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -841,31 +843,9 @@ async fn the_sandbox_command_announces_envelopes_to_its_connect_url() {
 /// checks are `the_control_api_describes_every_route_it_serves`'s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_difference_between_the_control_api_and_its_description() {
-    let version = std::process::Command::new("schemathesis").arg("--version").output();
-    assert!(
-        version.is_ok_and(|out| out.status.success()),
-        "schemathesis is not installed: python3 -m pip install 'schemathesis>=4,<5' (scripts/test.sh does)"
-    );
     let running = start().await;
     running.sandbox.complete_envelopes(3);
     let url = format!("{}/control/openapi.json", running.base_url());
-    let dir = tempfile::tempdir().unwrap();
-    let cwd = dir.path().to_path_buf();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("schemathesis")
-            .args(["run", &url, "--checks", "all", "--seed", "20261203", "--max-examples", "30"])
-            .args(["--exclude-path", "/control/connect"])
-            .current_dir(cwd)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "schemathesis found differences:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = common::schemathesis(&url, &["--max-examples", "30", "--exclude-path", "/control/connect"]).await;
     assert!(stdout.contains("Tested: 12"), "every other operation was tested:\n{stdout}");
 }

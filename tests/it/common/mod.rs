@@ -213,3 +213,26 @@ impl Drop for TestApp {
         }
     }
 }
+
+/// Runs schemathesis (PyPI; scripts/test.sh installs it) against the OpenAPI
+/// description at `url` with every check, a fixed seed (the same requests on
+/// every run, so CI repeats itself) and `args`; fails the test on any
+/// difference and returns its report.
+pub async fn schemathesis(url: &str, args: &[&str]) -> String {
+    let version = std::process::Command::new("schemathesis").arg("--version").output();
+    assert!(
+        version.is_ok_and(|out| out.status.success()),
+        "schemathesis is not installed: python3 -m pip install 'schemathesis>=4,<5' (scripts/test.sh does)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = std::process::Command::new("schemathesis");
+    command.args(["run", url, "--checks", "all", "--seed", "20261203"]).args(args).current_dir(dir.path());
+    let out = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "schemathesis found differences:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
