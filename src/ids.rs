@@ -140,6 +140,10 @@ local_id!(
     NotificationId
 );
 local_id!(
+    /// An agreement an IT system asked countersign to send.
+    AgreementId
+);
+local_id!(
     /// A provisioning event; deterministic per (envelope, rule), so a rerun plans the same ids.
     EventId
 );

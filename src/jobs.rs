@@ -8,7 +8,7 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{AccountId, EnvelopeId, EventId, NotificationId};
+use crate::ids::{AccountId, AgreementId, EnvelopeId, EventId, NotificationId};
 use chrono::{DateTime, Utc};
 
 /// The kinds of job, as stored in `jobs.kind`.
@@ -20,10 +20,23 @@ pub enum JobKind {
     Deliver,
     /// One reconciliation pass over one account's completed envelopes.
     ReconcileAccount,
+    /// Creates an agreement's envelope in DocuSign, exactly once.
+    SendAgreement,
+    /// Voids an agreement's envelope.
+    VoidAgreement,
+    /// Applies one Connect notification to the agreement its envelope belongs to.
+    AgreementLifecycle,
 }
 
 impl JobKind {
-    pub const ALL: [Self; 3] = [Self::ProcessEnvelope, Self::Deliver, Self::ReconcileAccount];
+    pub const ALL: [Self; 6] = [
+        Self::ProcessEnvelope,
+        Self::Deliver,
+        Self::ReconcileAccount,
+        Self::SendAgreement,
+        Self::VoidAgreement,
+        Self::AgreementLifecycle,
+    ];
 
     /// The name stored in `jobs.kind` (and shown by the admin API and CLI).
     pub const fn as_str(self) -> &'static str {
@@ -31,6 +44,9 @@ impl JobKind {
             Self::ProcessEnvelope => "process_envelope",
             Self::Deliver => "deliver",
             Self::ReconcileAccount => "reconcile_account",
+            Self::SendAgreement => "send_agreement",
+            Self::VoidAgreement => "void_agreement",
+            Self::AgreementLifecycle => "agreement_lifecycle",
         }
     }
 
@@ -178,6 +194,51 @@ impl JobPayload for ReconcileAccountJob {
 
     fn unique_key(&self) -> Option<String> {
         Some(self.account_id.map_or_else(|| "default".to_string(), |a| a.to_string()))
+    }
+}
+
+/// Sends an agreement: one job per agreement, for good.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendAgreementJob {
+    pub agreement_id: AgreementId,
+}
+
+impl JobPayload for SendAgreementJob {
+    const KIND: JobKind = JobKind::SendAgreement;
+
+    fn unique_key(&self) -> Option<String> {
+        Some(self.agreement_id.to_string())
+    }
+}
+
+/// Voids an agreement's envelope: one job per agreement, however often the
+/// client asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoidAgreementJob {
+    pub agreement_id: AgreementId,
+}
+
+impl JobPayload for VoidAgreementJob {
+    const KIND: JobKind = JobKind::VoidAgreement;
+
+    fn unique_key(&self) -> Option<String> {
+        Some(self.agreement_id.to_string())
+    }
+}
+
+/// Applies one notification about an envelope countersign sent to its
+/// agreement; one job per notification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgreementLifecycleJob {
+    pub notification_id: NotificationId,
+    pub agreement_id: AgreementId,
+}
+
+impl JobPayload for AgreementLifecycleJob {
+    const KIND: JobKind = JobKind::AgreementLifecycle;
+
+    fn unique_key(&self) -> Option<String> {
+        Some(self.notification_id.to_string())
     }
 }
 

@@ -3,6 +3,7 @@
 //! Every secret may be given inline or as a `*_file` path; files are read
 //! once at load time so that a missing secret fails start-up, not a request.
 
+mod agreements;
 mod connect;
 mod documents;
 mod docusign;
@@ -18,6 +19,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 
+pub use agreements::{AGREEMENT_FIELD, ApiClientSettings, ApiSettings, CUSTOM_FIELD_MAX_CHARS, ProfileSettings, RoleSettings};
 pub use connect::{ConnectAccountSettings, ConnectSettings};
 pub use documents::{DocumentsLocation, DocumentsSettings, DownloadMode};
 pub use docusign::{DocusignAccountSettings, DocusignSettings};
@@ -132,6 +134,10 @@ pub struct Settings {
     pub events: EventsSettings,
     pub delivery: DeliverySettings,
     pub rules: Vec<RuleSettings>,
+    /// The requests API for IT systems that ask for agreements.
+    pub api: ApiSettings,
+    /// How a request for an agreement becomes an envelope.
+    pub profiles: Vec<ProfileSettings>,
     /// The file these settings were read from, to read it again on reload.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -395,6 +401,7 @@ impl Settings {
             resolve_secret(&mut sink.token, &sink.token_file, &format!("sinks[{i}].token"))?;
         }
         resolve_secret(&mut self.events.link_key, &self.events.link_key_file, "events.link_key")?;
+        self.api.read_secret_files()?;
         Ok(())
     }
 
@@ -525,6 +532,7 @@ impl Settings {
         events::validate_events(&self.events, &self.sinks)?;
         events::validate_delivery(&self.delivery)?;
         events::validate_rules(&self.rules, &self.sinks)?;
+        agreements::validate(&self.api, &self.profiles, &self.sinks)?;
         Ok(())
     }
 }

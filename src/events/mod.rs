@@ -183,7 +183,8 @@ impl Planner {
         };
         EventRecord {
             id,
-            envelope_id: notification.envelope.envelope_id,
+            envelope_id: Some(notification.envelope.envelope_id),
+            agreement_id: None,
             rule: rule.to_string(),
             event_type: event_type.to_string(),
             body: cloudevent::build(notification, documents, parts),

@@ -20,7 +20,8 @@ pub use model::*;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
-use crate::ids::{AccountId, EnvelopeId, EventId, JobId, NotificationId};
+use crate::domain::Agreement;
+use crate::ids::{AccountId, AgreementId, EnvelopeId, EventId, JobId, NotificationId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -63,9 +64,9 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// trait below, written once against both databases. A caller imports the
 /// traits whose methods it uses, so what it touches is named at the top of
 /// its file.
-pub trait Store: Queue + Notifications + Envelopes + Deliveries + Reconciliation {}
+pub trait Store: Queue + Notifications + Envelopes + Deliveries + Reconciliation + Agreements {}
 
-impl<T: Queue + Notifications + Envelopes + Deliveries + Reconciliation> Store for T {}
+impl<T: Queue + Notifications + Envelopes + Deliveries + Reconciliation + Agreements> Store for T {}
 
 /// What every part of the store shares: which database, transactions, readiness.
 #[async_trait]
@@ -277,6 +278,42 @@ pub trait Reconciliation: Backend {
     ) -> StoreResult<()>;
 }
 
+/// Agreements IT systems asked for, from their request to their end.
+#[async_trait]
+pub trait Agreements: Backend {
+    async fn agreement(&self, id: AgreementId) -> StoreResult<Option<Agreement>>;
+
+    /// The agreement a client's idempotency key names, with its request's digest.
+    async fn agreement_by_key(&self, client: &str, idempotency_key: &str) -> StoreResult<Option<(Agreement, String)>>;
+
+    /// The agreement countersign sent `envelope` for, if it did.
+    async fn agreement_for_envelope(&self, envelope: EnvelopeId) -> StoreResult<Option<Agreement>>;
+
+    /// One page of agreements, newest first, with how many match in all.
+    async fn list_agreements(&self, query: &AgreementQuery) -> StoreResult<AgreementPage>;
+
+    /// Stores a request with the job that sends it, in one commit; a
+    /// request whose client and idempotency key are stored already writes
+    /// nothing and answers the stored agreement.
+    async fn insert_agreement(&self, new: &NewAgreement, send: &NewJob) -> StoreResult<AgreementInsert> {
+        let mut tx = self.begin().await?;
+        let created = tx.insert_agreement(new).await?;
+        if created {
+            tx.enqueue(send).await?;
+        }
+        tx.commit().await?;
+        if created {
+            let agreement = self.agreement(new.id).await?;
+            return agreement.map(AgreementInsert::Created).ok_or_else(|| corrupt("agreements.id", &new.id.to_string()));
+        }
+        let (agreement, digest) = self
+            .agreement_by_key(&new.key.client, &new.key.idempotency_key)
+            .await?
+            .ok_or_else(|| corrupt("agreements.idempotency_key", &new.key.idempotency_key))?;
+        Ok(AgreementInsert::Existing { agreement, digest })
+    }
+}
+
 /// One write transaction. Everything written through it becomes visible
 /// together at [`StoreTx::commit`], or not at all.
 #[async_trait]
@@ -319,6 +356,11 @@ pub trait StoreTx: Send {
     /// Writes an attempt's outcome to the delivery row; `delivered_at` is set
     /// when the state becomes delivered.
     async fn record_delivery(&mut self, update: &DeliveryUpdate) -> StoreResult<()>;
+    /// Inserts an agreement; `false` when its client's idempotency key is taken.
+    async fn insert_agreement(&mut self, new: &NewAgreement) -> StoreResult<bool>;
+    /// Applies `change` (see [`AgreementChange`]); `false` when a status
+    /// change did not apply because the agreement is past it (or unknown).
+    async fn update_agreement(&mut self, id: AgreementId, change: &AgreementChange) -> StoreResult<bool>;
     async fn commit(self: Box<Self>) -> StoreResult<()>;
 }
 

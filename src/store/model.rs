@@ -3,7 +3,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{AccountId, EnvelopeId, EventId, JobId, NotificationId};
+use crate::domain::{Agreement, AgreementStatus, RequestKey};
+use crate::ids::{AccountId, AgreementId, EnvelopeId, EventId, JobId, NotificationId};
 pub use crate::jobs::NewJob;
 
 /// The result of an insert that may meet an existing row with the same key.
@@ -105,6 +106,8 @@ text_enum!(
         Processed => "processed",
         /// Needs an operator (a required field was missing, for example).
         Flagged => "flagged",
+        /// Sent by countersign for an agreement; not completed yet.
+        Sent => "sent",
     }
 );
 
@@ -311,7 +314,10 @@ pub struct DocumentRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct EventRecord {
     pub id: EventId,
-    pub envelope_id: EnvelopeId,
+    /// The envelope the event is about; only an agreement DocuSign refused has none.
+    pub envelope_id: Option<EnvelopeId>,
+    /// The agreement the event is about, for an agreement's lifecycle events.
+    pub agreement_id: Option<AgreementId>,
     pub rule: String,
     pub event_type: String,
     /// The CloudEvent exactly as it is delivered.
@@ -381,7 +387,8 @@ pub struct DeliveryFilter {
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct DeadDelivery {
     pub event_id: EventId,
-    pub envelope_id: EnvelopeId,
+    /// `None` for an event about an agreement that never had an envelope.
+    pub envelope_id: Option<EnvelopeId>,
     pub event_type: String,
     pub sink: String,
     pub attempts: u32,
@@ -405,4 +412,54 @@ pub struct DisabledSink {
     pub sink: String,
     pub reason: String,
     pub disabled_at: DateTime<Utc>,
+}
+
+/// An agreement to store, with the job that sends it.
+#[derive(Debug, Clone)]
+pub struct NewAgreement {
+    pub id: AgreementId,
+    pub key: RequestKey,
+    pub profile: String,
+    pub data: serde_json::Value,
+    pub account_id: Option<AccountId>,
+}
+
+/// What storing a request found.
+#[derive(Debug, Clone)]
+pub enum AgreementInsert {
+    /// A new agreement, stored with its send job.
+    Created(Agreement),
+    /// The client's idempotency key names this earlier agreement, asked with this digest.
+    Existing { agreement: Agreement, digest: String },
+}
+
+/// A change to an agreement. With a `status`, it applies only if the
+/// agreement's status advances to it ([`AgreementStatus::advances_to`]);
+/// every other field given replaces the stored one.
+#[derive(Debug, Clone, Default)]
+pub struct AgreementChange {
+    pub status: Option<AgreementStatus>,
+    pub account_id: Option<AccountId>,
+    pub envelope_id: Option<EnvelopeId>,
+    pub error_code: Option<String>,
+    pub last_error: Option<String>,
+    pub void_reason: Option<String>,
+}
+
+/// Which agreements to list, and which page of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgreementQuery {
+    /// Only this client's (the API lists a client's own).
+    pub client: Option<String>,
+    pub status: Option<AgreementStatus>,
+    pub profile: Option<String>,
+    pub limit: u32,
+    pub offset: u64,
+}
+
+/// A page of agreements, newest first, and how many match in all.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AgreementPage {
+    pub total: u64,
+    pub agreements: Vec<Agreement>,
 }

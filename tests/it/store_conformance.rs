@@ -553,8 +553,9 @@ async fn envelope_documents_events_and_deliveries_round_trip(db: &common::TestSt
         stored_at: completed_at,
     };
     let event = EventRecord {
+        agreement_id: None,
         id: EventId::new(),
-        envelope_id: envelope,
+        envelope_id: Some(envelope),
         rule: "onboarding".into(),
         event_type: "employee.onboarding.signed".into(),
         body: json!({ "specversion": "1.0", "data": { "n": 1 } }),
@@ -874,8 +875,9 @@ async fn outbox(store: &dyn Store, envelope: &str, events: &[&str], sinks: &[&st
             .enumerate()
             .map(|(i, rule)| countersign::events::PlannedEvent {
                 event: EventRecord {
+                    agreement_id: None,
                     id: countersign::events::event_id(envelope, rule),
-                    envelope_id: envelope,
+                    envelope_id: Some(envelope),
                     rule: (*rule).into(),
                     event_type: format!("test.{rule}"),
                     body: json!({ "specversion": "1.0", "rule": rule }),
@@ -1025,7 +1027,7 @@ async fn dead_deliveries_are_listed_and_replayed_by_event_sink_and_time(db: &com
     assert_eq!(all.len(), 3);
     let first = all.iter().find(|d| d.event_id == events[0] && d.sink == "crm").unwrap();
     assert_eq!(first.event_type, "test.first");
-    assert_eq!(first.envelope_id, EnvelopeId::parse(ENVELOPE_A).unwrap());
+    assert_eq!(first.envelope_id, Some(EnvelopeId::parse(ENVELOPE_A).unwrap()));
     assert_eq!(first.attempts, 1);
     assert_eq!(first.last_error.as_deref(), Some("crm answered HTTP 410"));
     assert!(first.failed_at.unwrap() >= before);

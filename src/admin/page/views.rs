@@ -265,7 +265,11 @@ pub fn dead_letters(csrf: &str, dead: &DeadLetters, notice: Option<&str>) -> Mar
                         @for d in &dead.deliveries {
                             tr {
                                 td.mono { (d.event_id) }
-                                td.mono { a href={ "/admin/envelopes/" (d.envelope_id) } { (d.envelope_id) } }
+                                td.mono {
+                                    @if let Some(envelope) = d.envelope_id {
+                                        a href={ "/admin/envelopes/" (envelope) } { (envelope) }
+                                    } @else { "(no envelope)" }
+                                }
                                 td { (d.event_type) } td { (d.sink) } td { (d.attempts) } td { (when_opt(d.failed_at)) }
                                 td { (d.last_error.as_deref().unwrap_or("")) }
                                 td { (replay_button(csrf, &d.job_id.to_string())) }

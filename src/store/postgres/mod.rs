@@ -13,7 +13,7 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 use tokio::sync::watch;
 
 use super::*;
-use crate::ids::{AccountId, EnvelopeId, EventId, JobId, NotificationId};
+use crate::ids::{AccountId, AgreementId, EnvelopeId, EventId, JobId, NotificationId};
 use crate::jobs::JobKind;
 
 use super::migrations::POSTGRES_MIGRATOR as MIGRATOR;
@@ -138,6 +138,11 @@ fn envelope_from_row(row: &PgRow) -> StoreResult<EnvelopeRecord> {
     })
 }
 
+fn optional_envelope_id(row: &PgRow, column: &str) -> StoreResult<Option<EnvelopeId>> {
+    let text: Option<String> = row.try_get(column)?;
+    text.map(|text| EnvelopeId::parse(&text).map_err(|_| corrupt(column, &text))).transpose()
+}
+
 fn envelope_id(row: &PgRow, column: &str) -> StoreResult<EnvelopeId> {
     let text: String = row.try_get(column)?;
     EnvelopeId::parse(&text).map_err(|_| corrupt(column, &text))
@@ -146,7 +151,8 @@ fn envelope_id(row: &PgRow, column: &str) -> StoreResult<EnvelopeId> {
 fn event_from_row(row: &PgRow) -> StoreResult<EventRecord> {
     Ok(EventRecord {
         id: EventId(row.try_get("id")?),
-        envelope_id: envelope_id(row, "envelope_id")?,
+        envelope_id: optional_envelope_id(row, "envelope_id")?,
+        agreement_id: row.try_get::<Option<uuid::Uuid>, _>("agreement_id")?.map(AgreementId),
         rule: row.try_get("rule")?,
         event_type: row.try_get("event_type")?,
         body: row.try_get("body")?,
@@ -158,7 +164,7 @@ fn event_from_row(row: &PgRow) -> StoreResult<EventRecord> {
 fn dead_delivery_from_row(row: &PgRow) -> StoreResult<DeadDelivery> {
     Ok(DeadDelivery {
         event_id: EventId(row.try_get("event_id")?),
-        envelope_id: envelope_id(row, "envelope_id")?,
+        envelope_id: optional_envelope_id(row, "envelope_id")?,
         event_type: row.try_get("event_type")?,
         sink: row.try_get("sink")?,
         attempts: u32_column(row, "attempts")?,
@@ -285,6 +291,7 @@ struct PgTx {
 
 // After `insert_notifications!`, which they use: a macro is visible only
 // below its definition.
+mod agreements;
 mod delivery;
 mod envelopes;
 mod notifications;

@@ -31,7 +31,8 @@ impl Notifications for PostgresStore {
                  ORDER BY envelope_id, ord DESC
                  ON CONFLICT (envelope_id) DO UPDATE SET
                      status = CASE WHEN excluded.status IN ('processed', 'flagged') THEN excluded.status
-                         WHEN envelopes.status IN ('processed', 'flagged') THEN envelopes.status
+                         WHEN envelopes.status IN ('processed', 'flagged') OR excluded.status = 'sent'
+                             THEN envelopes.status
                          ELSE excluded.status END,
                      subject = COALESCE(excluded.subject, envelopes.subject),
                      completed_at = COALESCE(excluded.completed_at, envelopes.completed_at),

@@ -71,7 +71,8 @@ impl StoreTx for PgTx {
                  AS t(envelope_id, account_id, status, subject, completed_at)
              ON CONFLICT (envelope_id) DO UPDATE SET
                  status = CASE WHEN excluded.status IN ('processed', 'flagged') THEN excluded.status
-                     WHEN envelopes.status IN ('processed', 'flagged') THEN envelopes.status ELSE excluded.status END,
+                     WHEN envelopes.status IN ('processed', 'flagged') OR excluded.status = 'sent' THEN envelopes.status
+                     ELSE excluded.status END,
                  subject = COALESCE(excluded.subject, envelopes.subject),
                  completed_at = COALESCE(excluded.completed_at, envelopes.completed_at),
                  updated_at = excluded.updated_at
@@ -141,16 +142,17 @@ impl StoreTx for PgTx {
 
     async fn insert_event(&mut self, e: &EventRecord) -> StoreResult<Inserted<EventId>> {
         let result = sqlx::query(
-            "INSERT INTO events (id, envelope_id, rule, event_type, body, created_at, ordinal)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            "INSERT INTO events (id, envelope_id, agreement_id, rule, event_type, body, created_at, ordinal)
+             VALUES ($1, $2, $8, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
         )
         .bind(e.id.0)
-        .bind(e.envelope_id.to_string())
+        .bind(e.envelope_id.map(|id| id.to_string()))
         .bind(&e.rule)
         .bind(&e.event_type)
         .bind(&e.body)
         .bind(e.created_at)
         .bind(i32_of(e.ordinal))
+        .bind(e.agreement_id.map(|id| id.0))
         .execute(&mut *self.tx)
         .await?;
         Ok(if result.rows_affected() == 1 { Inserted::Created(e.id) } else { Inserted::Duplicate })
@@ -182,6 +184,14 @@ impl StoreTx for PgTx {
         .execute(&mut *self.tx)
         .await?;
         Ok(())
+    }
+
+    async fn insert_agreement(&mut self, new: &NewAgreement) -> StoreResult<bool> {
+        self.insert_agreement_row(new).await
+    }
+
+    async fn update_agreement(&mut self, id: AgreementId, change: &AgreementChange) -> StoreResult<bool> {
+        self.update_agreement_row(id, change).await
     }
 
     async fn commit(self: Box<Self>) -> StoreResult<()> {

@@ -8,6 +8,7 @@
 //! SQLite's thread for every transaction, and with every write going
 //! through this one connection they were a third of each group commit's time.
 
+mod agreements;
 mod delivery;
 mod envelopes;
 mod notifications;
@@ -28,7 +29,7 @@ use sqlx::{ConnectOptions, Row, Sqlite, SqlitePool};
 use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 
 use super::*;
-use crate::ids::{AccountId, EnvelopeId, EventId, JobId, NotificationId};
+use crate::ids::{AccountId, AgreementId, EnvelopeId, EventId, JobId, NotificationId};
 use crate::jobs::JobKind;
 
 use super::migrations::SQLITE_MIGRATOR as MIGRATOR;
@@ -312,9 +313,12 @@ const NOTIFICATION_COLUMNS: &str = "id, account_id, envelope_id, event, recipien
 const ENVELOPE_COLUMNS: &str = "envelope_id, account_id, status, subject, completed_at, created_at, updated_at";
 /// A processed or flagged envelope keeps its status when a late
 /// notification names it again; processing it again sets its new outcome.
+/// `sent` (countersign sent it) only ever starts an envelope's row: news
+/// from Connect may have started it first.
 const ENVELOPE_CONFLICT: &str = " ON CONFLICT (envelope_id) DO UPDATE SET \
      status = CASE WHEN excluded.status IN ('processed', 'flagged') THEN excluded.status \
-         WHEN envelopes.status IN ('processed', 'flagged') THEN envelopes.status ELSE excluded.status END, \
+         WHEN envelopes.status IN ('processed', 'flagged') OR excluded.status = 'sent' THEN envelopes.status \
+         ELSE excluded.status END, \
      subject = COALESCE(excluded.subject, envelopes.subject), \
      completed_at = COALESCE(excluded.completed_at, envelopes.completed_at), updated_at = excluded.updated_at \
      WHERE envelopes.account_id = excluded.account_id";
@@ -509,7 +513,11 @@ fn job_from_row(row: &SqliteRow) -> StoreResult<Job> {
 fn event_from_row(row: &SqliteRow) -> StoreResult<EventRecord> {
     Ok(EventRecord {
         id: EventId(parse_uuid("events.id", &row.try_get::<String, _>("id")?)?),
-        envelope_id: envelope_id(row, "envelope_id")?,
+        envelope_id: optional_envelope_id(row, "envelope_id")?,
+        agreement_id: row
+            .try_get::<Option<String>, _>("agreement_id")?
+            .map(|id| parse_uuid("events.agreement_id", &id).map(AgreementId))
+            .transpose()?,
         rule: row.try_get("rule")?,
         event_type: row.try_get("event_type")?,
         body: json_column(row, "body")?,
@@ -521,7 +529,7 @@ fn event_from_row(row: &SqliteRow) -> StoreResult<EventRecord> {
 fn dead_delivery_from_row(row: &SqliteRow) -> StoreResult<DeadDelivery> {
     Ok(DeadDelivery {
         event_id: EventId(parse_uuid("deliveries.event_id", &row.try_get::<String, _>("event_id")?)?),
-        envelope_id: envelope_id(row, "envelope_id")?,
+        envelope_id: optional_envelope_id(row, "envelope_id")?,
         event_type: row.try_get("event_type")?,
         sink: row.try_get("sink")?,
         attempts: u32_column(row, "attempts")?,
@@ -554,6 +562,11 @@ fn envelope_from_row(row: &SqliteRow) -> StoreResult<EnvelopeRecord> {
         created_at: to_time(row.try_get("created_at")?),
         updated_at: to_time(row.try_get("updated_at")?),
     })
+}
+
+fn optional_envelope_id(row: &SqliteRow, column: &str) -> StoreResult<Option<EnvelopeId>> {
+    let text: Option<String> = row.try_get(column)?;
+    text.map(|text| EnvelopeId::parse(&text).map_err(|_| corrupt(column, &text))).transpose()
 }
 
 fn envelope_id(row: &SqliteRow, column: &str) -> StoreResult<EnvelopeId> {

@@ -94,16 +94,17 @@ impl StoreTx for SqliteTx {
 
     async fn insert_event(&mut self, e: &EventRecord) -> StoreResult<Inserted<EventId>> {
         let result = sqlx::query(
-            "INSERT INTO events (id, envelope_id, rule, event_type, body, created_at, ordinal)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+            "INSERT INTO events (id, envelope_id, agreement_id, rule, event_type, body, created_at, ordinal)
+             VALUES (?1, ?2, ?8, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
         )
         .bind(e.id.to_string())
-        .bind(e.envelope_id.to_string())
+        .bind(e.envelope_id.map(|id| id.to_string()))
         .bind(&e.rule)
         .bind(&e.event_type)
         .bind(e.body.to_string())
         .bind(e.created_at.timestamp_millis())
         .bind(i64::from(e.ordinal))
+        .bind(e.agreement_id.map(|id| id.to_string()))
         .execute(&mut *self.tx)
         .await?;
         Ok(if result.rows_affected() == 1 { Inserted::Created(e.id) } else { Inserted::Duplicate })
@@ -139,6 +140,14 @@ impl StoreTx for SqliteTx {
         .execute(&mut *self.tx)
         .await?;
         Ok(())
+    }
+
+    async fn insert_agreement(&mut self, new: &NewAgreement) -> StoreResult<bool> {
+        self.insert_agreement_row(new).await
+    }
+
+    async fn update_agreement(&mut self, id: AgreementId, change: &AgreementChange) -> StoreResult<bool> {
+        self.update_agreement_row(id, change).await
     }
 
     async fn commit(self: Box<Self>) -> StoreResult<()> {
