@@ -71,7 +71,7 @@ async fn publish(store: &dyn Store, planner: &Planner) -> Plan {
     })
     .await
     .unwrap();
-    write_outbox(&mut *tx, &plan).await.unwrap();
+    write_outbox(&mut *tx, &plan.events, plan.max_attempts).await.unwrap();
     tx.commit().await.unwrap();
     plan
 }

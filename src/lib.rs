@@ -26,6 +26,7 @@ pub mod pipeline;
 pub mod reconcile;
 pub mod reload;
 pub mod sandbox;
+pub mod send;
 pub mod service;
 pub mod store;
 pub mod telemetry;

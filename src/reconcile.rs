@@ -145,6 +145,9 @@ impl Reconciler {
                 true,
                 NotificationOrigin::Reconciliation,
                 self.max_attempts,
+                // A listing carries no custom fields: the agreement's own
+                // news comes from Connect; its completion is processed alike.
+                false,
             ));
         }
         if records.is_empty() {

@@ -22,6 +22,8 @@ use crate::ingest::{ConnectAuth, Ingest, KeyRing};
 use crate::pipeline::{JobHandler, ProcessEnvelope, WorkerPool};
 use crate::reconcile::{self, ReconcileAccount, Reconciler};
 use crate::reload::Reloader;
+use crate::send::api::AgreementsApi;
+use crate::send::{AgreementLifecycle, SendAgreement, VoidAgreement};
 use crate::store::{self, Store};
 
 /// How often finished jobs older than `queue.retention` are deleted.
@@ -72,6 +74,11 @@ impl Service {
         let process = Arc::new(ProcessEnvelope::new(&settings, docusign.clone(), documents.clone())?);
         let reloader = Reloader::new(&settings, keys.clone(), deliver.clone(), process.clone(), store.clone());
         let mut handlers: Vec<Arc<dyn JobHandler>> = vec![process, deliver];
+        if !settings.profiles.is_empty() {
+            handlers.push(Arc::new(SendAgreement::new(&settings, docusign.clone())));
+            handlers.push(Arc::new(VoidAgreement::new(&settings, docusign.clone())));
+            handlers.push(Arc::new(AgreementLifecycle::new(&settings, docusign.clone())));
+        }
         if settings.reconcile.enabled && !settings.processes_completions() {
             tracing::warn!(
                 "reconciliation is off: connect.process_events does not include envelope-completed, and \
@@ -140,6 +147,10 @@ impl Service {
             .merge(crate::docusign::consent::router(consent));
         if let Some(admin) = admin {
             app = app.merge(crate::admin::router(admin));
+        }
+        match AgreementsApi::new(&self.settings, self.store.clone()) {
+            Some(api) => app = app.merge(crate::send::api::router(api)),
+            None => tracing::info!("no api.clients are configured: the requests API is off"),
         }
         let reloader = tokio::spawn(reload_on_sighup(self.reloader.clone(), stop.clone()));
         let server_stop = stop.clone();

@@ -9,10 +9,7 @@ use serde::Deserialize;
 use super::{ConfigError, Secret, SinkSettings, resolve_secret};
 use crate::ids::AccountId;
 
-/// The hidden envelope custom field that carries the agreement id on every
-/// envelope countersign creates: a lost answer is found again by it, and
-/// Connect's notifications are tied back to their agreement by it.
-pub const AGREEMENT_FIELD: &str = "countersign_agreement_id";
+pub use crate::domain::AGREEMENT_FIELD;
 
 /// DocuSign keeps at most this many characters of a custom field's value.
 pub const CUSTOM_FIELD_MAX_CHARS: usize = 100;
@@ -114,8 +111,7 @@ fn is_json_pointer(pointer: &str) -> bool {
     if pointer.is_empty() {
         return true;
     }
-    pointer.starts_with('/')
-        && pointer.split('~').skip(1).all(|after| after.starts_with('0') || after.starts_with('1'))
+    pointer.starts_with('/') && pointer.split('~').skip(1).all(|after| after.starts_with('0') || after.starts_with('1'))
 }
 
 pub(super) fn validate(
@@ -150,7 +146,10 @@ pub(super) fn validate(
         }
         for sink in &profile.sinks {
             if !sink_names.contains(sink.as_str()) {
-                return Err(ConfigError::invalid(key("sinks"), format!("names `{sink}`, which is not a configured sink")));
+                return Err(ConfigError::invalid(
+                    key("sinks"),
+                    format!("names `{sink}`, which is not a configured sink"),
+                ));
             }
         }
         let pointers = profile

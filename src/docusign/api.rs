@@ -64,11 +64,11 @@ impl ApiError {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ErrorBody {
+pub(super) struct ErrorBody {
     #[serde(default)]
-    error_code: String,
+    pub(super) error_code: String,
     #[serde(default)]
-    message: String,
+    pub(super) message: String,
 }
 
 /// A document body now staged in the document store.
@@ -90,16 +90,26 @@ pub struct EnvelopePage {
 }
 
 /// One call's target.
-struct Call<'a> {
-    user: UserId,
-    account: AccountId,
+pub(super) struct Call<'a> {
+    pub(super) user: UserId,
+    pub(super) account: AccountId,
     /// The envelope the call is about (for DocuSign's per-envelope limits).
-    envelope: Option<EnvelopeId>,
+    pub(super) envelope: Option<EnvelopeId>,
     /// The route's name in metrics.
-    route: &'static str,
-    what: &'a str,
-    path: String,
-    query: &'a [(&'a str, &'a str)],
+    pub(super) route: &'static str,
+    pub(super) what: &'a str,
+    pub(super) path: String,
+    pub(super) query: &'a [(&'a str, &'a str)],
+    pub(super) method: reqwest::Method,
+    /// A JSON body, for the calls that change something.
+    pub(super) body: Option<&'a serde_json::Value>,
+}
+
+impl<'a> Call<'a> {
+    /// A GET of `path` under the account.
+    pub(super) fn get(user: UserId, account: AccountId, route: &'static str, what: &'a str, path: String) -> Self {
+        Self { user, account, envelope: None, route, what, path, query: &[], method: reqwest::Method::GET, body: None }
+    }
 }
 
 impl DocuSign {
@@ -118,6 +128,8 @@ impl DocuSign {
             what: "the envelope",
             path: format!("envelopes/{envelope}"),
             query: &[("include", ENVELOPE_INCLUDE)],
+            method: reqwest::Method::GET,
+            body: None,
         };
         let response = self.send(&call).await?;
         let bytes = response.bytes().await.map_err(|e| ApiError::Transient(format!("reading the envelope: {e}")))?;
@@ -150,6 +162,8 @@ impl DocuSign {
             what: "the envelope's templates",
             path: format!("envelopes/{envelope}/templates"),
             query: &[],
+            method: reqwest::Method::GET,
+            body: None,
         };
         let response = self.send(&call).await?;
         let bytes = response.bytes().await.map_err(|e| ApiError::Transient(format!("reading the templates: {e}")))?;
@@ -190,6 +204,8 @@ impl DocuSign {
             what: "the envelope listing",
             path: "envelopes".into(),
             query: &query,
+            method: reqwest::Method::GET,
+            body: None,
         };
         let response = self.send(&call).await?;
         let bytes = response.bytes().await.map_err(|e| ApiError::Transient(format!("reading the listing: {e}")))?;
@@ -226,6 +242,8 @@ impl DocuSign {
             what: &what,
             path: format!("envelopes/{envelope}/documents/{document}"),
             query: &[],
+            method: reqwest::Method::GET,
+            body: None,
         };
         let response = self.send(&call).await?;
         let expected = response.content_length();
@@ -255,8 +273,8 @@ impl DocuSign {
         Ok(Downloaded { staged, file_name, content_type })
     }
 
-    /// Sends one GET with a token, the limits checked before and read after.
-    async fn send(&self, call: &Call<'_>) -> Result<reqwest::Response, ApiError> {
+    /// Sends one call with a token, the limits checked before and read after.
+    pub(super) async fn send(&self, call: &Call<'_>) -> Result<reqwest::Response, ApiError> {
         if let Some(until) = self.limits.paused_until(call.account) {
             return Err(ApiError::Paused { account: call.account, until });
         }
@@ -272,12 +290,16 @@ impl DocuSign {
                 other => other?,
             };
             let url = format!("{}/v2.1/accounts/{}/{}", account.api_base, call.account, call.path);
-            let response =
-                self.http.get(&url).query(call.query).bearer_auth(token.bearer()).send().await.map_err(|e| {
-                    metrics::counter!("countersign_docusign_requests_total", "route" => call.route, "status" => "error")
-                        .increment(1);
-                    ApiError::Transient(format!("requesting {}: {e}", call.what))
-                })?;
+            let mut request =
+                self.http.request(call.method.clone(), &url).query(call.query).bearer_auth(token.bearer());
+            if let Some(body) = call.body {
+                request = request.json(body);
+            }
+            let response = request.send().await.map_err(|e| {
+                metrics::counter!("countersign_docusign_requests_total", "route" => call.route, "status" => "error")
+                    .increment(1);
+                ApiError::Transient(format!("requesting {}: {e}", call.what))
+            })?;
             let status = response.status();
             metrics::counter!(
                 "countersign_docusign_requests_total",
@@ -325,7 +347,7 @@ impl DocuSign {
     }
 }
 
-async fn read_error_body(mut response: reqwest::Response) -> ErrorBody {
+pub(super) async fn read_error_body(mut response: reqwest::Response) -> ErrorBody {
     let mut bytes = Vec::new();
     while let Ok(Some(chunk)) = response.chunk().await {
         bytes.extend_from_slice(&chunk);

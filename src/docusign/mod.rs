@@ -6,6 +6,7 @@ pub mod api;
 pub mod consent;
 pub mod jwt;
 pub mod limits;
+pub mod sending;
 pub mod status;
 pub mod token;
 pub mod userinfo;

@@ -31,15 +31,8 @@ pub enum AgreementStatus {
 }
 
 impl AgreementStatus {
-    pub const ALL: &[Self] = &[
-        Self::Requested,
-        Self::Sent,
-        Self::Delivered,
-        Self::Completed,
-        Self::Declined,
-        Self::Voided,
-        Self::Failed,
-    ];
+    pub const ALL: &[Self] =
+        &[Self::Requested, Self::Sent, Self::Delivered, Self::Completed, Self::Declined, Self::Voided, Self::Failed];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -130,6 +123,18 @@ pub struct Agreement {
     pub sent_at: Option<DateTime<Utc>>,
     /// When it reached its final status.
     pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl Agreement {
+    /// The request as every event of its envelope carries it (`data.agreement`).
+    pub fn request(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id.to_string(),
+            "profile": self.profile,
+            "client": self.client,
+            "data": self.data,
+        })
+    }
 }
 
 /// How the agreement's request is told apart from another: the client's

@@ -4,7 +4,12 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{AccountId, EnvelopeId};
+use crate::ids::{AccountId, AgreementId, EnvelopeId};
+
+/// The hidden envelope custom field that carries the agreement id on every
+/// envelope countersign creates: a lost answer is found again by it, and
+/// Connect's notifications are tied back to their agreement by it.
+pub const AGREEMENT_FIELD: &str = "countersign_agreement_id";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -34,6 +39,16 @@ impl Envelope {
             custom_fields: Vec::new(),
             documents: Vec::new(),
         }
+    }
+
+    /// The agreement countersign sent this envelope for, by the hidden
+    /// custom field it puts on every envelope it creates.
+    pub fn agreement_id(&self) -> Option<AgreementId> {
+        self.custom_fields
+            .iter()
+            .find(|(name, _)| name == AGREEMENT_FIELD)
+            .and_then(|(_, value)| uuid::Uuid::try_parse(value.trim()).ok())
+            .map(AgreementId)
     }
 
     /// Takes in a fuller description of the same envelope (DocuSign's REST

@@ -10,5 +10,5 @@ mod envelope;
 mod notification;
 
 pub use agreement::{Agreement, AgreementStatus, RequestKey};
-pub use envelope::{DocumentKind, Envelope, ListedDocument, Party, Recipient, TabValue};
+pub use envelope::{AGREEMENT_FIELD, DocumentKind, Envelope, ListedDocument, Party, Recipient, TabValue};
 pub use notification::{ConnectNotification, DocumentSink, EmbeddedDocument, Format, NoDocuments};

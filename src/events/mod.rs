@@ -8,6 +8,7 @@
 //! Event ids are UUIDv5 of (envelope, rule), so processing an envelope again
 //! plans the very same ids and the inserts find them already there.
 
+pub mod agreement;
 pub mod cloudevent;
 pub mod documents;
 pub mod links;

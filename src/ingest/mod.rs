@@ -30,7 +30,7 @@ use crate::domain::{ConnectNotification, Format};
 use crate::error::HttpError;
 use crate::formats::{self, AccountHints};
 use crate::ids::{AccountId, NotificationId};
-use crate::jobs::{JobPayload, ProcessEnvelopeJob};
+use crate::jobs::{AgreementLifecycleJob, JobPayload, ProcessEnvelopeJob};
 use crate::store::{
     Disposition, DocumentRecord, EnvelopeStatus, EnvelopeUpsert, NewNotification, NotificationOrigin,
     NotificationRecord, Store,
@@ -52,6 +52,9 @@ pub struct Ingest {
     body_timeout: Duration,
     process_events: Arc<HashSet<String>>,
     max_attempts: u32,
+    /// Agreements are configured: a notification carrying the agreement
+    /// field also enqueues its agreement's lifecycle job.
+    track_agreements: bool,
     spill_dir: PathBuf,
 }
 
@@ -66,6 +69,7 @@ impl Ingest {
             body_timeout: settings.connect.body_timeout,
             process_events: Arc::new(settings.connect.process_events.iter().cloned().collect()),
             max_attempts: settings.queue.max_attempts,
+            track_agreements: !settings.profiles.is_empty(),
             spill_dir: std::env::temp_dir(),
         }
     }
@@ -372,7 +376,7 @@ impl Ingest {
         process: bool,
     ) -> NotificationRecord {
         let origin = NotificationOrigin::Connect;
-        record_for(notification, documents, body_sha256, process, origin, self.max_attempts)
+        record_for(notification, documents, body_sha256, process, origin, self.max_attempts, self.track_agreements)
     }
 }
 
@@ -388,6 +392,7 @@ pub fn record_for(
     process: bool,
     origin: NotificationOrigin,
     max_attempts: u32,
+    track_agreements: bool,
 ) -> NotificationRecord {
     let id = NotificationId::new();
     let mut summary = serde_json::to_value(notification).unwrap_or_default();
@@ -407,7 +412,7 @@ pub fn record_for(
         disposition: if process { Disposition::Enqueued } else { Disposition::Ignored },
         summary,
     };
-    let (envelope, job) = if process {
+    let (envelope, mut jobs) = if process {
         let envelope = EnvelopeUpsert {
             envelope_id: notification.envelope.envelope_id,
             account_id: notification.envelope.account_id,
@@ -421,11 +426,14 @@ pub fn record_for(
             envelope_id: notification.envelope.envelope_id,
         }
         .job(max_attempts);
-        (Some(envelope), Some(job))
+        (Some(envelope), vec![job])
     } else {
-        (None, None)
+        (None, Vec::new())
     };
-    NotificationRecord { notification: new, envelope, documents, job }
+    if track_agreements && let Some(agreement_id) = notification.envelope.agreement_id() {
+        jobs.push(AgreementLifecycleJob { notification_id: id, agreement_id }.job(max_attempts));
+    }
+    NotificationRecord { notification: new, envelope, documents, jobs }
 }
 
 /// The stored file name: the certificate is named as DocuSign names it in

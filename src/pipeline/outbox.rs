@@ -1,8 +1,9 @@
-//! The outbox: a plan's events, their deliveries and the `deliver` jobs,
-//! written into the transaction that completes the `process_envelope` job.
+//! The outbox: planned events, their deliveries and the `deliver` jobs,
+//! written into the transaction that completes the job that planned them
+//! (`process_envelope`, or an agreement's send, void or lifecycle job).
 //! Either all of it commits with the job's completion, or none of it does.
 
-use crate::events::Plan;
+use crate::events::PlannedEvent;
 use crate::jobs::{DeliveryJob, JobPayload};
 use crate::store::{Inserted, NewJob, StoreResult, StoreTx};
 
@@ -13,14 +14,18 @@ pub struct OutboxWritten {
     pub deliveries: usize,
 }
 
-/// Writes `plan` into `tx`: each event (kept as it is if it already
+/// Writes `events` into `tx`, each delivery given `max_attempts`: each event (kept as it is if it already
 /// exists), a delivery row per (event, sink) and a `deliver` job per
 /// delivery. Idempotent: a rerun adds only what is missing, for example
 /// the delivery to a sink added to a rule since.
-pub async fn write_outbox(tx: &mut dyn StoreTx, plan: &Plan) -> StoreResult<OutboxWritten> {
+pub async fn write_outbox(
+    tx: &mut dyn StoreTx,
+    events: &[PlannedEvent],
+    max_attempts: u32,
+) -> StoreResult<OutboxWritten> {
     let mut written = OutboxWritten::default();
     let mut jobs: Vec<NewJob> = Vec::new();
-    for planned in &plan.events {
+    for planned in events {
         if let Inserted::Created(_) = tx.insert_event(&planned.event).await? {
             written.events += 1;
         }
@@ -28,7 +33,7 @@ pub async fn write_outbox(tx: &mut dyn StoreTx, plan: &Plan) -> StoreResult<Outb
             if let Inserted::Created(()) = tx.insert_delivery(planned.event.id, sink).await? {
                 written.deliveries += 1;
             }
-            jobs.push(DeliveryJob { event_id: planned.event.id, sink: sink.clone() }.job(plan.max_attempts));
+            jobs.push(DeliveryJob { event_id: planned.event.id, sink: sink.clone() }.job(max_attempts));
         }
     }
     tx.enqueue_all(&jobs).await?;

@@ -22,13 +22,13 @@ use super::{JobContext, JobError, JobHandler};
 use crate::config::{DownloadMode, Settings};
 use crate::documents::{DocumentStore, sanitise_file_name};
 use crate::docusign::{ApiError, DocuSign, GrantError};
-use crate::domain::{ConnectNotification, DocumentKind};
+use crate::domain::{AgreementStatus, ConnectNotification, DocumentKind};
 use crate::events::Planner;
 use crate::formats::parse_rest_envelope;
 use crate::ids::{AccountId, EnvelopeId, UserId};
 use crate::jobs::{JobKind, JobPayload, ProcessEnvelopeJob};
 use crate::live::Live;
-use crate::store::{DocumentRecord, EnvelopeStatus, EnvelopeUpsert, Job};
+use crate::store::{AgreementChange, DocumentRecord, EnvelopeStatus, EnvelopeUpsert, Job};
 
 /// A document still to fetch: DocuSign's id for it and the id it is recorded under.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -257,7 +257,16 @@ impl JobHandler for ProcessEnvelope {
             }
         }
 
-        let plan = planner.plan(&notification, &stored, &templates, Utc::now());
+        let mut plan = planner.plan(&notification, &stored, &templates, Utc::now());
+        let agreement = ctx.store.agreement_for_envelope(notification.envelope.envelope_id).await?;
+        if let Some(agreement) = &agreement {
+            // The consumer provisions from what its system asked for.
+            for planned in &mut plan.events {
+                if let Some(data) = planned.event.body.get_mut("data").and_then(|d| d.as_object_mut()) {
+                    data.insert("agreement".into(), agreement.request());
+                }
+            }
+        }
         let status = if plan.needs_operator() { EnvelopeStatus::Flagged } else { EnvelopeStatus::Processed };
         let mut tx = ctx.store.begin().await?;
         // The envelope row first: events refer to it.
@@ -269,7 +278,11 @@ impl JobHandler for ProcessEnvelope {
             completed_at: notification.envelope.completed_at,
         })
         .await?;
-        let written = write_outbox(&mut *tx, &plan).await?;
+        if let Some(agreement) = &agreement {
+            let completed = AgreementChange { status: Some(AgreementStatus::Completed), ..Default::default() };
+            tx.update_agreement(agreement.id, &completed).await?;
+        }
+        let written = write_outbox(&mut *tx, &plan.events, plan.max_attempts).await?;
         ctx.complete_with(tx).await?;
         if plan.needs_operator() {
             tracing::warn!(flags = ?plan.flags, "envelope flagged for an operator: a rule's required field is missing");

@@ -304,7 +304,9 @@ pub trait Agreements: Backend {
         tx.commit().await?;
         if created {
             let agreement = self.agreement(new.id).await?;
-            return agreement.map(AgreementInsert::Created).ok_or_else(|| corrupt("agreements.id", &new.id.to_string()));
+            return agreement
+                .map(AgreementInsert::Created)
+                .ok_or_else(|| corrupt("agreements.id", &new.id.to_string()));
         }
         let (agreement, digest) = self
             .agreement_by_key(&new.key.client, &new.key.idempotency_key)
@@ -380,7 +382,7 @@ impl<'a> RecordRows<'a> {
             notifications: records.iter().map(|r| &r.notification).collect(),
             envelopes: records.iter().filter_map(|r| r.envelope.as_ref().map(|e| (id(r), e))).collect(),
             documents: records.iter().flat_map(|r| r.documents.iter().map(move |d| (id(r), d))).collect(),
-            jobs: records.iter().filter_map(|r| r.job.as_ref().map(|j| (id(r), j))).collect(),
+            jobs: records.iter().flat_map(|r| r.jobs.iter().map(move |j| (id(r), j))).collect(),
         }
     }
 }

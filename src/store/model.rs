@@ -226,13 +226,13 @@ pub struct NewNotification {
 }
 
 /// Everything one notification writes when it is recorded: the envelope,
-/// documents and job are written only if the notification is new.
+/// documents and jobs are written only if the notification is new.
 #[derive(Debug)]
 pub struct NotificationRecord {
     pub notification: NewNotification,
     pub envelope: Option<EnvelopeUpsert>,
     pub documents: Vec<DocumentRecord>,
-    pub job: Option<NewJob>,
+    pub jobs: Vec<NewJob>,
 }
 
 impl NewNotification {

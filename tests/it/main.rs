@@ -10,6 +10,7 @@ mod common;
 
 mod admin;
 mod admin_browser;
+mod agreements;
 mod architecture;
 mod cli;
 mod consent;

@@ -9,7 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DurationRound, TimeDelta, Utc};
 use countersign::config::QueueSettings;
-use countersign::ids::{AccountId, EnvelopeId, EventId, JobId, NotificationId};
+use countersign::domain::{AgreementStatus, RequestKey};
+use countersign::ids::{AccountId, AgreementId, EnvelopeId, EventId, JobId, NotificationId};
 use countersign::pipeline::{JobContext, JobError, JobHandler, WorkerPool};
 use countersign::store::*;
 use serde_json::json;
@@ -41,6 +42,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    an_agreement_is_stored_once_per_key_and_its_status_only_moves_forward,
     four_workers_complete_a_thousand_jobs_exactly_once,
     a_job_whose_lease_expired_is_claimed_again,
     a_claim_hands_jobs_out_in_due_order_not_insert_order,
@@ -678,7 +680,7 @@ fn record(n: &NewNotification, subject: Option<&str>, job_key: Option<&str>, doc
         .into_iter()
         .collect();
     let job = job_key.map(|key| job("process", 0).unique(key.to_string()));
-    NotificationRecord { notification: n.clone(), envelope, documents, job }
+    NotificationRecord { notification: n.clone(), envelope, documents, jobs: job.into_iter().collect() }
 }
 
 async fn a_recorded_batch_writes_only_what_its_new_notifications_bring(db: &common::TestStore) {
@@ -902,7 +904,7 @@ async fn outbox(store: &dyn Store, envelope: &str, events: &[&str], sinks: &[&st
     })
     .await
     .unwrap();
-    countersign::pipeline::write_outbox(&mut *tx, &plan).await.unwrap();
+    countersign::pipeline::write_outbox(&mut *tx, &plan.events, plan.max_attempts).await.unwrap();
     tx.commit().await.unwrap();
     plan.events.iter().map(|e| e.event.id).collect()
 }
@@ -1113,4 +1115,121 @@ async fn envelopes_are_listed_by_status_most_recently_changed_first_a_page_at_a_
     assert_eq!(all.envelopes[0].subject.as_deref(), Some("envelope 4"));
     let beyond = store.list_envelopes(&query(Some(EnvelopeStatus::Flagged), 10, 0)).await.unwrap();
     assert_eq!((beyond.total, beyond.envelopes.len()), (0, 0));
+}
+
+async fn an_agreement_is_stored_once_per_key_and_its_status_only_moves_forward(db: &common::TestStore) {
+    let store = &*db.store;
+    let new = |client: &str, key: &str, digest: &str| NewAgreement {
+        id: AgreementId::new(),
+        key: RequestKey { client: client.into(), idempotency_key: key.into(), digest: digest.into() },
+        profile: "offer-letter".into(),
+        data: json!({ "employee": { "name": "Ada" } }),
+        account_id: None,
+    };
+    let send = |id: AgreementId| job("send_agreement", 0).unique(id.to_string());
+    let first = new("hris", "k1", "d1");
+    let AgreementInsert::Created(stored) = store.insert_agreement(&first, &send(first.id)).await.unwrap() else {
+        panic!("a new key stores a new agreement");
+    };
+    assert_eq!((stored.id, stored.status, &stored.data), (first.id, AgreementStatus::Requested, &first.data));
+    assert!(store.job_by_key("send_agreement", &first.id.to_string()).await.unwrap().is_some());
+
+    // The same client and key: nothing written, the stored one answered with its digest.
+    let again = new("hris", "k1", "d2");
+    match store.insert_agreement(&again, &send(again.id)).await.unwrap() {
+        AgreementInsert::Existing { agreement, digest } => {
+            assert_eq!((agreement.id, digest.as_str()), (first.id, "d1"))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(store.job_by_key("send_agreement", &again.id.to_string()).await.unwrap().is_none());
+    assert!(store.agreement(again.id).await.unwrap().is_none());
+    // Another client may use the same key.
+    let other = new("crm", "k1", "d1");
+    assert!(matches!(store.insert_agreement(&other, &send(other.id)).await.unwrap(), AgreementInsert::Created(_)));
+
+    // Sent with its envelope; the envelope row exists first, as the send job writes it.
+    let envelope = EnvelopeId::parse("0c8e9a7b-6d5c-4b3a-9f8e-7d6c5b4a3f2e").unwrap();
+    let account = AccountId::parse("f2a3b4c5-d6e7-4f80-9a1b-2c3d4e5f6a7b").unwrap();
+    let mut tx = store.begin().await.unwrap();
+    tx.upsert_envelope(&EnvelopeUpsert {
+        envelope_id: envelope,
+        account_id: account,
+        status: EnvelopeStatus::Sent,
+        subject: None,
+        completed_at: None,
+    })
+    .await
+    .unwrap();
+    let sent = AgreementChange {
+        status: Some(AgreementStatus::Sent),
+        envelope_id: Some(envelope),
+        account_id: Some(account),
+        ..Default::default()
+    };
+    assert!(tx.update_agreement(first.id, &sent).await.unwrap());
+    tx.commit().await.unwrap();
+    let found = store.agreement_for_envelope(envelope).await.unwrap().unwrap();
+    assert_eq!((found.id, found.status, found.account_id), (first.id, AgreementStatus::Sent, Some(account)));
+    assert!(found.sent_at.is_some() && found.finished_at.is_none());
+
+    // Completed; then late news of delivery or a void does not move it back.
+    let mut tx = store.begin().await.unwrap();
+    let to = |status| AgreementChange { status: Some(status), ..Default::default() };
+    assert!(tx.update_agreement(first.id, &to(AgreementStatus::Completed)).await.unwrap());
+    assert!(!tx.update_agreement(first.id, &to(AgreementStatus::Delivered)).await.unwrap());
+    assert!(!tx.update_agreement(first.id, &to(AgreementStatus::Voided)).await.unwrap());
+    tx.commit().await.unwrap();
+    let done = store.agreement(first.id).await.unwrap().unwrap();
+    assert_eq!(done.status, AgreementStatus::Completed);
+    assert!(done.finished_at.is_some());
+    // A received upsert (Connect's completion) takes over the `sent` row; a late `sent` does not go back.
+    let mut tx = store.begin().await.unwrap();
+    let upsert = |status| EnvelopeUpsert {
+        envelope_id: envelope,
+        account_id: account,
+        status,
+        subject: None,
+        completed_at: None,
+    };
+    tx.upsert_envelope(&upsert(EnvelopeStatus::Received)).await.unwrap();
+    tx.upsert_envelope(&upsert(EnvelopeStatus::Sent)).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store.envelope(envelope).await.unwrap().unwrap().status, EnvelopeStatus::Received);
+
+    // An event of an agreement that never had an envelope.
+    let failed = new("hris", "k2", "d3");
+    store.insert_agreement(&failed, &send(failed.id)).await.unwrap();
+    let event = EventRecord {
+        id: EventId::new(),
+        envelope_id: None,
+        agreement_id: Some(failed.id),
+        rule: "agreement.failed".into(),
+        event_type: "agreement.failed".into(),
+        body: json!({ "type": "agreement.failed" }),
+        created_at: Utc::now().duration_trunc(TimeDelta::milliseconds(1)).unwrap(),
+        ordinal: 0,
+    };
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(tx.insert_event(&event).await.unwrap(), Inserted::Created(event.id));
+    assert_eq!(
+        tx.insert_event(&EventRecord { id: EventId::new(), ..event.clone() }).await.unwrap(),
+        Inserted::Duplicate
+    );
+    tx.insert_delivery(event.id, "hr").await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store.event(event.id).await.unwrap().unwrap(), event);
+
+    let page = |client: Option<&str>, status| AgreementQuery {
+        client: client.map(str::to_string),
+        status,
+        profile: None,
+        limit: 10,
+        offset: 0,
+    };
+    let hris = store.list_agreements(&page(Some("hris"), None)).await.unwrap();
+    assert_eq!(hris.total, 2);
+    assert_eq!(hris.agreements.iter().map(|a| a.id).collect::<Vec<_>>(), [failed.id, first.id], "newest first");
+    let completed = store.list_agreements(&page(None, Some(AgreementStatus::Completed))).await.unwrap();
+    assert_eq!(completed.agreements.iter().map(|a| a.id).collect::<Vec<_>>(), [first.id]);
 }

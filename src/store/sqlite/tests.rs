@@ -68,7 +68,7 @@ async fn a_group_commit_goes_ahead_of_queued_bookkeeping() {
                 },
                 envelope: None,
                 documents: Vec::new(),
-                job: None,
+                jobs: Vec::new(),
             };
             assert_eq!(store.record_notifications(&[&record]).await.unwrap(), [true]);
         })

@@ -76,7 +76,7 @@ pub async fn publish(
     for document in documents {
         tx.upsert_document(document).await.unwrap();
     }
-    countersign::pipeline::write_outbox(&mut *tx, &plan).await.unwrap();
+    countersign::pipeline::write_outbox(&mut *tx, &plan.events, plan.max_attempts).await.unwrap();
     tx.commit().await.unwrap();
     plan
 }

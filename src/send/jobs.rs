@@ -1,0 +1,408 @@
+//! The agreement's jobs: send it (exactly once), void it, and apply
+//! Connect's news about its envelope.
+//!
+//! Exactly once: DocuSign's envelope creation takes no idempotency key, so
+//! every envelope carries the agreement id in a hidden custom field, and any
+//! attempt after the first (the one before may have created the envelope
+//! and lost the answer, or crashed after the POST) first searches for that
+//! field and adopts what it finds. Only when nothing is found does it create.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+
+use super::{Profiles, envelope_definition};
+use crate::config::Settings;
+use crate::docusign::{ApiError, DocuSign, GrantError};
+use crate::domain::{AGREEMENT_FIELD, Agreement, AgreementStatus, ConnectNotification};
+use crate::events::agreement::{Lifecycle, lifecycle_event};
+use crate::ids::{AccountId, EnvelopeId, UserId};
+use crate::jobs::{AgreementLifecycleJob, JobKind, JobPayload, SendAgreementJob, VoidAgreementJob};
+use crate::pipeline::{JobContext, JobError, JobHandler, write_outbox};
+use crate::store::{AgreementChange, EnvelopeStatus, EnvelopeUpsert, Job, StoreTx};
+
+/// How far back the search for a lost envelope looks before the request was stored.
+const SEARCH_MARGIN: chrono::Duration = chrono::Duration::minutes(10);
+
+/// What the three jobs share.
+#[derive(Debug, Clone)]
+struct Sending {
+    docusign: Option<Arc<DocuSign>>,
+    profiles: Profiles,
+    connect_url: Option<String>,
+    /// Attempts of each lifecycle event's delivery.
+    delivery_attempts: u32,
+    recheck: Duration,
+}
+
+impl Sending {
+    fn new(settings: &Settings, docusign: Option<Arc<DocuSign>>) -> Self {
+        Self {
+            docusign,
+            profiles: Profiles::from_settings(settings),
+            connect_url: settings.api.connect_url.clone(),
+            delivery_attempts: settings.delivery.max_attempts(),
+            recheck: settings.docusign.recheck_base,
+        }
+    }
+
+    fn docusign(&self) -> Result<&DocuSign, JobError> {
+        self.docusign.as_deref().ok_or_else(|| {
+            JobError::park(
+                "DocuSign access is not configured (docusign.integration_key, docusign.user_id, \
+                 docusign.private_key_file): agreements cannot be sent",
+                Duration::from_secs(900),
+            )
+        })
+    }
+
+    /// The user that sends, and the account it sends from: the profile's
+    /// account, or the user's default one.
+    async fn sender(&self, docusign: &DocuSign, agreement: &Agreement) -> Result<(UserId, AccountId), JobError> {
+        let profile_account =
+            agreement.account_id.or_else(|| self.profiles.get(&agreement.profile).and_then(|p| p.account_id));
+        let user = match profile_account {
+            Some(account) => docusign.impersonation().user_for(account, None),
+            None => docusign.impersonation().users().first().copied(),
+        }
+        .ok_or_else(|| JobError::park("no DocuSign user to send as: set docusign.user_id", self.recheck))?;
+        let account = match profile_account {
+            Some(account) => account,
+            None => docusign.default_account(user).await.map_err(|e| self.job_error(e))?.account_id,
+        };
+        Ok((user, account))
+    }
+
+    /// Rate limits and missing consent make a job wait, as downloads do.
+    fn job_error(&self, error: ApiError) -> JobError {
+        match error {
+            ApiError::Grant(GrantError::Transient(message)) | ApiError::Transient(message) => JobError::retry(message),
+            ApiError::Grant(grant) => JobError::park(grant, self.recheck),
+            ApiError::Access(access) => JobError::park(access, self.recheck),
+            error @ (ApiError::Paused { until, .. } | ApiError::EnvelopePaused { until, .. }) => {
+                JobError::Defer { reason: error.to_string(), until, parked: false }
+            }
+            ApiError::Documents(error) => JobError::retry(error),
+            error @ ApiError::Refused { status: 401 | 403, .. } => JobError::park(error, self.recheck),
+            error @ ApiError::Refused { .. } => JobError::retry(error),
+        }
+    }
+
+    fn sinks(&self, agreement: &Agreement) -> Vec<String> {
+        self.profiles.get(&agreement.profile).map(|p| p.sinks.clone()).unwrap_or_default()
+    }
+
+    /// Applies `change` and, when it took, writes `news` for the profile's sinks, in `tx`.
+    async fn record(
+        &self,
+        tx: &mut dyn StoreTx,
+        agreement: &Agreement,
+        change: AgreementChange,
+        news: Option<Lifecycle>,
+    ) -> Result<bool, JobError> {
+        let mut after = agreement.clone();
+        if let Some(envelope) = change.envelope_id {
+            // Events of the envelope refer to its row.
+            let account = change
+                .account_id
+                .or(agreement.account_id)
+                .ok_or_else(|| JobError::Fatal(format!("agreement {} has an envelope but no account", agreement.id)))?;
+            tx.upsert_envelope(&EnvelopeUpsert {
+                envelope_id: envelope,
+                account_id: account,
+                status: EnvelopeStatus::Sent,
+                subject: None,
+                completed_at: None,
+            })
+            .await?;
+            after.envelope_id = Some(envelope);
+            after.account_id = Some(account);
+        }
+        let took = tx.update_agreement(agreement.id, &change).await?;
+        if !took {
+            return Ok(false);
+        }
+        if let Some(status) = change.status {
+            after.status = status;
+        }
+        if let Some(news) = news {
+            let sinks = self.sinks(agreement);
+            if !sinks.is_empty() {
+                let event = lifecycle_event(&after, &news, &sinks, Utc::now());
+                write_outbox(tx, &[event], self.delivery_attempts).await?;
+            }
+        }
+        Ok(true)
+    }
+
+    async fn agreement(&self, ctx: &JobContext, id: crate::ids::AgreementId) -> Result<Agreement, JobError> {
+        ctx.store.agreement(id).await?.ok_or_else(|| JobError::Fatal(format!("agreement {id} is not in the store")))
+    }
+}
+
+/// The `send_agreement` job.
+#[derive(Debug)]
+pub struct SendAgreement(Sending);
+
+impl SendAgreement {
+    pub fn new(settings: &Settings, docusign: Option<Arc<DocuSign>>) -> Self {
+        Self(Sending::new(settings, docusign))
+    }
+
+    /// Records the envelope the agreement now has, sent.
+    async fn adopt(
+        &self,
+        ctx: &JobContext,
+        agreement: &Agreement,
+        envelope: EnvelopeId,
+        account: AccountId,
+    ) -> Result<(), JobError> {
+        let mut tx = ctx.store.begin().await?;
+        let change = AgreementChange {
+            status: Some(AgreementStatus::Sent),
+            envelope_id: Some(envelope),
+            account_id: Some(account),
+            ..AgreementChange::default()
+        };
+        if !self.0.record(&mut *tx, agreement, change, Some(Lifecycle::Sent)).await? {
+            // Connect's news got there first: keep its status, add the envelope.
+            let change =
+                AgreementChange { envelope_id: Some(envelope), account_id: Some(account), ..Default::default() };
+            self.0.record(&mut *tx, agreement, change, None).await?;
+        }
+        ctx.complete_with(tx).await
+    }
+
+    /// Ends an agreement DocuSign will never send, or that was voided before it was.
+    async fn finish_unsent(&self, ctx: &JobContext, agreement: &Agreement, news: Lifecycle) -> Result<(), JobError> {
+        let mut tx = ctx.store.begin().await?;
+        let change = match &news {
+            Lifecycle::Failed { code, message } => AgreementChange {
+                status: Some(AgreementStatus::Failed),
+                error_code: Some(code.clone()),
+                last_error: Some(message.clone()),
+                ..Default::default()
+            },
+            _ => AgreementChange { status: news.status(), ..Default::default() },
+        };
+        self.0.record(&mut *tx, agreement, change, Some(news)).await?;
+        ctx.complete_with(tx).await
+    }
+}
+
+#[async_trait]
+impl JobHandler for SendAgreement {
+    fn kind(&self) -> &'static str {
+        JobKind::SendAgreement.as_str()
+    }
+
+    async fn run(&self, job: &Job, ctx: &JobContext) -> Result<(), JobError> {
+        let payload = SendAgreementJob::read(&job.kind, &job.payload)?;
+        let agreement = self.0.agreement(ctx, payload.agreement_id).await?;
+        if agreement.envelope_id.is_some() || agreement.status.is_final() {
+            return Ok(());
+        }
+        let Some(profile) = self.0.profiles.get(&agreement.profile).cloned() else {
+            let news = Lifecycle::Failed {
+                code: "PROFILE_NOT_CONFIGURED".into(),
+                message: format!("profile `{}` is no longer configured", agreement.profile),
+            };
+            return self.finish_unsent(ctx, &agreement, news).await;
+        };
+        let docusign = self.0.docusign()?;
+        let (user, account) = self.0.sender(docusign, &agreement).await?;
+        // The first attempt cannot have created anything; any later one may have.
+        if job.attempts > 1 {
+            let since = agreement.created_at - SEARCH_MARGIN;
+            let found = docusign
+                .envelopes_with_custom_field(user, account, (AGREEMENT_FIELD, &agreement.id.to_string()), since)
+                .await
+                .map_err(|e| self.0.job_error(e))?;
+            if let Some(existing) = found.first() {
+                if found.len() > 1 {
+                    tracing::error!(agreement_id = %agreement.id, envelopes = found.len(),
+                        "DocuSign holds several envelopes for one agreement; adopting the first");
+                }
+                tracing::info!(agreement_id = %agreement.id, envelope_id = %existing.envelope_id,
+                    "an earlier attempt created the envelope; adopting it");
+                return self.adopt(ctx, &agreement, existing.envelope_id, account).await;
+            }
+        }
+        if agreement.void_reason.is_some() {
+            return self
+                .finish_unsent(ctx, &agreement, Lifecycle::Voided { reason: agreement.void_reason.clone() })
+                .await;
+        }
+        let definition = match envelope_definition(
+            &profile,
+            &agreement.data,
+            &agreement.id.to_string(),
+            self.0.connect_url.as_deref(),
+        ) {
+            Ok(definition) => definition,
+            Err(error) => {
+                // The profile changed since the request was taken.
+                let news = Lifecycle::Failed { code: "PROFILE_DATA_MISMATCH".into(), message: error.to_string() };
+                return self.finish_unsent(ctx, &agreement, news).await;
+            }
+        };
+        match docusign.create_envelope(user, account, &definition).await {
+            Ok(envelope) => {
+                tracing::info!(agreement_id = %agreement.id, envelope_id = %envelope, "envelope created and sent");
+                self.adopt(ctx, &agreement, envelope, account).await
+            }
+            // A refusal is for good (a template or recipient DocuSign will not take).
+            Err(ApiError::Refused { status, code, message, .. }) if status != 401 && status != 403 => {
+                tracing::warn!(agreement_id = %agreement.id, %code, "DocuSign refused to send the agreement");
+                let code = if code.is_empty() { format!("HTTP_{status}") } else { code };
+                self.finish_unsent(ctx, &agreement, Lifecycle::Failed { code, message }).await
+            }
+            Err(error) => Err(self.0.job_error(error)),
+        }
+    }
+}
+
+/// The `void_agreement` job.
+#[derive(Debug)]
+pub struct VoidAgreement(Sending);
+
+impl VoidAgreement {
+    pub fn new(settings: &Settings, docusign: Option<Arc<DocuSign>>) -> Self {
+        Self(Sending::new(settings, docusign))
+    }
+}
+
+#[async_trait]
+impl JobHandler for VoidAgreement {
+    fn kind(&self) -> &'static str {
+        JobKind::VoidAgreement.as_str()
+    }
+
+    async fn run(&self, job: &Job, ctx: &JobContext) -> Result<(), JobError> {
+        let payload = VoidAgreementJob::read(&job.kind, &job.payload)?;
+        let agreement = self.0.agreement(ctx, payload.agreement_id).await?;
+        if agreement.status.is_final() {
+            return Ok(());
+        }
+        let (Some(envelope), Some(account)) = (agreement.envelope_id, agreement.account_id) else {
+            // The send job voids an agreement it has not sent; wait for it.
+            return Err(JobError::defer("waiting for the send job to settle the envelope", Duration::from_secs(2)));
+        };
+        let docusign = self.0.docusign()?;
+        let (user, _) = self.0.sender(docusign, &agreement).await?;
+        let reason = agreement.void_reason.clone().unwrap_or_else(|| "Voided on request".into());
+        let mut tx = ctx.store.begin().await?;
+        match docusign.void_envelope(user, account, envelope, &reason).await {
+            Ok(()) => {
+                let change = AgreementChange { status: Some(AgreementStatus::Voided), ..Default::default() };
+                self.0.record(&mut *tx, &agreement, change, Some(Lifecycle::Voided { reason: Some(reason) })).await?;
+            }
+            Err(ApiError::Refused { status, code, message, .. }) if status != 401 && status != 403 => {
+                // Most often the envelope was completed or declined meanwhile; Connect says which.
+                let change = AgreementChange {
+                    last_error: Some(format!("DocuSign refused to void the envelope: {code}: {message}")),
+                    ..Default::default()
+                };
+                self.0.record(&mut *tx, &agreement, change, None).await?;
+            }
+            Err(error) => return Err(self.0.job_error(error)),
+        }
+        ctx.complete_with(tx).await
+    }
+}
+
+/// The `agreement_lifecycle` job.
+#[derive(Debug)]
+pub struct AgreementLifecycle(Sending);
+
+impl AgreementLifecycle {
+    pub fn new(settings: &Settings, docusign: Option<Arc<DocuSign>>) -> Self {
+        Self(Sending::new(settings, docusign))
+    }
+}
+
+/// What a notification says happened to the agreement, and the status it brings.
+fn news_of(notification: &ConnectNotification) -> (Option<AgreementStatus>, Option<Lifecycle>) {
+    let event = notification.event.as_str();
+    let recipient = || {
+        notification
+            .envelope
+            .recipients
+            .iter()
+            .find(|r| r.recipient_id.is_some() && r.recipient_id == notification.recipient_id)
+    };
+    match event {
+        "recipient-autoresponded" => (
+            None,
+            Some(Lifecycle::Bounced {
+                recipient_id: notification.recipient_id.clone(),
+                email: recipient().and_then(|r| r.email.clone()),
+            }),
+        ),
+        _ => {
+            let status = AgreementStatus::from_connect_event(event);
+            let news = match status {
+                Some(AgreementStatus::Sent) => Some(Lifecycle::Sent),
+                Some(AgreementStatus::Declined) => Some(Lifecycle::Declined { reason: None }),
+                Some(AgreementStatus::Voided) => Some(Lifecycle::Voided { reason: None }),
+                _ => None,
+            };
+            (status, news)
+        }
+    }
+}
+
+#[async_trait]
+impl JobHandler for AgreementLifecycle {
+    fn kind(&self) -> &'static str {
+        JobKind::AgreementLifecycle.as_str()
+    }
+
+    async fn run(&self, job: &Job, ctx: &JobContext) -> Result<(), JobError> {
+        let payload = AgreementLifecycleJob::read(&job.kind, &job.payload)?;
+        let recorded =
+            ctx.store.notification(payload.notification_id).await?.ok_or_else(|| {
+                JobError::Fatal(format!("notification {} is not in the store", payload.notification_id))
+            })?;
+        let notification: ConnectNotification = serde_json::from_value(recorded.new.summary)
+            .map_err(|e| JobError::Fatal(format!("the recorded notification cannot be read: {e}")))?;
+        let Some(agreement) = ctx.store.agreement(payload.agreement_id).await? else {
+            tracing::warn!(agreement_id = %payload.agreement_id, "a notification names an agreement that is not stored");
+            return Ok(());
+        };
+        let envelope = notification.envelope.envelope_id;
+        if agreement.envelope_id.is_some_and(|known| known != envelope) {
+            tracing::error!(agreement_id = %agreement.id, %envelope,
+                "a second envelope carries this agreement's id; its news is not applied");
+            return Ok(());
+        }
+        let (status, news) = news_of(&notification);
+        let mut change = AgreementChange { status, ..Default::default() };
+        if agreement.envelope_id.is_none() {
+            // Connect's news of an envelope whose creation answer was lost.
+            change.envelope_id = Some(envelope);
+            change.account_id = Some(notification.envelope.account_id);
+        }
+        if let Some(Lifecycle::Bounced { email, .. }) = &news {
+            change.last_error = Some(format!("the email to {} bounced", email.as_deref().unwrap_or("a recipient")));
+        }
+        let mut tx = ctx.store.begin().await?;
+        let news = match (&news, status) {
+            // News that brings no status (a bounce) is written once per recipient by its event id.
+            (Some(_), None) => news,
+            (_, Some(_)) => news,
+            (None, None) => None,
+        };
+        if !self.0.record(&mut *tx, &agreement, change.clone(), news).await? && change.envelope_id.is_some() {
+            let keep = AgreementChange {
+                envelope_id: change.envelope_id,
+                account_id: change.account_id,
+                ..Default::default()
+            };
+            self.0.record(&mut *tx, &agreement, keep, None).await?;
+        }
+        ctx.complete_with(tx).await
+    }
+}
