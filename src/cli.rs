@@ -303,6 +303,18 @@ async fn check(arg: &ConfigArg) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    for check in crate::send::check::check_profiles(&settings, &docusign).await {
+        match (&check.template, check.problems.is_empty()) {
+            (Some(template), true) => println!("profile {}: ok (template {template:?})", check.profile),
+            _ => {
+                healthy = false;
+                println!("profile {}: FAILED", check.profile);
+                for problem in &check.problems {
+                    println!("  {problem}");
+                }
+            }
+        }
+    }
     Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 

@@ -23,7 +23,9 @@ use crate::pipeline::{JobHandler, ProcessEnvelope, WorkerPool};
 use crate::reconcile::{self, ReconcileAccount, Reconciler};
 use crate::reload::Reloader;
 use crate::send::api::AgreementsApi;
-use crate::send::{AgreementLifecycle, SendAgreement, VoidAgreement};
+use crate::send::bus::Sources;
+use crate::send::intake::Intake;
+use crate::send::{AgreementLifecycle, Profiles, SendAgreement, VoidAgreement};
 use crate::store::{self, Store};
 
 /// How often finished jobs older than `queue.retention` are deleted.
@@ -119,6 +121,14 @@ impl Service {
                 stop.clone(),
             ))
         });
+        let sources = (!self.settings.api.sources.is_empty()).then(|| {
+            let intake = Intake::new(
+                self.store.clone(),
+                Profiles::from_settings(&self.settings),
+                self.settings.queue.max_attempts,
+            );
+            tokio::spawn(Sources::new(&self.settings, intake).run(stop.clone()))
+        });
 
         let ingest = Ingest::new(&self.settings, self.store.clone(), self.documents.clone(), self.keys.clone());
         let access = self.docusign.as_ref().map(|d| d.status().clone());
@@ -166,6 +176,9 @@ impl Service {
             let _ = pruner.await;
             if let Some(scheduler) = scheduler {
                 let _ = scheduler.await;
+            }
+            if let Some(sources) = sources {
+                let _ = sources.await;
             }
             let _ = workers.await;
         };

@@ -28,6 +28,69 @@ pub struct ApiSettings {
     pub connect_url: Option<String>,
     /// Requests listed per page at most.
     pub max_page: u32,
+    /// Message buses requests also arrive on, each on behalf of one client.
+    pub sources: Vec<SourceSettings>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// A NATS JetStream stream, read by a durable pull consumer.
+    Nats,
+    /// A RabbitMQ (AMQP 0-9-1) queue.
+    Amqp,
+}
+
+/// A bus whose messages are requests (`{"profile", "data"}`), each named by
+/// its message id (the idempotency key); a message is acknowledged only
+/// once its request is stored, and one that can never become a request goes
+/// to `dead_letter` with the reason.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSettings {
+    pub name: String,
+    pub kind: SourceKind,
+    /// `nats://host:4222` or `amqp://user@host:5672/vhost`; printed redacted.
+    pub url: String,
+    /// The API client the requests are taken for: its profiles, its agreements.
+    pub client: String,
+    /// nats: the auth token; amqp: the password, replacing any in `url`.
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// nats: the JetStream stream holding the requests.
+    #[serde(default)]
+    pub stream: Option<String>,
+    /// nats: the subject (filter) requests are published on.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// nats: the durable consumer's name (default `countersign-{name}`).
+    #[serde(default)]
+    pub durable: Option<String>,
+    /// amqp: the queue requests are read from.
+    #[serde(default)]
+    pub queue: Option<String>,
+    /// Where a message that can never become a request goes, with the
+    /// reason: nats, a subject; amqp, a queue (through the default exchange).
+    pub dead_letter: String,
+}
+
+impl std::fmt::Debug for SourceSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceSettings")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("url", &crate::store::redact_url(&self.url))
+            .field("client", &self.client)
+            .field("secret", &self.secret)
+            .field("stream", &self.stream)
+            .field("subject", &self.subject)
+            .field("durable", &self.durable)
+            .field("queue", &self.queue)
+            .field("dead_letter", &self.dead_letter)
+            .finish()
+    }
 }
 
 #[derive(Clone, Deserialize)]
@@ -93,7 +156,7 @@ pub struct RoleSettings {
 
 impl Default for ApiSettings {
     fn default() -> Self {
-        Self { clients: Vec::new(), connect_url: None, max_page: 500 }
+        Self { clients: Vec::new(), connect_url: None, max_page: 500, sources: Vec::new() }
     }
 }
 
@@ -101,6 +164,9 @@ impl ApiSettings {
     pub(super) fn read_secret_files(&mut self) -> Result<(), ConfigError> {
         for (i, client) in self.clients.iter_mut().enumerate() {
             resolve_secret(&mut client.token, &client.token_file, &format!("api.clients[{i}].token"))?;
+        }
+        for (i, source) in self.sources.iter_mut().enumerate() {
+            resolve_secret(&mut source.secret, &source.secret_file, &format!("api.sources[{i}].secret"))?;
         }
         Ok(())
     }
@@ -202,6 +268,45 @@ pub(super) fn validate(
             if !names.contains(name.as_str()) {
                 return Err(ConfigError::invalid(key("profiles"), format!("names `{name}`, which is not a profile")));
             }
+        }
+    }
+    validate_sources(api)
+}
+
+fn validate_sources(api: &ApiSettings) -> Result<(), ConfigError> {
+    let mut names = HashSet::new();
+    for (i, source) in api.sources.iter().enumerate() {
+        let key = |field: &str| format!("api.sources[{i}].{field}");
+        if source.name.trim().is_empty() {
+            return Err(ConfigError::invalid(key("name"), "must not be empty"));
+        }
+        if !names.insert(source.name.as_str()) {
+            return Err(ConfigError::invalid(key("name"), format!("`{}` is used twice", source.name)));
+        }
+        let scheme_ok = match source.kind {
+            SourceKind::Nats => ["nats://", "tls://"].iter().any(|s| source.url.starts_with(s)),
+            SourceKind::Amqp => ["amqp://", "amqps://"].iter().any(|s| source.url.starts_with(s)),
+        };
+        if !scheme_ok {
+            return Err(ConfigError::invalid(key("url"), "must be a nats:// URL for kind nats, amqp:// for kind amqp"));
+        }
+        if !api.clients.iter().any(|c| c.name == source.client) {
+            return Err(ConfigError::invalid(
+                key("client"),
+                format!("names `{}`, which is not an api.clients entry", source.client),
+            ));
+        }
+        let needed: &[(&str, &Option<String>)] = match source.kind {
+            SourceKind::Nats => &[("stream", &source.stream), ("subject", &source.subject)],
+            SourceKind::Amqp => &[("queue", &source.queue)],
+        };
+        for (field, value) in needed {
+            if value.as_deref().is_none_or(|v| v.trim().is_empty()) {
+                return Err(ConfigError::invalid(key(field), format!("is required for a {:?} source", source.kind)));
+            }
+        }
+        if source.dead_letter.trim().is_empty() {
+            return Err(ConfigError::invalid(key("dead_letter"), "must not be empty"));
         }
     }
     Ok(())

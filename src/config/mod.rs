@@ -19,7 +19,10 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 
-pub use agreements::{AGREEMENT_FIELD, ApiClientSettings, ApiSettings, CUSTOM_FIELD_MAX_CHARS, ProfileSettings, RoleSettings};
+pub use agreements::{
+    AGREEMENT_FIELD, ApiClientSettings, ApiSettings, CUSTOM_FIELD_MAX_CHARS, ProfileSettings, RoleSettings, SourceKind,
+    SourceSettings,
+};
 pub use connect::{ConnectAccountSettings, ConnectSettings};
 pub use documents::{DocumentsLocation, DocumentsSettings, DownloadMode};
 pub use docusign::{DocusignAccountSettings, DocusignSettings};

@@ -30,7 +30,22 @@ pub struct Template {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TemplateRole {
     pub name: String,
-    pub tab_labels: Vec<String>,
+    pub tabs: Vec<TemplateTab>,
+}
+
+/// A tab of a template role: its label, and the list it is kept in
+/// (`textTabs`, `dateTabs`, …), which is where a prefilled value must go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateTab {
+    pub label: String,
+    pub list: String,
+}
+
+impl Template {
+    /// Whether any role's tab has this label.
+    pub fn has_tab(&self, label: &str) -> bool {
+        self.roles.iter().any(|r| r.tabs.iter().any(|t| t.label == label))
+    }
 }
 
 impl DocuSign {
@@ -133,13 +148,18 @@ fn read_template(template_id: &str, template: &Value) -> Template {
         for list in recipients.values().filter_map(Value::as_array) {
             for recipient in list {
                 let Some(name) = recipient["roleName"].as_str().filter(|n| !n.is_empty()) else { continue };
-                let tab_labels = recipient["tabs"]
+                let tabs = recipient["tabs"]
                     .as_object()
                     .into_iter()
-                    .flat_map(|tabs| tabs.values().filter_map(Value::as_array).flatten())
-                    .filter_map(|tab| tab["tabLabel"].as_str().map(str::to_string))
+                    .flatten()
+                    .filter_map(|(list, tabs)| Some((list, tabs.as_array()?)))
+                    .flat_map(|(list, tabs)| {
+                        tabs.iter().filter_map(|tab| {
+                            Some(TemplateTab { label: tab["tabLabel"].as_str()?.to_string(), list: list.clone() })
+                        })
+                    })
                     .collect();
-                roles.push(TemplateRole { name: name.to_string(), tab_labels });
+                roles.push(TemplateRole { name: name.to_string(), tabs });
             }
         }
     }
@@ -167,8 +187,16 @@ mod tests {
         });
         let read = read_template("t", &template);
         assert_eq!(read.name, "Offer");
-        let roles: Vec<(&str, Vec<&str>)> =
-            read.roles.iter().map(|r| (r.name.as_str(), r.tab_labels.iter().map(String::as_str).collect())).collect();
-        assert_eq!(roles, [("Employee", vec!["Start Date", "signed"]), ("HR", vec![])]);
+        // Recipient lists and tab lists come in whatever order the JSON object keeps.
+        let roles: std::collections::BTreeMap<&str, std::collections::BTreeSet<(&str, &str)>> = read
+            .roles
+            .iter()
+            .map(|r| (r.name.as_str(), r.tabs.iter().map(|t| (t.label.as_str(), t.list.as_str())).collect()))
+            .collect();
+        assert_eq!(
+            roles,
+            [("Employee", [("signed", "dateSignedTabs"), ("Start Date", "textTabs")].into()), ("HR", [].into())].into()
+        );
+        assert!(read.has_tab("Start Date") && !read.has_tab("Shoe Size"));
     }
 }

@@ -3,9 +3,10 @@
 //! `docs/DOCUSIGN.md` §1, and legacy XML, §2), signed with
 //! `X-DocuSign-Signature-N` HMACs (§4) and retried the way Connect retries (§3).
 //!
-//! The generated envelopes are always completed, so notifications for earlier
-//! events (`envelope-sent`, `recipient-delivered`, …) describe the envelope as
-//! it stood at that event (see `Moment`).
+//! A completed envelope's notification for an earlier event (`envelope-sent`,
+//! `recipient-delivered`, …) describes the envelope as it stood at that event
+//! (see `Moment`). An envelope still in process is described as it is: the
+//! sandbox notifies about those as their events happen.
 
 mod json_sim;
 mod sender;
@@ -16,7 +17,7 @@ use chrono::{DateTime, Utc};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use super::envelopes::{Envelope, Signer};
+use super::envelopes::{Envelope, EnvelopeStatus as Status, Signer};
 
 pub use json_sim::json_sim_body;
 pub use sender::{ConnectSender, DeliveryReport, RetryPolicy};
@@ -86,62 +87,38 @@ pub fn signature_headers(body: &[u8], keys: &[String]) -> Vec<(String, String)> 
         .collect()
 }
 
-/// The envelope's state at the moment a notification describes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Status {
-    Created,
-    Sent,
-    Delivered,
-    Completed,
-    Declined,
-    Voided,
-}
-
-impl Status {
-    /// The REST spelling, as in `envelopeSummary.status`.
-    fn rest(self) -> &'static str {
-        match self {
-            Status::Created => "created",
-            Status::Sent => "sent",
-            Status::Delivered => "delivered",
-            Status::Completed => "completed",
-            Status::Declined => "declined",
-            Status::Voided => "voided",
-        }
-    }
-
-    /// The legacy XML spelling.
-    fn legacy(self) -> &'static str {
-        match self {
-            Status::Created => "Created",
-            Status::Sent => "Sent",
-            Status::Delivered => "Delivered",
-            Status::Completed => "Completed",
-            Status::Declined => "Declined",
-            Status::Voided => "Voided",
-        }
-    }
-}
-
 /// A point on a completed envelope's timeline: everything that happened up to
 /// `at` has happened, everything later has not. Declines and voids never
 /// happened to generated envelopes, so they are laid onto the timeline where
 /// they would plausibly have happened instead of the next step.
+///
+/// An envelope that is not completed has no later steps to take back: its
+/// moment is now, and what happened is read from the recorded statuses.
 #[derive(Debug, Clone, Copy)]
 struct Moment<'a> {
     status: Status,
     at: DateTime<Utc>,
     decliner: Option<&'a Signer>,
+    /// The envelope as it is, not a point on a completed envelope's timeline.
+    current: bool,
 }
 
 impl<'a> Moment<'a> {
     fn of(envelope: &'a Envelope, event: &str, recipient_id: Option<&str>) -> Self {
+        if envelope.state != Status::Completed {
+            return Moment {
+                status: envelope.state,
+                at: envelope.status_changed_at(),
+                decliner: envelope.signers.iter().find(|s| s.status == Status::Declined),
+                current: true,
+            };
+        }
         let signer = recipient_id
             .and_then(|id| envelope.signers.iter().find(|s| s.recipient_id == id))
             .or(envelope.signers.last());
         let at = |time: fn(&Signer) -> DateTime<Utc>| signer.map_or(envelope.completed_at, time);
-        let moment = |status, at| Moment { status, at, decliner: None };
-        let by_time = |at| Moment { status: status_at(envelope, at), at, decliner: None };
+        let moment = |status, at| Moment { status, at, decliner: None, current: false };
+        let by_time = |at| Moment { status: status_at(envelope, at), at, decliner: None, current: false };
         match event {
             "envelope-created" | "envelope-discard" => moment(Status::Created, envelope.created_at),
             event if event.starts_with("template-") => moment(Status::Created, envelope.created_at),
@@ -152,7 +129,7 @@ impl<'a> Moment<'a> {
             }
             // The decliner declines where they would have signed.
             "envelope-declined" | "recipient-declined" => {
-                Moment { status: Status::Declined, at: at(|s| s.signed_at), decliner: signer }
+                Moment { status: Status::Declined, at: at(|s| s.signed_at), decliner: signer, current: false }
             }
             // The sender gives up while the last signer has the envelope open.
             "envelope-voided" => {
@@ -172,16 +149,46 @@ impl<'a> Moment<'a> {
         }
     }
 
-    /// Whether this is the envelope as the REST API shows it now, with nothing to hide.
+    /// Whether this is the completed envelope as the REST API shows it now.
     fn is_final(&self, envelope: &Envelope) -> bool {
         self.status == Status::Completed && self.at >= envelope.completed_at
+    }
+
+    /// Whether the REST representation is already the envelope at this moment.
+    fn is_as_shown(&self, envelope: &Envelope) -> bool {
+        self.current || self.is_final(envelope)
     }
 
     fn reached(&self, time: DateTime<Utc>) -> bool {
         time <= self.at
     }
 
+    fn envelope_sent(&self, envelope: &Envelope) -> Option<DateTime<Utc>> {
+        if self.current { envelope.sent_time() } else { self.reached(envelope.sent_at).then_some(envelope.sent_at) }
+    }
+
+    fn signer_sent(&self, signer: &Signer) -> Option<DateTime<Utc>> {
+        if self.current { signer.sent_time() } else { self.reached(signer.sent_at).then_some(signer.sent_at) }
+    }
+
+    fn signer_delivered(&self, signer: &Signer) -> Option<DateTime<Utc>> {
+        if self.current {
+            signer.delivered_time()
+        } else {
+            self.reached(signer.delivered_at).then_some(signer.delivered_at)
+        }
+    }
+
+    /// Why the signer declined, if they declined by this moment.
+    fn decline_reason(&self, signer: &Signer) -> Option<String> {
+        (self.signer_status(signer) == Status::Declined)
+            .then(|| signer.declined_reason.clone().unwrap_or_else(|| "Declined by the recipient.".to_string()))
+    }
+
     fn signer_status(&self, signer: &Signer) -> Status {
+        if self.current {
+            return signer.status;
+        }
         if self.decliner.is_some_and(|d| d.recipient_id_guid == signer.recipient_id_guid) {
             Status::Declined
         } else if self.reached(signer.signed_at) {
@@ -198,7 +205,7 @@ impl<'a> Moment<'a> {
     /// The latest delivery to any signer so far, which is what the envelope's
     /// delivered time shows once everyone has opened it.
     fn delivered_at(&self, envelope: &Envelope) -> Option<DateTime<Utc>> {
-        envelope.signers.iter().map(|s| s.delivered_at).filter(|t| self.reached(*t)).max()
+        envelope.signers.iter().filter_map(|s| self.signer_delivered(s)).max()
     }
 }
 

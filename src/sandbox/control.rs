@@ -26,7 +26,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::connect::{ConnectFormat, ConnectSender, DeliveryReport, NotificationOptions, RetryPolicy};
-use super::{Counters, Envelope, Fault, Sandbox, envelopes, faults, pdf};
+use super::{Counters, Envelope, Fault, LifecycleError, Sandbox, envelopes, faults, pdf};
 use crate::error::{ErrorBody, HttpError};
 use crate::ids::{EnvelopeId, UserId};
 
@@ -35,15 +35,18 @@ use crate::ids::{EnvelopeId, UserId};
     info(
         title = "countersign sandbox control API",
         description = "Drives the DocuSign sandbox (`countersign sandbox`): complete envelopes and have them \
-                       announced by signed Connect notifications, grant or revoke consent, switch faults, rate \
-                       limits and token lifetimes, and read the request counters. None of it exists at DocuSign. \
-                       No authentication: the sandbox is for a developer's machine or a test. Bad input is \
-                       answered 400 with an error body whose `field` names the culprit."
+                       announced by signed Connect notifications, read the account's templates, sign or decline \
+                       envelopes sent through the REST API as their recipients would, grant or revoke consent, \
+                       switch faults, rate limits and token lifetimes, and read the request counters. None of it \
+                       exists at DocuSign. No authentication: the sandbox is for a developer's machine or a test. \
+                       Bad input is answered 400 with an error body whose `field` names the culprit."
     ),
     tags(
         (name = "about", description = "This description"),
         (name = "identity", description = "Who the sandbox is, and the consent countersign needs"),
         (name = "envelopes", description = "Completing envelopes and checking their documents"),
+        (name = "sending", description = "The templates envelopes are sent from, and their recipients' part: \
+            signing and declining envelopes sent through `POST …/envelopes`"),
         (name = "connect", description = "Connect notifications, signed with the sandbox's HMAC key"),
         (name = "faults", description = "Making DocuSign misbehave on purpose"),
         (name = "tokens", description = "Access tokens and rate limits"),
@@ -58,6 +61,9 @@ fn routes() -> OpenApiRouter<Sandbox> {
         .routes(routes!(grant, revoke))
         .routes(routes!(complete_envelopes))
         .routes(routes!(checksums))
+        .routes(routes!(list_templates))
+        .routes(routes!(sign))
+        .routes(routes!(decline))
         .routes(routes!(list_faults, clear_faults))
         .routes(routes!(set_fault))
         .routes(routes!(expire_tokens))
@@ -405,18 +411,39 @@ struct FaultKnobs {
     /// Share of requests (0 to 1) whose connection is dropped without an answer.
     #[schema(minimum = 0.0, maximum = 1.0)]
     reset_rate: f64,
+    /// Share of requests (0 to 1) that are carried out and then lose their answer: the connection
+    /// drops after the envelope was created (`create`) or voided (`void`), so a client retrying
+    /// blindly does it twice.
+    #[schema(minimum = 0.0, maximum = 1.0)]
+    lost_answer_rate: f64,
+    /// How many of the next requests are carried out and then lose their answer, counted down as
+    /// they come (before `lost_answer_rate` applies), 0 to 1000000.
+    #[schema(minimum = 0, maximum = 1_000_000)]
+    lost_answers: u32,
 }
 
 impl From<Fault> for FaultKnobs {
     fn from(fault: Fault) -> Self {
-        let Fault { latency_ms, error_rate, error_status, truncate_rate, reset_rate } = fault;
-        Self { latency_ms, error_rate, error_status, truncate_rate, reset_rate }
+        let Fault { latency_ms, error_rate, error_status, truncate_rate, reset_rate, lost_answer_rate, lost_answers } =
+            fault;
+        Self { latency_ms, error_rate, error_status, truncate_rate, reset_rate, lost_answer_rate, lost_answers }
     }
 }
 
 impl FaultKnobs {
     fn parse(body: &[u8]) -> Result<Fault, HttpError> {
-        let fields = Fields::parse(body, &["latency_ms", "error_rate", "error_status", "truncate_rate", "reset_rate"])?;
+        let fields = Fields::parse(
+            body,
+            &[
+                "latency_ms",
+                "error_rate",
+                "error_status",
+                "truncate_rate",
+                "reset_rate",
+                "lost_answer_rate",
+                "lost_answers",
+            ],
+        )?;
         let share = |name: &str| -> Result<f64, HttpError> {
             let value = fields.get::<f64>(name, "a number from 0 to 1")?.unwrap_or(0.0);
             if (0.0..=1.0).contains(&value) {
@@ -437,6 +464,17 @@ impl FaultKnobs {
             error_status,
             truncate_rate: share("truncate_rate")?,
             reset_rate: share("reset_rate")?,
+            lost_answer_rate: share("lost_answer_rate")?,
+            lost_answers: {
+                let count = fields.get::<u32>("lost_answers", "a whole number from 0 to 1000000")?.unwrap_or(0);
+                if count > 1_000_000 {
+                    return Err(invalid(
+                        "lost_answers",
+                        format_args!("must be a whole number from 0 to 1000000, not {count}"),
+                    ));
+                }
+                count
+            },
         })
     }
 }
@@ -444,7 +482,8 @@ impl FaultKnobs {
 /// The knobs of every REST route that has them.
 #[utoipa::path(get, path = "/control/faults", tag = "faults",
     responses((status = 200, description = "Per route name (`token`, `userinfo`, `listing`, `envelope`, `recipients`, \
-        `documents`, `document`, `combined`, `certificate`, `archive`, `templates`, `custom_fields`), its knobs",
+        `documents`, `document`, `combined`, `certificate`, `archive`, `templates`, `custom_fields`, `template_list`, \
+        `template`, `create`, `void`), its knobs",
         body = BTreeMap<String, FaultKnobs>)))]
 async fn list_faults(State(sandbox): State<Sandbox>) -> Json<BTreeMap<String, FaultKnobs>> {
     Json(faults::ROUTES.iter().map(|route| (route.to_string(), sandbox.fault(route).into())).collect())
@@ -751,4 +790,252 @@ async fn send_connect(State(sandbox): State<Sandbox>, body: Bytes) -> Result<Jso
     };
     let deliveries = announce(&sandbox, url.clone(), &envelopes, format.into(), &Announce { options, retries }).await;
     Ok(Json(Notified { url, format, deliveries }))
+}
+
+/// The kinds of data tab a template has.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code, reason = "describes a field, which is written as text")]
+enum TabKind {
+    Text,
+    Date,
+}
+
+/// DocuSign's envelope and recipient statuses.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code, reason = "describes a field, which is written as text")]
+enum StatusName {
+    Created,
+    Sent,
+    Delivered,
+    Completed,
+    Declined,
+    Voided,
+}
+
+/// A data tab of a role.
+#[derive(Debug, Serialize, ToSchema)]
+struct TabAnswer {
+    /// What `templateRoles[].tabs` name it by (`tabLabel`), and what a rule matches.
+    label: String,
+    /// Which list it is in, and which list of a request's `tabs` prefills it (`textTabs`, `dateTabs`).
+    #[schema(value_type = TabKind)]
+    tab_type: String,
+    /// Whether the signer must fill it in; the sandbox's signers fill required tabs left empty.
+    required: bool,
+}
+
+/// A role of a template: who signs, in which order, and what they fill in.
+#[derive(Debug, Serialize, ToSchema)]
+struct RoleAnswer {
+    /// What `templateRoles[].roleName` must say, exactly (case included).
+    role_name: String,
+    /// The `recipientId` its signer gets.
+    recipient_id: String,
+    routing_order: u32,
+    /// Whether an envelope needs someone in this role (every signer role does).
+    required: bool,
+    tabs: Vec<TabAnswer>,
+}
+
+/// A template of the sandbox's account.
+#[derive(Debug, Serialize, ToSchema)]
+struct TemplateAnswer {
+    #[schema(format = Uuid)]
+    template_id: String,
+    name: String,
+    /// The generator's name for the same kind of envelope (`POST /control/envelopes`' `scenario`).
+    #[schema(value_type = ScenarioName)]
+    scenario: String,
+    /// The subject an envelope gets when its request has none; `[[Role_UserName]]` is replaced by that signer's name.
+    email_subject: String,
+    /// Signer roles in routing order.
+    roles: Vec<RoleAnswer>,
+    /// The documents every envelope from it carries.
+    documents: Vec<String>,
+}
+
+/// The account's templates, with each role and its tabs: what `POST …/envelopes` can send.
+#[utoipa::path(get, path = "/control/templates", tag = "sending",
+    responses((status = 200, description = "Every template, as `GET …/templates/{id}?include=tabs` describes it", body = Vec<TemplateAnswer>)))]
+async fn list_templates(State(sandbox): State<Sandbox>) -> Json<Vec<TemplateAnswer>> {
+    let answers = sandbox
+        .templates()
+        .into_iter()
+        .map(|t| TemplateAnswer {
+            template_id: t.template_id.to_string(),
+            name: t.name,
+            scenario: t.scenario,
+            email_subject: t.email_subject,
+            roles: t
+                .roles
+                .into_iter()
+                .map(|r| RoleAnswer {
+                    role_name: r.role_name,
+                    recipient_id: r.recipient_id,
+                    routing_order: r.routing_order,
+                    required: r.required,
+                    tabs: r
+                        .tabs
+                        .into_iter()
+                        .map(|tab| TabAnswer { label: tab.label, tab_type: tab.tab_type, required: tab.required })
+                        .collect(),
+                })
+                .collect(),
+            documents: t.documents.into_iter().map(|d| d.name).collect(),
+        })
+        .collect();
+    Json(answers)
+}
+
+/// Who signs and what they type. An empty body has every remaining signer sign.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code, reason = "describes the body, which is read field by field")]
+#[serde(deny_unknown_fields)]
+struct SignRequest {
+    /// The signer who signs (their `recipientId`, e.g. `1`), who must be one the envelope is with
+    /// now. Every signer still to sign, in routing order, when left out.
+    #[schema(min_length = 1, max_length = 100, example = "1")]
+    recipient_id: Option<String>,
+    /// What the signers type into their tabs, by tab label (e.g. `{"laptop_model": "ThinkPad X1"}`).
+    /// Required tabs nobody filled get a plausible value.
+    tabs: Option<BTreeMap<String, String>>,
+}
+
+/// Who declines and why. An empty body has the first signer the envelope is with decline.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code, reason = "describes the body, which is read field by field")]
+#[serde(deny_unknown_fields)]
+struct DeclineRequest {
+    /// The reason the recipient gives, up to 200 characters; "Declined by the recipient." when left out.
+    #[schema(min_length = 1, max_length = 200, example = "The start date is wrong.")]
+    reason: Option<String>,
+    /// The signer who declines (their `recipientId`), who must be one the envelope is with now.
+    #[schema(min_length = 1, max_length = 100, example = "1")]
+    recipient_id: Option<String>,
+}
+
+/// A signer of an envelope, as it now stands.
+#[derive(Debug, Serialize, ToSchema)]
+struct SignerState {
+    recipient_id: String,
+    role_name: String,
+    name: String,
+    email: String,
+    #[schema(value_type = StatusName)]
+    status: String,
+}
+
+/// An envelope after the step, as `GET …/envelopes/{id}` now shows it.
+#[derive(Debug, Serialize, ToSchema)]
+struct EnvelopeState {
+    #[schema(format = Uuid)]
+    envelope_id: String,
+    #[schema(value_type = StatusName)]
+    status: String,
+    signers: Vec<SignerState>,
+}
+
+impl From<Envelope> for EnvelopeState {
+    fn from(envelope: Envelope) -> Self {
+        Self {
+            envelope_id: envelope.envelope_id.to_string(),
+            status: envelope.status().to_string(),
+            signers: envelope
+                .signers
+                .into_iter()
+                .map(|s| SignerState {
+                    recipient_id: s.recipient_id,
+                    role_name: s.role_name,
+                    name: s.person.name,
+                    email: s.person.email,
+                    status: s.status.as_str().to_string(),
+                })
+                .collect(),
+        }
+    }
+}
+
+fn envelope_id(text: &str) -> Result<EnvelopeId, HttpError> {
+    EnvelopeId::parse(text).map_err(|_| invalid("envelope", format_args!("{text:?} is not an envelope id (a GUID)")))
+}
+
+/// A bounded optional text field: `min` to `max` characters.
+fn bounded(fields: &Fields, name: &str, min: usize, max: usize) -> Result<Option<String>, HttpError> {
+    let expected = format!("a string of {min} to {max} characters");
+    let value = fields.get::<String>(name, &expected)?;
+    match value {
+        Some(text) if !(min..=max).contains(&text.chars().count()) => {
+            Err(invalid(name, format_args!("must be {expected}")))
+        }
+        other => Ok(other),
+    }
+}
+
+impl From<LifecycleError> for HttpError {
+    fn from(error: LifecycleError) -> Self {
+        let message = error.to_string();
+        match error {
+            LifecycleError::UnknownEnvelope(_) => not_found(message),
+            LifecycleError::NotInProcess { .. } => HttpError::new(StatusCode::CONFLICT, "conflict", message),
+            LifecycleError::UnknownRecipient { .. } => not_found(message).with_field("recipient_id"),
+            LifecycleError::RecipientNotActive { .. } => {
+                HttpError::new(StatusCode::CONFLICT, "conflict", message).with_field("recipient_id")
+            }
+            LifecycleError::UnknownTab { .. } => invalid("tabs", message),
+        }
+    }
+}
+
+/// Recipients sign an envelope sent through `POST …/envelopes`, as they would on DocuSign's
+/// signing page; the last signature completes it. Each step is announced by Connect.
+#[utoipa::path(post, path = "/control/envelopes/{envelope}/sign", tag = "sending",
+    params(("envelope" = String, Path, format = Uuid, description = "The id of an envelope sent through the REST API")),
+    request_body(content = Option<SignRequest>, description = "Optional; by default every remaining signer signs"),
+    responses(
+        (status = 200, description = "Signed; the envelope's new status (`completed` after the last signature)", body = EnvelopeState),
+        (status = 400, description = "A field or the envelope id is invalid, or a tab label is none of the signers'; \
+            `field` names it", body = ErrorBody),
+        (status = 404, description = "The sandbox has no such envelope, or it has no such recipient", body = ErrorBody),
+        (status = 409, description = "The envelope cannot be signed now (a draft, completed, declined or voided), \
+            or the recipient is not one it is with now", body = ErrorBody),
+    ))]
+async fn sign(
+    State(sandbox): State<Sandbox>,
+    Path(envelope): Path<String>,
+    body: Bytes,
+) -> Result<Json<EnvelopeState>, HttpError> {
+    let id = envelope_id(&envelope)?;
+    let fields = Fields::parse(&body, &["recipient_id", "tabs"])?;
+    let recipient = bounded(&fields, "recipient_id", 1, 100)?;
+    let values = fields.get::<BTreeMap<String, String>>("tabs", "an object of tab labels and text values")?;
+    let signed = sandbox.sign_as(id, recipient.as_deref(), &values.unwrap_or_default())?;
+    Ok(Json(signed.into()))
+}
+
+/// A recipient declines an envelope sent through `POST …/envelopes`, which ends it (`declined`).
+/// Announced by Connect as `recipient-declined` and `envelope-declined`.
+#[utoipa::path(post, path = "/control/envelopes/{envelope}/decline", tag = "sending",
+    params(("envelope" = String, Path, format = Uuid, description = "The id of an envelope sent through the REST API")),
+    request_body(content = Option<DeclineRequest>, description = "Optional; by default the first signer the envelope is with declines"),
+    responses(
+        (status = 200, description = "Declined; the envelope's new status", body = EnvelopeState),
+        (status = 400, description = "A field or the envelope id is invalid; `field` names it", body = ErrorBody),
+        (status = 404, description = "The sandbox has no such envelope, or it has no such recipient", body = ErrorBody),
+        (status = 409, description = "The envelope cannot be declined now (a draft, completed, declined or voided), \
+            or the recipient is not one it is with now", body = ErrorBody),
+    ))]
+async fn decline(
+    State(sandbox): State<Sandbox>,
+    Path(envelope): Path<String>,
+    body: Bytes,
+) -> Result<Json<EnvelopeState>, HttpError> {
+    let id = envelope_id(&envelope)?;
+    let fields = Fields::parse(&body, &["reason", "recipient_id"])?;
+    let reason = bounded(&fields, "reason", 1, 200)?;
+    let recipient = bounded(&fields, "recipient_id", 1, 100)?;
+    let reason = reason.unwrap_or_else(|| "Declined by the recipient.".to_string());
+    let declined = sandbox.decline_as(id, recipient.as_deref(), &reason)?;
+    Ok(Json(declined.into()))
 }

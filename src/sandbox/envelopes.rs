@@ -1,6 +1,11 @@
 //! Realistic completed envelopes, reproducible from a seed: signers with
 //! names, emails and roles, envelope custom fields, text tabs with values,
-//! and one to three documents of a configurable size.
+//! and one to three documents of a configurable size. The scenarios they
+//! come from are also the account's templates, which envelopes sent through
+//! the REST API are created from.
+
+use std::collections::BTreeMap;
+use std::fmt;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use rand::rngs::StdRng;
@@ -9,6 +14,58 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::ids::{AccountId, EnvelopeId, UserId};
+
+/// DocuSign's statuses of an envelope and of its recipients, in the order
+/// an envelope passes them (a recipient is never `Voided`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EnvelopeStatus {
+    /// A draft, or a recipient whose routing order has not come yet.
+    Created,
+    Sent,
+    /// Opened by a recipient.
+    Delivered,
+    Completed,
+    Declined,
+    Voided,
+}
+
+impl EnvelopeStatus {
+    /// The REST spelling, as in an envelope's `status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnvelopeStatus::Created => "created",
+            EnvelopeStatus::Sent => "sent",
+            EnvelopeStatus::Delivered => "delivered",
+            EnvelopeStatus::Completed => "completed",
+            EnvelopeStatus::Declined => "declined",
+            EnvelopeStatus::Voided => "voided",
+        }
+    }
+
+    /// The legacy XML spelling.
+    pub fn legacy(self) -> &'static str {
+        match self {
+            EnvelopeStatus::Created => "Created",
+            EnvelopeStatus::Sent => "Sent",
+            EnvelopeStatus::Delivered => "Delivered",
+            EnvelopeStatus::Completed => "Completed",
+            EnvelopeStatus::Declined => "Declined",
+            EnvelopeStatus::Voided => "Voided",
+        }
+    }
+
+    /// Sent or delivered: recipients can still act, and the sender can void.
+    pub fn is_in_process(self) -> bool {
+        matches!(self, EnvelopeStatus::Sent | EnvelopeStatus::Delivered)
+    }
+}
+
+impl fmt::Display for EnvelopeStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Person {
@@ -25,6 +82,8 @@ pub struct Tab {
     pub tab_type: String,
     pub document_id: String,
     pub page: u32,
+    /// Whether the signer must fill it in (the template says so).
+    pub required: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -35,11 +94,59 @@ pub struct Signer {
     pub person: Person,
     pub role_name: String,
     pub routing_order: u32,
+    /// Only the times of the steps `status` has reached mean anything.
     pub sent_at: DateTime<Utc>,
     pub delivered_at: DateTime<Utc>,
+    /// When the signer signed, or declined when `status` is `Declined`.
     pub signed_at: DateTime<Utc>,
     pub ip_address: String,
     pub tabs: Vec<Tab>,
+    /// `Completed` in generated envelopes.
+    pub status: EnvelopeStatus,
+    pub declined_reason: Option<String>,
+    /// Set when the sender asked for embedded signing.
+    pub client_user_id: Option<String>,
+}
+
+impl Signer {
+    pub fn sent_time(&self) -> Option<DateTime<Utc>> {
+        (self.status != EnvelopeStatus::Created).then_some(self.sent_at)
+    }
+
+    pub fn delivered_time(&self) -> Option<DateTime<Utc>> {
+        matches!(self.status, EnvelopeStatus::Delivered | EnvelopeStatus::Completed | EnvelopeStatus::Declined)
+            .then_some(self.delivered_at)
+    }
+
+    pub fn signed_time(&self) -> Option<DateTime<Utc>> {
+        (self.status == EnvelopeStatus::Completed).then_some(self.signed_at)
+    }
+
+    pub fn declined_time(&self) -> Option<DateTime<Utc>> {
+        (self.status == EnvelopeStatus::Declined).then_some(self.signed_at)
+    }
+
+    /// Whether the envelope is with this signer now: sent to them, not yet finished.
+    pub fn is_active(&self) -> bool {
+        self.status.is_in_process()
+    }
+}
+
+/// How an envelope custom field is shown; fields not named in
+/// [`Envelope::custom_field_flags`] are shown and optional.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct FieldFlags {
+    /// Shown to recipients (and on the certificate); countersign's own fields are hidden.
+    pub show: bool,
+    pub required: bool,
+}
+
+/// An envelope custom field whose value is picked from a list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ListCustomField {
+    pub name: String,
+    pub value: String,
+    pub items: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -65,15 +172,88 @@ pub struct Envelope {
     /// Envelope custom fields (textCustomFields), in order.
     pub custom_fields: Vec<(String, String)>,
     pub documents: Vec<Document>,
+    /// Only the times of the steps `state` has reached mean anything.
     pub created_at: DateTime<Utc>,
     pub sent_at: DateTime<Utc>,
     pub completed_at: DateTime<Utc>,
+    /// `Completed` for generated envelopes; envelopes sent through the REST
+    /// API move through the others.
+    pub state: EnvelopeStatus,
+    pub voided_at: Option<DateTime<Utc>>,
+    pub voided_reason: Option<String>,
+    pub email_blurb: Option<String>,
+    pub custom_field_flags: BTreeMap<String, FieldFlags>,
+    pub list_custom_fields: Vec<ListCustomField>,
 }
 
 impl Envelope {
-    /// When the last signer signed, DocuSign marks the envelope completed.
+    /// The REST spelling of [`Envelope::state`].
     pub fn status(&self) -> &'static str {
-        "completed"
+        self.state.as_str()
+    }
+
+    pub fn sent_time(&self) -> Option<DateTime<Utc>> {
+        (self.state != EnvelopeStatus::Created).then_some(self.sent_at)
+    }
+
+    pub fn completed_time(&self) -> Option<DateTime<Utc>> {
+        (self.state == EnvelopeStatus::Completed).then_some(self.completed_at)
+    }
+
+    /// What `deliveredDateTime` shows: of a completed envelope the last
+    /// signer's opening, of one in process the latest opening so far.
+    pub fn delivered_time(&self) -> Option<DateTime<Utc>> {
+        if self.state == EnvelopeStatus::Completed {
+            return Some(self.signers.last().map_or(self.completed_at, |s| s.delivered_at));
+        }
+        self.signers.iter().filter_map(Signer::delivered_time).max()
+    }
+
+    pub fn declined_time(&self) -> Option<DateTime<Utc>> {
+        if self.state != EnvelopeStatus::Declined {
+            return None;
+        }
+        self.signers.iter().filter_map(Signer::declined_time).max()
+    }
+
+    pub fn voided_time(&self) -> Option<DateTime<Utc>> {
+        if self.state != EnvelopeStatus::Voided {
+            return None;
+        }
+        self.voided_at
+    }
+
+    /// When the status last changed: what the listing's `from_date` filters on.
+    pub fn status_changed_at(&self) -> DateTime<Utc> {
+        let latest_step = || {
+            self.signers
+                .iter()
+                .flat_map(|s| [s.sent_time(), s.delivered_time(), s.signed_time()])
+                .flatten()
+                .max()
+                .map_or(self.sent_at, |t| t.max(self.sent_at))
+        };
+        match self.state {
+            EnvelopeStatus::Created => self.created_at,
+            EnvelopeStatus::Sent | EnvelopeStatus::Delivered => latest_step(),
+            EnvelopeStatus::Completed => self.completed_at,
+            EnvelopeStatus::Declined => self.declined_time().unwrap_or_else(latest_step),
+            EnvelopeStatus::Voided => self.voided_at.unwrap_or_else(latest_step),
+        }
+    }
+
+    /// The signer with this recipient id.
+    pub fn signer(&self, recipient_id: &str) -> Option<&Signer> {
+        self.signers.iter().find(|s| s.recipient_id == recipient_id)
+    }
+
+    /// The value of the text custom field `name`.
+    pub fn custom_field(&self, name: &str) -> Option<&str> {
+        self.custom_fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn field_flags(&self, name: &str) -> FieldFlags {
+        self.custom_field_flags.get(name).copied().unwrap_or(FieldFlags { show: true, required: false })
     }
 
     /// Moves every timestamp so that the envelope completes at `now`,
@@ -107,10 +287,19 @@ struct Scenario {
     /// What the control API calls it.
     name: &'static str,
     template_id: &'static str,
+    template_name: &'static str,
+    description: &'static str,
+    /// The generator's subject; `{name}` is the first signer, `{company}` theirs.
     subject: &'static str,
+    /// The template's subject, with DocuSign's `[[Role_UserName]]` placeholders.
+    email_subject: &'static str,
+    /// Signer roles in routing order. Every data tab belongs to the first.
     roles: &'static [&'static str],
-    documents: &'static [&'static str],
+    /// Names, and the page count the template's copy has.
+    documents: &'static [(&'static str, u32)],
     tabs: &'static [&'static str],
+    /// Tabs a signer may leave empty; every other one is required.
+    optional_tabs: &'static [&'static str],
 }
 
 /// Template ids are fixed so that operators' rules can match on them.
@@ -122,28 +311,162 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "onboarding",
         template_id: ONBOARDING_TEMPLATE,
+        template_name: "Employee Onboarding",
+        description: "Offer letter, handbook acknowledgement and direct deposit form for a new hire",
         subject: "Offer letter and onboarding forms for {name}",
+        email_subject: "Offer letter and onboarding forms for [[Employee_UserName]]",
         roles: &["Employee", "HR Manager"],
-        documents: &["Offer Letter", "Employee Handbook Acknowledgement", "Direct Deposit Form"],
+        documents: &[("Offer Letter", 2), ("Employee Handbook Acknowledgement", 1), ("Direct Deposit Form", 1)],
         tabs: &["first_name", "last_name", "start_date", "job_title", "laptop_model"],
+        optional_tabs: &["laptop_model"],
     },
     Scenario {
         name: "nda",
         template_id: NDA_TEMPLATE,
+        template_name: "Mutual NDA",
+        description: "Mutual non-disclosure agreement with a counterparty",
         subject: "Mutual NDA: {company}",
+        email_subject: "Mutual NDA: [[Counterparty_UserName]]",
         roles: &["Counterparty", "Legal"],
-        documents: &["Mutual Non-Disclosure Agreement", "Exhibit A"],
+        documents: &[("Mutual Non-Disclosure Agreement", 3), ("Exhibit A", 1)],
         tabs: &["company_name", "signatory_title", "effective_date"],
+        optional_tabs: &[],
     },
     Scenario {
         name: "equipment",
         template_id: EQUIPMENT_TEMPLATE,
+        template_name: "Equipment Request",
+        description: "An employee's request for a laptop and monitors, approved by IT",
         subject: "Equipment request for {name}",
+        email_subject: "Equipment request for [[Employee_UserName]]",
         roles: &["Employee", "IT Approver"],
-        documents: &["Equipment Request"],
+        documents: &[("Equipment Request", 1)],
         tabs: &["laptop_model", "monitor_count", "delivery_address"],
+        optional_tabs: &["monitor_count"],
     },
 ];
+
+/// DocuSign's tab type of a data tab: dates are date tabs, the rest text.
+fn tab_type(label: &str) -> &'static str {
+    if label.ends_with("date") { "date" } else { "text" }
+}
+
+/// A template of the account: the one every envelope of a scenario comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Template {
+    pub template_id: Uuid,
+    pub name: String,
+    pub description: String,
+    /// The scenario name the generator and the control API use for it.
+    pub scenario: String,
+    /// With `[[Role_UserName]]` placeholders, filled in when an envelope is created.
+    pub email_subject: String,
+    /// Signer roles in routing order.
+    pub roles: Vec<TemplateRole>,
+    pub documents: Vec<TemplateDocument>,
+    pub created: DateTime<Utc>,
+    pub last_modified: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TemplateRole {
+    pub role_name: String,
+    pub recipient_id: String,
+    pub routing_order: u32,
+    /// An envelope cannot be sent without someone in this role.
+    pub required: bool,
+    pub tabs: Vec<TemplateTab>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TemplateTab {
+    pub label: String,
+    /// `text` or `date`: which list (`textTabs`, `dateTabs`) it is in, and
+    /// which list of a request's `tabs` can prefill it.
+    pub tab_type: String,
+    pub required: bool,
+    pub document_id: String,
+    pub page: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TemplateDocument {
+    pub document_id: String,
+    pub name: String,
+    pub pages: u32,
+}
+
+impl Template {
+    fn of(scenario: &Scenario) -> Self {
+        // Fixed times: the templates were last edited before any envelope was generated.
+        let at = |day| Utc.with_ymd_and_hms(2026, 2, day, 9, 30, 0).single().unwrap_or(DateTime::UNIX_EPOCH);
+        let roles = scenario
+            .roles
+            .iter()
+            .enumerate()
+            .map(|(i, role)| TemplateRole {
+                role_name: (*role).to_string(),
+                recipient_id: (i + 1).to_string(),
+                routing_order: u32::try_from(i + 1).unwrap_or(1),
+                required: true,
+                tabs: if i == 0 {
+                    scenario
+                        .tabs
+                        .iter()
+                        .map(|label| TemplateTab {
+                            label: (*label).to_string(),
+                            tab_type: tab_type(label).to_string(),
+                            required: !scenario.optional_tabs.contains(label),
+                            document_id: "1".into(),
+                            page: 1,
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                },
+            })
+            .collect();
+        Template {
+            template_id: Uuid::parse_str(scenario.template_id).unwrap_or_default(),
+            name: scenario.template_name.to_string(),
+            description: scenario.description.to_string(),
+            scenario: scenario.name.to_string(),
+            email_subject: scenario.email_subject.to_string(),
+            roles,
+            documents: scenario
+                .documents
+                .iter()
+                .enumerate()
+                .map(|(i, (name, pages))| TemplateDocument {
+                    document_id: (i + 1).to_string(),
+                    name: format!("{name}.pdf"),
+                    pages: *pages,
+                })
+                .collect(),
+            created: at(2),
+            last_modified: at(16),
+        }
+    }
+
+    pub fn role(&self, name: &str) -> Option<&TemplateRole> {
+        self.roles.iter().find(|r| r.role_name == name)
+    }
+
+    pub fn page_count(&self) -> u32 {
+        self.documents.iter().map(|d| d.pages).sum()
+    }
+}
+
+/// The account's templates, one per scenario, in the generator's order.
+pub fn templates() -> Vec<Template> {
+    SCENARIOS.iter().map(Template::of).collect()
+}
+
+/// The template with this id (any case, as DocuSign compares GUIDs).
+pub fn template(id: &str) -> Option<Template> {
+    let id = Uuid::parse_str(id.trim()).ok()?;
+    templates().into_iter().find(|t| t.template_id == id)
+}
 
 /// The names [`EnvelopeGenerator::next_envelope_of`] accepts, in the generator's order.
 pub fn scenario_names() -> Vec<&'static str> {
@@ -232,6 +555,9 @@ impl EnvelopeGenerator {
                 signed_at: signed,
                 ip_address: format!("203.0.113.{}", self.rng.random_range(1..255)),
                 tabs: Vec::new(),
+                status: EnvelopeStatus::Completed,
+                declined_reason: None,
+                client_user_id: None,
             });
         }
         let first_signer = signers[0].person.name.clone();
@@ -255,9 +581,10 @@ impl EnvelopeGenerator {
                 Tab {
                     label: (*label).to_string(),
                     value,
-                    tab_type: if label.ends_with("date") { "date".into() } else { "text".into() },
+                    tab_type: tab_type(label).into(),
                     document_id: "1".into(),
                     page: 1,
+                    required: !scenario.optional_tabs.contains(label),
                 }
             })
             .collect();
@@ -267,7 +594,7 @@ impl EnvelopeGenerator {
         let documents = scenario.documents[..count]
             .iter()
             .enumerate()
-            .map(|(i, name)| Document {
+            .map(|(i, (name, _))| Document {
                 document_id: (i + 1).to_string(),
                 document_id_guid: self.guid(),
                 name: format!("{name}.pdf"),
@@ -296,6 +623,12 @@ impl EnvelopeGenerator {
             created_at,
             sent_at,
             completed_at: signed,
+            state: EnvelopeStatus::Completed,
+            voided_at: None,
+            voided_reason: None,
+            email_blurb: None,
+            custom_field_flags: BTreeMap::new(),
+            list_custom_fields: Vec::new(),
         }
     }
 }
@@ -363,5 +696,31 @@ mod tests {
         }
         assert_eq!(generator.next_envelope_of("onboarding").unwrap().template_id.to_string(), ONBOARDING_TEMPLATE);
         assert!(generator.next_envelope_of("payroll").is_none());
+    }
+
+    #[test]
+    fn the_templates_are_the_scenarios_with_every_tab_on_the_first_role() {
+        let templates = templates();
+        let scenarios: Vec<&str> = templates.iter().map(|t| t.scenario.as_str()).collect();
+        assert_eq!(scenarios, scenario_names());
+        let mut generator = EnvelopeGenerator::new(1, options());
+        for template in &templates {
+            let envelope = generator.next_envelope_of(&template.scenario).unwrap();
+            assert_eq!(envelope.template_id, template.template_id);
+            let roles: Vec<&str> = template.roles.iter().map(|r| r.role_name.as_str()).collect();
+            let signers: Vec<&str> = envelope.signers.iter().map(|s| s.role_name.as_str()).collect();
+            assert_eq!(roles, signers, "generated envelopes have the template's roles");
+            let labels: Vec<&str> = template.roles[0].tabs.iter().map(|t| t.label.as_str()).collect();
+            let generated: Vec<&str> = envelope.signers[0].tabs.iter().map(|t| t.label.as_str()).collect();
+            assert_eq!(labels, generated);
+            assert!(template.roles[1..].iter().all(|r| r.tabs.is_empty() && r.required));
+            assert!(template.roles[0].tabs.iter().any(|t| t.required));
+        }
+        let onboarding = template(&ONBOARDING_TEMPLATE.to_uppercase()).unwrap();
+        assert_eq!(onboarding.name, "Employee Onboarding");
+        let start = onboarding.roles[0].tabs.iter().find(|t| t.label == "start_date").unwrap();
+        assert_eq!((start.tab_type.as_str(), start.required), ("date", true));
+        assert!(template("not a guid").is_none());
+        assert!(template(&Uuid::new_v4().to_string()).is_none());
     }
 }

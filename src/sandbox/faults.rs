@@ -1,5 +1,10 @@
 //! Fault knobs per route, switchable at run time: added latency, a fraction
-//! of 500/503 answers, truncated bodies and connection resets.
+//! of 500/503 answers, truncated bodies, connection resets, and answers lost
+//! after the request was carried out.
+//!
+//! On the routes that change something (`create`, `void`), errors and resets
+//! strike before the change, so nothing happened; truncation and lost answers
+//! strike after it, so the change stands though the client never learns of it.
 
 use std::time::Duration;
 
@@ -24,6 +29,10 @@ pub const ROUTES: &[&str] = &[
     "archive",
     "templates",
     "custom_fields",
+    "template_list",
+    "template",
+    "create",
+    "void",
 ];
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -39,6 +48,12 @@ pub struct Fault {
     pub truncate_rate: f64,
     /// Fraction of requests whose connection is dropped without an answer.
     pub reset_rate: f64,
+    /// Fraction of requests carried out whose connection is then dropped
+    /// without an answer: a client that retries blindly does it twice.
+    pub lost_answer_rate: f64,
+    /// The next this many requests are carried out and then lose their
+    /// answer (counted down as they come), before `lost_answer_rate` applies.
+    pub lost_answers: u32,
 }
 
 /// What a roll of the knobs decided for one request.
@@ -65,6 +80,16 @@ impl Fault {
             return Verdict::Truncate;
         }
         Verdict::Answer
+    }
+
+    /// Whether the answer to a request already carried out is lost; takes one of
+    /// `lost_answers` when there are any left.
+    pub fn lose_answer(&mut self) -> bool {
+        if self.lost_answers > 0 {
+            self.lost_answers -= 1;
+            return true;
+        }
+        self.lost_answer_rate > 0.0 && rand::rng().random_bool(self.lost_answer_rate.clamp(0.0, 1.0))
     }
 
     pub async fn delay(&self) {

@@ -1,9 +1,11 @@
 //! A faithful DocuSign simulator for tests, the demo, benchmarks and
 //! `countersign sandbox`: the OAuth JWT Grant with consent, userinfo, the
-//! eSignature REST endpoints countersign reads (with DocuSign's rate-limit
-//! headers), fault knobs, and a Connect sender. It follows `docs/DOCUSIGN.md`
-//! (§5 OAuth, §6 REST, §7 rate limits, §8 faults); where DocuSign's behaviour
-//! is unconfirmed the choice is written next to the code.
+//! eSignature REST endpoints countersign reads and sends through (with
+//! DocuSign's rate-limit headers), the account's templates, envelopes that
+//! are signed, declined or voided, fault knobs, and a Connect sender. It
+//! follows `docs/DOCUSIGN.md` (§5 OAuth, §6 REST, §7 rate limits, §8 faults);
+//! where DocuSign's behaviour is unconfirmed the choice is written next to
+//! the code.
 
 pub mod connect;
 mod control;
@@ -11,9 +13,11 @@ pub mod envelopes;
 mod faults;
 pub mod identity;
 pub mod json;
+mod notifier;
 mod oauth;
 pub mod pdf;
 mod rest;
+mod sending;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -25,10 +29,16 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::net::TcpListener;
 
-pub use envelopes::{Envelope, EnvelopeGenerator, GeneratorOptions};
+pub use envelopes::{Envelope, EnvelopeGenerator, EnvelopeStatus, GeneratorOptions, Template};
 pub use faults::Fault;
 pub use identity::Identity;
+pub use notifier::LifecycleDelivery;
 pub use oauth::{allow_through_consent_page, form_fields};
+pub use sending::{DEFAULT_EVENTS, LifecycleError, RestError};
+
+use connect::{ConnectFormat, NotificationOptions};
+use notifier::{Destination, Notifier};
+use sending::{Event, Subscription};
 
 use crate::ids::{EnvelopeId, UserId};
 
@@ -111,8 +121,14 @@ struct Inner {
     /// How far the sandbox's clock runs ahead of the real one (seconds).
     clock_skew: i64,
     /// The Connect listener that envelopes completed through `/control` are
-    /// announced to when the caller names none (`sandbox --connect-url`).
+    /// announced to when the caller names none (`sandbox --connect-url`),
+    /// and that every change of an envelope sent through the API goes to.
     connect_url: Option<String>,
+    /// Envelopes created through `POST …/envelopes`, in creation order.
+    sent: Vec<EnvelopeId>,
+    /// The `eventNotification` of those that had one.
+    subscriptions: HashMap<EnvelopeId, Subscription>,
+    notifier: Notifier,
 }
 
 #[derive(Debug)]
@@ -164,6 +180,9 @@ impl Sandbox {
             base_url: String::new(),
             clock_skew: 0,
             connect_url: None,
+            sent: Vec::new(),
+            subscriptions: HashMap::new(),
+            notifier: Notifier::default(),
         };
         Ok(Self { shared: Arc::new(Shared { config, identity, inner: Mutex::new(inner) }) })
     }
@@ -246,15 +265,161 @@ impl Sandbox {
         self.lock().connect_url.clone()
     }
 
-    /// Every envelope, oldest completion first.
+    /// Every envelope, generated or sent, oldest status change first.
     pub fn all_envelopes(&self) -> Vec<Envelope> {
         let mut all: Vec<Envelope> = self.lock().envelopes.values().cloned().collect();
-        all.sort_by_key(|e| (e.completed_at, e.envelope_id));
+        all.sort_by_key(|e| (e.status_changed_at(), e.envelope_id));
         all
     }
 
     pub fn envelope(&self, id: EnvelopeId) -> Option<Envelope> {
         self.lock().envelopes.get(&id).cloned()
+    }
+
+    /// The account's templates (one per scenario): what `GET …/templates` lists.
+    pub fn templates(&self) -> Vec<Template> {
+        envelopes::templates()
+    }
+
+    /// Creates an envelope from a template exactly as `POST …/envelopes` does
+    /// with `definition` as its body, notifications included; a refusal is
+    /// DocuSign's error code and message.
+    pub fn create_envelope(&self, definition: &serde_json::Value) -> Result<Envelope, RestError> {
+        let body = serde_json::to_vec(definition).map_err(|e| RestError::new("INVALID_REQUEST_BODY", e.to_string()))?;
+        Ok(self.create_from(sending::parse(&body)?))
+    }
+
+    fn create_from(&self, definition: sending::Definition) -> Envelope {
+        let origin = sending::Origin {
+            account_id: self.shared.identity.account_id,
+            sender: self.shared.identity.user.clone(),
+            document_bytes: self.shared.config.document_bytes,
+        };
+        let now = Utc::now();
+        let mut envelope = definition.envelope(&origin, now);
+        let events = if definition.send { sending::send(&mut envelope, now) } else { Vec::new() };
+        let id = envelope.envelope_id;
+        let mut inner = self.lock();
+        inner.envelopes.insert(id, envelope.clone());
+        inner.sent.push(id);
+        if let Some(subscription) = definition.subscription {
+            inner.subscriptions.insert(id, subscription);
+        }
+        self.announce(&mut inner, id, events);
+        envelope
+    }
+
+    /// Envelopes created through the REST API (or [`Sandbox::create_envelope`]),
+    /// as they are now, in the order they were created.
+    pub fn sent_envelopes(&self) -> Vec<Envelope> {
+        let inner = self.lock();
+        inner.sent.iter().filter_map(|id| inner.envelopes.get(id).cloned()).collect()
+    }
+
+    /// Every signer still to sign signs, in routing order; the envelope completes.
+    pub fn sign(&self, id: EnvelopeId) -> Result<Envelope, LifecycleError> {
+        self.sign_as(id, None, &BTreeMap::new())
+    }
+
+    /// The signer `recipient_id` names signs (every remaining signer when
+    /// `None`), typing `values` into their tabs by label; required tabs left
+    /// empty get plausible values. The last signature completes the envelope.
+    pub fn sign_as(
+        &self,
+        id: EnvelopeId,
+        recipient_id: Option<&str>,
+        values: &BTreeMap<String, String>,
+    ) -> Result<Envelope, LifecycleError> {
+        self.transition(id, |envelope, now| sending::sign(envelope, recipient_id, values, now))
+    }
+
+    /// The first signer the envelope is with declines it.
+    pub fn decline(&self, id: EnvelopeId, reason: &str) -> Result<Envelope, LifecycleError> {
+        self.decline_as(id, None, reason)
+    }
+
+    /// The signer `recipient_id` names (the first one the envelope is with when `None`) declines it.
+    pub fn decline_as(
+        &self,
+        id: EnvelopeId,
+        recipient_id: Option<&str>,
+        reason: &str,
+    ) -> Result<Envelope, LifecycleError> {
+        self.transition(id, |envelope, now| sending::decline(envelope, recipient_id, reason, now))
+    }
+
+    /// The sender voids an envelope that is sent or delivered.
+    pub fn void(&self, id: EnvelopeId, reason: &str) -> Result<Envelope, LifecycleError> {
+        self.transition(id, |envelope, now| sending::void(envelope, reason, now))
+    }
+
+    /// Applies one step to a copy, so that a refused step changes nothing,
+    /// then keeps it and announces its events.
+    fn transition(
+        &self,
+        id: EnvelopeId,
+        step: impl FnOnce(&mut Envelope, DateTime<Utc>) -> Result<Vec<Event>, LifecycleError>,
+    ) -> Result<Envelope, LifecycleError> {
+        let mut inner = self.lock();
+        let mut envelope = inner.envelopes.get(&id).cloned().ok_or(LifecycleError::UnknownEnvelope(id))?;
+        let events = step(&mut envelope, Utc::now())?;
+        inner.envelopes.insert(id, envelope.clone());
+        self.announce(&mut inner, id, events);
+        Ok(envelope)
+    }
+
+    /// Queues the notifications of `events`: to the envelope's own
+    /// `eventNotification` (the events it lists, or the default ones) and to
+    /// the account's listener (the default ones), once when both are one URL.
+    fn announce(&self, inner: &mut Inner, id: EnvelopeId, events: Vec<Event>) {
+        let keys = &self.shared.identity.hmac_keys;
+        let own = inner.subscriptions.get(&id).cloned();
+        let account = inner.connect_url.clone();
+        for event in events {
+            let mut posts: Vec<(Destination, ConnectFormat, bool)> = Vec::new();
+            let account_wants = account.is_some() && DEFAULT_EVENTS.contains(&event.name);
+            match (&own, &account) {
+                (Some(own), Some(url)) if &own.url == url => {
+                    if own.wants(event.name) || account_wants {
+                        // The account's configuration signs; one post serves both.
+                        let retries = if own.require_acknowledgment { 10 } else { 3 };
+                        posts.push((
+                            Destination { url: url.clone(), signed: true, retries },
+                            own.format,
+                            own.include_documents,
+                        ));
+                    }
+                }
+                _ => {
+                    if let Some(own) = own.as_ref().filter(|own| own.wants(event.name)) {
+                        let retries = if own.require_acknowledgment { 10 } else { 0 };
+                        let destination = Destination { url: own.url.clone(), signed: own.sign, retries };
+                        posts.push((destination, own.format, own.include_documents));
+                    }
+                    if let Some(url) = account.as_ref().filter(|_| account_wants) {
+                        posts.push((
+                            Destination { url: url.clone(), signed: true, retries: 3 },
+                            ConnectFormat::Json,
+                            false,
+                        ));
+                    }
+                }
+            }
+            for (destination, format, include_documents) in posts {
+                let options = NotificationOptions {
+                    event: event.name.to_string(),
+                    include_documents,
+                    recipient_id: event.recipient_id.clone(),
+                    ..NotificationOptions::default()
+                };
+                inner.notifier.post(destination, keys, event.envelope.clone(), format, options);
+            }
+        }
+    }
+
+    /// Every lifecycle notification posted so far and how it went, oldest first.
+    pub fn lifecycle_deliveries(&self) -> Vec<LifecycleDelivery> {
+        self.lock().notifier.deliveries()
     }
 
     /// Grants the configured integration key consent for `user` and `scopes`.
@@ -320,6 +485,11 @@ impl Sandbox {
 
     fn fault(&self, route: &str) -> Fault {
         self.lock().faults.get(route).cloned().unwrap_or_default()
+    }
+
+    /// Whether the answer to a request of `route` that was carried out is lost.
+    fn lose_answer(&self, route: &str) -> bool {
+        self.lock().faults.get_mut(route).is_some_and(Fault::lose_answer)
     }
 
     /// Counts one REST call against the account's hourly and burst windows.
@@ -424,9 +594,13 @@ pub fn describe(sandbox: &Sandbox, base_url: &str, key_path: &std::path::Path) -
     let hmac_keys: Vec<String> = id.hmac_keys.iter().map(|k| format!("{k:?}")).collect();
     // With a default listener the example needs no URL, which is the point of --connect-url.
     let (connect, example) = match sandbox.connect_url() {
-        Some(url) => {
-            (format!("envelopes completed through /control are announced to {url}"), r#"{"count": 2}"#.to_string())
-        }
+        Some(url) => (
+            format!(
+                "envelopes completed through /control, and each change of an envelope sent through the REST \
+                     API, are announced to {url}"
+            ),
+            r#"{"count": 2}"#.to_string(),
+        ),
         None => (
             "no default listener (--connect-url); name one with \"url\"".to_string(),
             r#"{"count": 2, "url": "http://127.0.0.1:8080/docusign/connect"}"#.to_string(),

@@ -51,7 +51,7 @@ pub fn combined_pdf(envelope: &Envelope, certificate: bool) -> Vec<u8> {
         title: &envelope.subject,
         subject: &envelope.subject,
         author: &envelope.sender.name,
-        created: envelope.completed_at,
+        created: envelope.status_changed_at(),
         id_seed: &id_seed,
     };
     writer::write(&pages, &info)
@@ -82,7 +82,7 @@ fn document_info<'a>(envelope: &'a Envelope, document: &'a Document, id_seed: &'
         title: &document.name,
         subject: &envelope.subject,
         author: &envelope.sender.name,
-        created: envelope.completed_at,
+        created: envelope.status_changed_at(),
         id_seed,
     }
 }
@@ -195,12 +195,15 @@ fn document_page(envelope: &Envelope, document: &Document, number: u32, count: u
     if number == count {
         sheet.paragraph(LEFT, TEXT_WIDTH, Font::Bold, 11, "Signatures", 1);
         for (i, signer) in envelope.signers.iter().enumerate() {
-            let signed = format!(
-                "{} ({}), signed electronically on {}",
-                signer.person.name,
-                signer.role_name,
-                timestamp(signer.signed_at)
-            );
+            let signed = match (signer.signed_time(), signer.declined_time()) {
+                (Some(at), _) => {
+                    format!("{} ({}), signed electronically on {}", signer.person.name, signer.role_name, timestamp(at))
+                }
+                (None, Some(at)) => {
+                    format!("{} ({}), declined to sign on {}", signer.person.name, signer.role_name, timestamp(at))
+                }
+                (None, None) => format!("{} ({}), awaiting signature", signer.person.name, signer.role_name),
+            };
             let fits = if i < SIGNATURE_LINES {
                 sheet.paragraph(LEFT, TEXT_WIDTH, Font::Regular, 10, &signed, 1)
                     && sheet.paragraph(LEFT + 18, TEXT_WIDTH - 18, Font::Regular, 9, &signer.person.email, 1)
@@ -240,7 +243,7 @@ fn certificate_info<'a>(envelope: &'a Envelope, id_seed: &'a str) -> Info<'a> {
         title: "Certificate Of Completion",
         subject: &envelope.subject,
         author: &envelope.sender.name,
-        created: envelope.completed_at,
+        created: envelope.status_changed_at(),
         id_seed,
     }
 }
@@ -274,7 +277,8 @@ fn certificate_layout(envelope: &Envelope, certificate_pages: usize) -> Vec<Shee
     flow.sheet.skip(6);
 
     let id = format!("Envelope Id: {}", certificate_id(envelope));
-    flow.row([vec![(Font::Regular, id)], vec![], vec![(Font::Regular, "Status: Completed".into())]]);
+    let status = format!("Status: {}", envelope.state.legacy());
+    flow.row([vec![(Font::Regular, id)], vec![], vec![(Font::Regular, status)]]);
     flow.full_width(&format!("Subject: {}", envelope.subject), 4);
     let document_pages = envelope.documents.iter().map(|d| d.pages.clamp(1, MAX_PAGES)).fold(0, u32::saturating_add);
     flow.row([
@@ -312,11 +316,7 @@ fn certificate_layout(envelope: &Envelope, certificate_pages: usize) -> Vec<Shee
                 "Signature Adoption: Pre-selected Style".into(),
                 format!("Using IP Address: {}", signer.ip_address),
             ]),
-            plain([
-                format!("Sent: {}", timestamp(signer.sent_at)),
-                format!("Viewed: {}", timestamp(signer.delivered_at)),
-                format!("Signed: {}", timestamp(signer.signed_at)),
-            ]),
+            signer_times(signer),
         ]);
     }
 
@@ -328,24 +328,48 @@ fn certificate_layout(envelope: &Envelope, certificate_pages: usize) -> Vec<Shee
                 (Font::Regular, person.email.clone()),
                 (Font::Regular, "Security Level: Email, Account Authentication (None)".into()),
             ],
-            plain(["COPIED".into()]),
-            plain([format!("Sent: {}", timestamp(envelope.completed_at))]),
+            plain([if envelope.completed_time().is_some() { "COPIED" } else { "PENDING" }.into()]),
+            plain([envelope.completed_time().map(|at| format!("Sent: {}", timestamp(at))).unwrap_or_default()]),
         ]);
     }
 
     flow.heading(["Envelope Summary Events", "Status", "Timestamps"]);
-    let delivered = envelope.signers.iter().map(|s| s.delivered_at).max().unwrap_or(envelope.sent_at);
-    let signed = envelope.signers.iter().map(|s| s.signed_at).max().unwrap_or(envelope.completed_at);
+    let latest = |time: fn(&Signer) -> Option<DateTime<Utc>>| envelope.signers.iter().filter_map(time).max();
+    let (delivered, signed) = match envelope.completed_time() {
+        Some(completed) => (
+            Some(envelope.signers.iter().map(|s| s.delivered_at).max().unwrap_or(envelope.sent_at)),
+            Some(envelope.signers.iter().map(|s| s.signed_at).max().unwrap_or(completed)),
+        ),
+        None => (latest(Signer::delivered_time), None),
+    };
     let events = [
-        ("Envelope Sent", "Hashed/Encrypted", envelope.sent_at),
+        ("Envelope Sent", "Hashed/Encrypted", envelope.sent_time()),
         ("Certified Delivered", "Security Checked", delivered),
         ("Signing Complete", "Security Checked", signed),
-        ("Completed", "Security Checked", envelope.completed_at),
+        ("Completed", "Security Checked", envelope.completed_time()),
+        ("Envelope Declined", "Security Checked", envelope.declined_time()),
+        ("Envelope Voided", "Security Checked", envelope.voided_time()),
     ];
     for (event, status, at) in events {
-        flow.row([plain([event.into()]), plain([status.into()]), plain([timestamp(at)])]);
+        if let Some(at) = at {
+            flow.row([plain([event.into()]), plain([status.into()]), plain([timestamp(at)])]);
+        }
     }
     flow.finish()
+}
+
+/// A signer's steps so far, as the certificate's timestamp column lists them.
+fn signer_times(signer: &Signer) -> Vec<(Font, String)> {
+    let steps = [
+        ("Sent", signer.sent_time()),
+        ("Viewed", signer.delivered_time()),
+        ("Signed", signer.signed_time()),
+        ("Declined", signer.declined_time()),
+    ];
+    steps
+        .into_iter()
+        .filter_map(|(step, at)| at.map(|at| (Font::Regular, format!("{step}: {}", timestamp(at)))))
+        .collect()
 }
 
 fn plain<const N: usize>(lines: [String; N]) -> Vec<(Font, String)> {
@@ -568,7 +592,7 @@ fn write_archive(envelope: &Envelope) -> zip::result::ZipResult<Vec<u8>> {
     // clock, so the archive is as reproducible as the PDFs in it.
     let options = SimpleFileOptions::default()
         .compression_method(CompressionMethod::Stored)
-        .last_modified_time(zip_time(envelope.completed_at))
+        .last_modified_time(zip_time(envelope.status_changed_at()))
         .system(zip::System::Unix)
         .unix_permissions(0o644);
     // Each PDF goes into the zip as soon as it is made, so only one

@@ -1,8 +1,8 @@
-//! The eSignature REST endpoints countersign reads, under
+//! The eSignature REST endpoints countersign reads and sends through, under
 //! `/restapi/v2.1/accounts/{accountId}/`. Every answer carries DocuSign's
 //! rate-limit headers; past a limit the answer is 429 with DocuSign's body.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 
 use super::envelopes::Envelope;
 use super::faults::{self, Verdict};
-use super::json::{self as ds, Include};
+use super::json::{self as ds, Include, TemplateInclude};
+use super::sending::{self, LifecycleError, RestError};
 use super::{LimitKind, RateLimit, Sandbox, pdf};
 use crate::ids::{AccountId, EnvelopeId, UserId};
 
@@ -23,17 +24,25 @@ const BASE: &str = "/restapi/v2.1/accounts/{account}";
 
 pub(super) fn router() -> Router<Sandbox> {
     Router::new()
-        .route(&format!("{BASE}/envelopes"), get(listing))
-        .route(&format!("{BASE}/envelopes/{{envelope}}"), get(envelope))
+        .route(&format!("{BASE}/envelopes"), get(listing).post(create))
+        .route(&format!("{BASE}/envelopes/{{envelope}}"), get(envelope).put(update))
         .route(&format!("{BASE}/envelopes/{{envelope}}/recipients"), get(recipients))
         .route(&format!("{BASE}/envelopes/{{envelope}}/custom_fields"), get(custom_fields))
         .route(&format!("{BASE}/envelopes/{{envelope}}/templates"), get(templates))
         .route(&format!("{BASE}/envelopes/{{envelope}}/documents"), get(documents))
         .route(&format!("{BASE}/envelopes/{{envelope}}/documents/{{document}}"), get(document))
+        .route(&format!("{BASE}/templates"), get(template_list))
+        .route(&format!("{BASE}/templates/{{template}}"), get(template))
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (status, Json(json!({ "errorCode": code, "message": message }))).into_response()
+}
+
+impl IntoResponse for RestError {
+    fn into_response(self) -> Response {
+        error(StatusCode::BAD_REQUEST, &self.error_code, &self.message)
+    }
 }
 
 fn with_limits(mut response: Response, limits: &RateLimit) -> Response {
@@ -125,6 +134,39 @@ fn json_answer(call: &Call, value: Value) -> Response {
     let body = Bytes::from(value.to_string());
     let response = ([(header::CONTENT_TYPE, "application/json; charset=utf-8")], body.clone()).into_response();
     answer(call, response, Some(body))
+}
+
+/// The route's faults for a request that changes something, rolled before
+/// the change: an error or a reset means nothing happened. `Ok` carries the
+/// verdict to apply once the change is made.
+fn before_change(call: &Call) -> Result<Verdict, Response> {
+    match call.fault.roll() {
+        Verdict::Error(status) => Err(with_limits(faults::server_error(status), &call.limits)),
+        Verdict::Reset => Err(faults::broken(None)),
+        verdict => Ok(verdict),
+    }
+}
+
+/// The answer to a change that was made: lost when the route's knobs say
+/// so (the change stands), truncated when the verdict was to truncate.
+fn changed_answer(
+    sandbox: &Sandbox,
+    route: &str,
+    call: &Call,
+    verdict: Verdict,
+    status: StatusCode,
+    value: Value,
+) -> Response {
+    if sandbox.lose_answer(route) {
+        return faults::broken(None);
+    }
+    let body = Bytes::from(value.to_string());
+    let response = (status, [(header::CONTENT_TYPE, "application/json; charset=utf-8")], body.clone()).into_response();
+    let response = match verdict {
+        Verdict::Truncate => faults::broken(Some((body, response))),
+        _ => response,
+    };
+    with_limits(response, &call.limits)
 }
 
 fn find(sandbox: &Sandbox, envelope: &str) -> Result<Envelope, Response> {
@@ -261,7 +303,9 @@ async fn document(
 }
 
 /// `GET …/envelopes?from_date=…&status=completed`: envelopes whose status
-/// changed since `from_date`, paged by `start_position` and `count`.
+/// changed since `from_date` (or those `envelope_ids` names), optionally of
+/// some statuses and with a text custom field's value, paged by
+/// `start_position` and `count`.
 async fn listing(
     State(sandbox): State<Sandbox>,
     Path(account): Path<String>,
@@ -269,26 +313,62 @@ async fn listing(
     headers: HeaderMap,
 ) -> Response {
     let (call, _) = admitted!(admit(&sandbox, "listing", &headers, &account).await);
-    let Some(from) = query.get("from_date").and_then(|d| parse_date(d)) else {
+    let ids: Option<HashSet<EnvelopeId>> = query
+        .get("envelope_ids")
+        .filter(|ids| !ids.trim().is_empty())
+        .map(|ids| ids.split(',').filter_map(|id| EnvelopeId::parse(id.trim()).ok()).collect());
+    let from = match (query.get("from_date"), &ids) {
+        (Some(date), _) => parse_date(date),
+        (None, Some(_)) => Some(DateTime::<Utc>::MIN_UTC),
+        (None, None) => None,
+    };
+    let Some(from) = from else {
         return error(
             StatusCode::BAD_REQUEST,
             "INVALID_REQUEST_PARAMETER",
             "The request contained at least one invalid parameter. A valid from_date or envelope_ids is required.",
         );
     };
+    let field = match query.get("custom_field") {
+        None => None,
+        Some(filter) => match filter.split_once('=') {
+            Some((name, value)) if !name.is_empty() => Some((name.to_string(), value.to_string())),
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_REQUEST_PARAMETER",
+                    "The request contained at least one invalid parameter. custom_field must be name=value.",
+                );
+            }
+        },
+    };
     let to = query.get("to_date").and_then(|d| parse_date(d));
+    let statuses: Option<Vec<&str>> = query
+        .get("status")
+        .map(|wanted| wanted.split(',').map(str::trim).filter(|s| !s.is_empty()).collect::<Vec<_>>())
+        .filter(|wanted| !wanted.is_empty() && !wanted.iter().any(|w| w.eq_ignore_ascii_case("any")));
     let status_ok = |envelope: &Envelope| {
-        query.get("status").is_none_or(|wanted| wanted.split(',').any(|s| s.trim() == envelope.status()))
+        statuses.as_ref().is_none_or(|wanted| wanted.iter().any(|w| w.eq_ignore_ascii_case(envelope.status())))
+    };
+    let field_ok = |envelope: &Envelope| {
+        field.as_ref().is_none_or(|(name, value)| envelope.custom_field(name) == Some(value.as_str()))
     };
     let matching: Vec<Envelope> = sandbox
         .all_envelopes()
         .into_iter()
-        .filter(|e| e.completed_at >= from && to.is_none_or(|to| e.completed_at < to) && status_ok(e))
+        .filter(|e| {
+            let changed = e.status_changed_at();
+            changed >= from
+                && to.is_none_or(|to| changed < to)
+                && ids.as_ref().is_none_or(|ids| ids.contains(&e.envelope_id))
+                && status_ok(e)
+                && field_ok(e)
+        })
         .collect();
+    let include = query.get("include").map(|i| Include::parse(i)).unwrap_or_default();
     let start: usize = query.get("start_position").and_then(|s| s.parse().ok()).unwrap_or(0);
     let count: usize = query.get("count").and_then(|s| s.parse().ok()).unwrap_or(100).clamp(1, 1000);
-    let page: Vec<Value> =
-        matching.iter().skip(start).take(count).map(|e| ds::envelope_json(e, Include::default())).collect();
+    let page: Vec<Value> = matching.iter().skip(start).take(count).map(|e| ds::envelope_json(e, include)).collect();
     let end = start + page.len();
     let mut body = json!({
         "resultSetSize": page.len().to_string(),
@@ -298,18 +378,158 @@ async fn listing(
         "envelopes": page,
     });
     if end < matching.len() {
-        let mut next = format!("/envelopes?start_position={end}&count={count}");
-        for (key, value) in &query {
-            if key != "start_position" && key != "count" {
-                next.push_str(&format!(
-                    "&{key}={}",
-                    url::form_urlencoded::byte_serialize(value.as_bytes()).collect::<String>()
-                ));
-            }
-        }
-        body["nextUri"] = Value::String(next);
+        body["nextUri"] = Value::String(next_uri("/envelopes", &query, end, count));
     }
     json_answer(&call, body)
+}
+
+/// The `nextUri` of a paged listing: the same query from `end` on.
+fn next_uri(path: &str, query: &HashMap<String, String>, end: usize, count: usize) -> String {
+    let mut next = format!("{path}?start_position={end}&count={count}");
+    for (key, value) in query {
+        if key != "start_position" && key != "count" {
+            next.push_str(&format!(
+                "&{key}={}",
+                url::form_urlencoded::byte_serialize(value.as_bytes()).collect::<String>()
+            ));
+        }
+    }
+    next
+}
+
+/// `POST …/envelopes`: creates an envelope from a template and, with
+/// `status: sent`, sends it. Answers 201 with the envelope's id and status.
+async fn create(
+    State(sandbox): State<Sandbox>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (call, _) = admitted!(admit(&sandbox, "create", &headers, &account).await);
+    let verdict = admitted!(before_change(&call));
+    let definition = match sending::parse(&body) {
+        Ok(definition) => definition,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let envelope = sandbox.create_from(definition);
+    let id = envelope.envelope_id.to_string();
+    let value = json!({
+        "envelopeId": id,
+        "uri": format!("/envelopes/{id}"),
+        "statusDateTime": ds::docusign_time(envelope.status_changed_at()),
+        "status": envelope.status(),
+    });
+    changed_answer(&sandbox, "create", &call, verdict, StatusCode::CREATED, value)
+}
+
+/// `PUT …/envelopes/{id}` with `{"status": "voided", "voidedReason": …}`: the
+/// sender voids an envelope in process. The sandbox's update does nothing else.
+async fn update(
+    State(sandbox): State<Sandbox>,
+    Path((account, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (call, _) = admitted!(admit(&sandbox, "void", &headers, &account).await);
+    let verdict = admitted!(before_change(&call));
+    let envelope = admitted!(find(&sandbox, &id));
+    let request: Value = match serde_json::from_slice(&body) {
+        Ok(Value::Object(fields)) => Value::Object(fields),
+        Ok(_) => {
+            return RestError::new(
+                "INVALID_REQUEST_BODY",
+                "The request body is missing or improperly formatted. It must be a JSON object.",
+            )
+            .into_response();
+        }
+        Err(e) => {
+            return RestError::new(
+                "INVALID_REQUEST_BODY",
+                format!("The request body is missing or improperly formatted. {e}"),
+            )
+            .into_response();
+        }
+    };
+    let status = request.get("status").and_then(Value::as_str).map(str::trim).unwrap_or_default();
+    if !status.eq_ignore_ascii_case("voided") {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST_PARAMETER",
+            "The request contained at least one invalid parameter. The sandbox's envelope update only voids:              'status' must be 'voided'.",
+        );
+    }
+    let reason = request.get("voidedReason").and_then(Value::as_str).map(str::trim).unwrap_or_default();
+    if reason.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST_PARAMETER",
+            "The request contained at least one invalid parameter. Value for 'voidedReason' must be specified when              voiding an envelope.",
+        );
+    }
+    match sandbox.void(envelope.envelope_id, reason) {
+        Ok(voided) => {
+            let value = json!({ "envelopeId": voided.envelope_id.to_string() });
+            changed_answer(&sandbox, "void", &call, verdict, StatusCode::OK, value)
+        }
+        Err(LifecycleError::NotInProcess { .. }) => error(
+            StatusCode::BAD_REQUEST,
+            "ENVELOPE_CANNOT_VOID_INVALID_STATE",
+            "Only envelopes in the 'Sent' or 'Delivered' states may be voided.",
+        ),
+        Err(other) => error(StatusCode::BAD_REQUEST, "ENVELOPE_DOES_NOT_EXIST", &other.to_string()),
+    }
+}
+
+/// `GET …/templates`: the account's templates, paged, optionally only those
+/// whose name contains `search_text`.
+async fn template_list(
+    State(sandbox): State<Sandbox>,
+    Path(account): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let (call, _) = admitted!(admit(&sandbox, "template_list", &headers, &account).await);
+    let include = query.get("include").map(|i| TemplateInclude::parse(i)).unwrap_or_default();
+    let search = query.get("search_text").map(|s| s.trim().to_lowercase()).filter(|s| !s.is_empty());
+    let matching: Vec<_> = sandbox
+        .templates()
+        .into_iter()
+        .filter(|t| search.as_ref().is_none_or(|s| t.name.to_lowercase().contains(s)))
+        .collect();
+    let start: usize = query.get("start_position").and_then(|s| s.parse().ok()).unwrap_or(0);
+    let count: usize = query.get("count").and_then(|s| s.parse().ok()).unwrap_or(100).clamp(1, 2000);
+    let owner = &sandbox.identity().user;
+    let page: Vec<Value> =
+        matching.iter().skip(start).take(count).map(|t| ds::template_json(t, owner, include)).collect();
+    let end = start + page.len();
+    let mut body = json!({
+        "resultSetSize": page.len().to_string(),
+        "startPosition": start.to_string(),
+        "endPosition": end.saturating_sub(1).to_string(),
+        "totalSetSize": matching.len().to_string(),
+        "envelopeTemplates": page,
+    });
+    if end < matching.len() {
+        body["nextUri"] = Value::String(next_uri("/templates", &query, end, count));
+    }
+    json_answer(&call, body)
+}
+
+/// `GET …/templates/{id}`: one template with its roles; their tabs with
+/// `include=tabs`, its documents with `include=documents`.
+async fn template(
+    State(sandbox): State<Sandbox>,
+    Path((account, id)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let (call, _) = admitted!(admit(&sandbox, "template", &headers, &account).await);
+    let Some(template) = super::envelopes::template(&id) else {
+        return RestError::template_invalid().into_response();
+    };
+    let mut include = query.get("include").map(|i| TemplateInclude::parse(i)).unwrap_or_default();
+    include.recipients = true;
+    json_answer(&call, ds::template_json(&template, &sandbox.identity().user, include))
 }
 
 fn parse_date(text: &str) -> Option<DateTime<Utc>> {

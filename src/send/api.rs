@@ -7,7 +7,7 @@
 //! Bodies and query strings are read by hand, as the admin API does, so
 //! that every refusal is the one JSON error body naming its field.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
@@ -22,14 +22,15 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{Profiles, check_data, request_digest};
+use super::Profiles;
+use super::intake::{Intake, Refusal};
 use crate::admin::auth::{bearer, token_matches};
 use crate::config::{Secret, Settings};
-use crate::domain::{Agreement, AgreementStatus, RequestKey};
+use crate::domain::{Agreement, AgreementStatus};
 use crate::error::{ErrorBody, HttpError};
 use crate::ids::AgreementId;
-use crate::jobs::{JobPayload, SendAgreementJob, VoidAgreementJob};
-use crate::store::{AgreementChange, AgreementInsert, AgreementPage, AgreementQuery, NewAgreement, Store};
+use crate::jobs::{JobPayload, VoidAgreementJob};
+use crate::store::{AgreementChange, AgreementPage, AgreementQuery, Store};
 
 /// Longest idempotency key taken (Stripe's limit, which clients know).
 const MAX_KEY_CHARS: usize = 255;
@@ -66,7 +67,7 @@ impl utoipa::Modify for BearerScheme {
 struct Client {
     name: String,
     token: Secret,
-    profiles: HashSet<String>,
+    profiles: Vec<String>,
 }
 
 /// What the routes share.
@@ -78,7 +79,7 @@ pub struct AgreementsApi {
 #[derive(Debug)]
 struct Inner {
     store: Arc<dyn Store>,
-    profiles: Profiles,
+    intake: Intake,
     clients: Vec<Client>,
     max_page: u32,
     max_attempts: u32,
@@ -100,17 +101,13 @@ impl AgreementsApi {
             .clients
             .iter()
             .filter_map(|c| {
-                Some(Client {
-                    name: c.name.clone(),
-                    token: c.token.clone()?,
-                    profiles: c.profiles.iter().cloned().collect(),
-                })
+                Some(Client { name: c.name.clone(), token: c.token.clone()?, profiles: c.profiles.clone() })
             })
             .collect();
         Some(Self {
             inner: Arc::new(Inner {
+                intake: Intake::new(store.clone(), Profiles::from_settings(settings), settings.queue.max_attempts),
                 store,
-                profiles: Profiles::from_settings(settings),
                 clients,
                 max_page: settings.api.max_page,
                 max_attempts: settings.queue.max_attempts,
@@ -206,7 +203,7 @@ async fn object(body: Body, allowed: &[&str]) -> Result<Map<String, Value>, Http
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
-struct AgreementRequest {
+struct AgreementRequestBody {
     /// A profile this client may use.
     profile: String,
     /// The data the profile's JSON Pointers read.
@@ -219,7 +216,7 @@ struct AgreementRequest {
 /// agreement, with another body 409.
 #[utoipa::path(post, path = "/agreements", tag = "agreements",
     params(("Idempotency-Key" = String, Header, description = "The client's key for this request (1–255 visible characters)")),
-    request_body(content = AgreementRequest, content_type = "application/json"),
+    request_body(content = AgreementRequestBody, content_type = "application/json"),
     responses(
         (status = 202, description = "Stored; it is sent in the background", body = Agreement),
         (status = 400, description = "No idempotency key, or a malformed body; `field` names it", body = ErrorBody),
@@ -247,45 +244,26 @@ async fn create_agreement(
         Some(_) => return Err(invalid("data", "must be a JSON object")),
         None => return Err(invalid("data", "is required")),
     };
-    let allowed = api.client(&client).is_some_and(|c| c.profiles.contains(&profile_name));
-    let Some(profile) = api.inner.profiles.get(&profile_name).filter(|_| allowed) else {
-        return Err(HttpError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("profile `{profile_name}` is not one this client may use"),
-        )
-        .with_field("profile"));
-    };
-    check_data(profile, &data).map_err(|error| {
-        HttpError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", error.to_string())
-            .with_field(format!("data{}", error.pointer))
-    })?;
-    let new = NewAgreement {
-        id: AgreementId::new(),
-        key: RequestKey {
-            client: client.to_string(),
-            idempotency_key: key,
-            digest: request_digest(&profile_name, &data),
-        },
+    let allowed = api.client(&client).map(|c| c.profiles.clone()).unwrap_or_default();
+    let request = super::intake::AgreementRequest {
+        client: client.to_string(),
+        idempotency_key: key,
         profile: profile_name,
         data,
-        account_id: profile.account_id,
     };
-    let send = SendAgreementJob { agreement_id: new.id }.job(api.inner.max_attempts);
-    match api.inner.store.insert_agreement(&new, &send).await.map_err(store_failed)? {
-        AgreementInsert::Created(agreement) => {
-            tracing::info!(agreement_id = %agreement.id, client = %client, profile = %agreement.profile, "agreement requested");
-            Ok((StatusCode::ACCEPTED, Json(agreement)))
+    match api.inner.intake.take(request, &allowed).await {
+        Ok(agreement) => Ok((StatusCode::ACCEPTED, Json(agreement))),
+        Err(error @ Refusal::ProfileNotAllowed(_)) => {
+            Err(HttpError::new(StatusCode::FORBIDDEN, "forbidden", error.to_string()).with_field("profile"))
         }
-        AgreementInsert::Existing { agreement, digest } if digest == new.key.digest => {
-            Ok((StatusCode::ACCEPTED, Json(agreement)))
+        Err(Refusal::Data(error)) => {
+            Err(HttpError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", error.to_string())
+                .with_field(format!("data{}", error.pointer)))
         }
-        AgreementInsert::Existing { agreement, .. } => Err(HttpError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            format!("this Idempotency-Key was used for agreement {} with a different request", agreement.id),
-        )
-        .with_field("Idempotency-Key")),
+        Err(error @ Refusal::KeyReused(_)) => {
+            Err(HttpError::new(StatusCode::CONFLICT, "conflict", error.to_string()).with_field("Idempotency-Key"))
+        }
+        Err(Refusal::Store(error)) => Err(store_failed(error)),
     }
 }
 

@@ -7,14 +7,16 @@
 //! and lost the answer, or crashed after the POST) first searches for that
 //! field and adopts what it finds. Only when nothing is found does it create.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::Utc;
 
 use super::{Profiles, envelope_definition};
 use crate::config::Settings;
+use crate::docusign::sending::Template;
 use crate::docusign::{ApiError, DocuSign, GrantError};
 use crate::domain::{AGREEMENT_FIELD, Agreement, AgreementStatus, ConnectNotification};
 use crate::events::agreement::{Lifecycle, lifecycle_event};
@@ -26,10 +28,17 @@ use crate::store::{AgreementChange, EnvelopeStatus, EnvelopeUpsert, Job, StoreTx
 /// How far back the search for a lost envelope looks before the request was stored.
 const SEARCH_MARGIN: chrono::Duration = chrono::Duration::minutes(10);
 
+/// How long a template's description is trusted before it is read again.
+const TEMPLATE_TTL: Duration = Duration::from_secs(600);
+
+/// Templates as DocuSign last described them, per account.
+type TemplateCache = Mutex<HashMap<(AccountId, String), (Instant, Arc<Template>)>>;
+
 /// What the three jobs share.
 #[derive(Debug, Clone)]
 struct Sending {
     docusign: Option<Arc<DocuSign>>,
+    templates: Arc<TemplateCache>,
     profiles: Profiles,
     connect_url: Option<String>,
     /// Attempts of each lifecycle event's delivery.
@@ -41,6 +50,7 @@ impl Sending {
     fn new(settings: &Settings, docusign: Option<Arc<DocuSign>>) -> Self {
         Self {
             docusign,
+            templates: Arc::default(),
             profiles: Profiles::from_settings(settings),
             connect_url: settings.api.connect_url.clone(),
             delivery_attempts: settings.delivery.max_attempts(),
@@ -88,6 +98,25 @@ impl Sending {
             error @ ApiError::Refused { status: 401 | 403, .. } => JobError::park(error, self.recheck),
             error @ ApiError::Refused { .. } => JobError::retry(error),
         }
+    }
+
+    /// The template's roles and tab types, read once per template every
+    /// [`TEMPLATE_TTL`]: where each prefilled value must go.
+    async fn template(
+        &self,
+        docusign: &DocuSign,
+        user: UserId,
+        account: AccountId,
+        template_id: &str,
+    ) -> Result<Arc<Template>, ApiError> {
+        let key = (account, template_id.to_ascii_lowercase());
+        let cached = lock(&self.templates).get(&key).filter(|(read, _)| read.elapsed() < TEMPLATE_TTL).cloned();
+        if let Some((_, template)) = cached {
+            return Ok(template);
+        }
+        let template = Arc::new(docusign.template(user, account, template_id).await?);
+        lock(&self.templates).insert(key, (Instant::now(), template.clone()));
+        Ok(template)
     }
 
     fn sinks(&self, agreement: &Agreement) -> Vec<String> {
@@ -140,6 +169,10 @@ impl Sending {
     async fn agreement(&self, ctx: &JobContext, id: crate::ids::AgreementId) -> Result<Agreement, JobError> {
         ctx.store.agreement(id).await?.ok_or_else(|| JobError::Fatal(format!("agreement {id} is not in the store")))
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The `send_agreement` job.
@@ -211,6 +244,11 @@ impl JobHandler for SendAgreement {
             };
             return self.finish_unsent(ctx, &agreement, news).await;
         };
+        let voided = || Lifecycle::Voided { reason: agreement.void_reason.clone() };
+        if agreement.void_reason.is_some() && job.attempts <= 1 {
+            // Voided before any attempt could create an envelope: nothing to look for.
+            return self.finish_unsent(ctx, &agreement, voided()).await;
+        }
         let docusign = self.0.docusign()?;
         let (user, account) = self.0.sender(docusign, &agreement).await?;
         // The first attempt cannot have created anything; any later one may have.
@@ -231,15 +269,18 @@ impl JobHandler for SendAgreement {
             }
         }
         if agreement.void_reason.is_some() {
-            return self
-                .finish_unsent(ctx, &agreement, Lifecycle::Voided { reason: agreement.void_reason.clone() })
-                .await;
+            return self.finish_unsent(ctx, &agreement, voided()).await;
         }
+        let template = match self.0.template(docusign, user, account, &profile.template_id).await {
+            Ok(template) => template,
+            Err(error) => return self.refused(ctx, &agreement, error).await,
+        };
         let definition = match envelope_definition(
             &profile,
             &agreement.data,
             &agreement.id.to_string(),
             self.0.connect_url.as_deref(),
+            Some(&template),
         ) {
             Ok(definition) => definition,
             Err(error) => {
@@ -253,13 +294,23 @@ impl JobHandler for SendAgreement {
                 tracing::info!(agreement_id = %agreement.id, envelope_id = %envelope, "envelope created and sent");
                 self.adopt(ctx, &agreement, envelope, account).await
             }
-            // A refusal is for good (a template or recipient DocuSign will not take).
-            Err(ApiError::Refused { status, code, message, .. }) if status != 401 && status != 403 => {
+            Err(error) => self.refused(ctx, &agreement, error).await,
+        }
+    }
+}
+
+impl SendAgreement {
+    /// DocuSign's refusal of a template or an envelope is for good (a
+    /// template or recipient it will not take): the agreement fails with
+    /// its code. Anything else waits or retries.
+    async fn refused(&self, ctx: &JobContext, agreement: &Agreement, error: ApiError) -> Result<(), JobError> {
+        match error {
+            ApiError::Refused { status, code, message, .. } if status != 401 && status != 403 => {
                 tracing::warn!(agreement_id = %agreement.id, %code, "DocuSign refused to send the agreement");
                 let code = if code.is_empty() { format!("HTTP_{status}") } else { code };
-                self.finish_unsent(ctx, &agreement, Lifecycle::Failed { code, message }).await
+                self.finish_unsent(ctx, agreement, Lifecycle::Failed { code, message }).await
             }
-            Err(error) => Err(self.0.job_error(error)),
+            error => Err(self.0.job_error(error)),
         }
     }
 }

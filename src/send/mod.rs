@@ -6,6 +6,9 @@
 //! completed envelope, its events carrying the request.
 
 pub mod api;
+pub mod bus;
+pub mod check;
+pub mod intake;
 mod jobs;
 
 use std::collections::HashMap;
@@ -15,6 +18,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::config::{AGREEMENT_FIELD, CUSTOM_FIELD_MAX_CHARS, ProfileSettings, Settings};
+use crate::docusign::sending::Template;
 use crate::domain::Agreement;
 
 pub use jobs::{AgreementLifecycle, SendAgreement, VoidAgreement};
@@ -68,24 +72,52 @@ fn required_text(data: &Value, pointer: &str, what: &str) -> Result<String, Data
 /// custom field fits DocuSign's limit: the checks the requests API answers
 /// 422 for, before anything is stored.
 pub fn check_data(profile: &ProfileSettings, data: &Value) -> Result<(), DataError> {
-    envelope_definition(profile, data, &Agreement::placeholder_id(), None).map(|_| ())
+    envelope_definition(profile, data, &Agreement::placeholder_id(), None, None).map(|_| ())
 }
 
 /// The envelope definition DocuSign's `POST …/envelopes` takes: the
 /// profile's template with its roles, prefilled tabs and custom fields
 /// filled from `data`, the hidden agreement field, and, when countersign's
 /// Connect URL is configured, the envelope's own Connect subscription.
+///
+/// DocuSign fills a tab only from the list of its own type (`dateTabs` for
+/// a date tab) and only for the role that has it: with the `template` as
+/// DocuSign describes it, each value goes exactly there; without it (a
+/// check of the data alone), every role carries every value as text.
 pub fn envelope_definition(
     profile: &ProfileSettings,
     data: &Value,
     agreement_id: &str,
     connect_url: Option<&str>,
+    template: Option<&Template>,
 ) -> Result<Value, DataError> {
-    let mut tabs = Vec::new();
+    let mut values = Vec::new();
     for (label, pointer) in &profile.tabs {
         let value = required_text(data, pointer, &format!("the tab `{label}` needs a value"))?;
-        tabs.push(json!({ "tabLabel": label, "value": value }));
+        values.push((label, value));
     }
+    let tabs_of = |role: &str| -> Value {
+        let mut lists: Map<String, Value> = Map::new();
+        for (label, value) in &values {
+            let list = match template {
+                None => Some("textTabs"),
+                Some(template) => template
+                    .roles
+                    .iter()
+                    .filter(|r| r.name == role)
+                    .flat_map(|r| &r.tabs)
+                    .find(|t| &t.label == *label)
+                    .map(|t| t.list.as_str()),
+            };
+            if let Some(list) = list {
+                let entries = lists.entry(list).or_insert_with(|| Value::Array(Vec::new()));
+                if let Value::Array(entries) = entries {
+                    entries.push(json!({ "tabLabel": label, "value": value }));
+                }
+            }
+        }
+        Value::Object(lists)
+    };
     let mut roles = Vec::new();
     for (role, fields) in &profile.roles {
         let name = required_text(data, &fields.name, &format!("the name of role `{role}`"))?;
@@ -96,14 +128,7 @@ pub fn envelope_definition(
                 reason: format!("is not an email address (role `{role}`)"),
             });
         }
-        // Tabs are matched by label across the envelope: every role carries
-        // them, and DocuSign fills the ones its template gives that role.
-        roles.push(json!({
-            "roleName": role,
-            "name": name,
-            "email": email,
-            "tabs": { "textTabs": tabs },
-        }));
+        roles.push(json!({ "roleName": role, "name": name, "email": email, "tabs": tabs_of(role) }));
     }
     let mut fields = vec![hidden_field(AGREEMENT_FIELD, agreement_id)];
     for (name, pointer) in &profile.custom_fields {
@@ -215,6 +240,7 @@ mod tests {
 
     use super::*;
     use crate::config::RoleSettings;
+    use crate::docusign::sending::{TemplateRole, TemplateTab};
 
     fn profile() -> ProfileSettings {
         ProfileSettings {
@@ -237,13 +263,24 @@ mod tests {
     fn data_fills_roles_tabs_and_fields_and_the_agreement_id_is_hidden() {
         let data =
             json!({ "employee": { "name": "Ada", "email": "ada@example.com", "start": "2027-01-04", "id": 42 } });
-        let definition =
-            envelope_definition(&profile(), &data, "agr", Some("https://cs.example.com/docusign/connect")).unwrap();
+        let template = Template {
+            template_id: "t".into(),
+            name: "Offer".into(),
+            roles: vec![TemplateRole {
+                name: "Employee".into(),
+                tabs: vec![TemplateTab { label: "start_date".into(), list: "dateTabs".into() }],
+            }],
+        };
+        let connect = Some("https://cs.example.com/docusign/connect");
+        let definition = envelope_definition(&profile(), &data, "agr", connect, Some(&template)).unwrap();
         assert_eq!(definition["templateRoles"][0]["email"], "ada@example.com");
         assert_eq!(
-            definition["templateRoles"][0]["tabs"]["textTabs"][0],
-            json!({ "tabLabel": "start_date", "value": "2027-01-04" })
+            definition["templateRoles"][0]["tabs"],
+            json!({ "dateTabs": [{ "tabLabel": "start_date", "value": "2027-01-04" }] })
         );
+        let untyped = envelope_definition(&profile(), &data, "agr", None, None).unwrap();
+        assert_eq!(untyped["templateRoles"][0]["tabs"]["textTabs"][0]["value"], "2027-01-04");
+        assert!(untyped.get("eventNotification").is_none());
         let fields = &definition["customFields"]["textCustomFields"];
         assert_eq!(fields[0], json!({ "name": AGREEMENT_FIELD, "value": "agr", "show": "false", "required": "false" }));
         assert_eq!(fields[1]["value"], "42");

@@ -7,7 +7,7 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::docusign::{connect_toml, docusign_toml, sandbox};
+use common::docusign::{connect_toml, docusign_toml};
 use common::{TestApp, TestStore, eventually};
 use countersign::deliver::receiver::{ReceivedWebhook, WebhookReceiver, random_secret};
 use countersign::domain::AgreementStatus;
@@ -251,4 +251,266 @@ async fn the_requests_api_is_described_by_its_openapi_document() {
     assert_eq!(paths, ["/api/v1/agreements", "/api/v1/agreements/{id}", "/api/v1/agreements/{id}/void"]);
     assert!(description["paths"]["/api/v1/agreements"]["post"]["responses"]["409"].is_object());
     app.shutdown().await;
+}
+
+/// A sandbox whose user consented to countersign acting as them.
+async fn sandbox() -> RunningSandbox {
+    let sandbox = common::docusign::sandbox().await;
+    sandbox.sandbox.grant_consent(sandbox.sandbox.identity().user.user_id, &["signature", "impersonation"]);
+    sandbox
+}
+
+/// countersign sending through `sandbox`: the onboarding profile's events go
+/// to `receiver` (sink `hr`), as does the completion rule's, and every
+/// envelope carries its own Connect subscription back to this service.
+async fn sending_app(db: TestStore, sandbox: &RunningSandbox, receiver: &WebhookReceiver, secret: &str) -> TestApp {
+    sending_app_with(db, sandbox, receiver, secret, ONBOARDING_TEMPLATE, true).await
+}
+
+/// [`sending_app`] from `template`; without `connect_back`, envelopes carry
+/// no Connect subscription, so nothing but countersign's own calls tells it
+/// about them.
+async fn sending_app_with(
+    db: TestStore,
+    sandbox: &RunningSandbox,
+    receiver: &WebhookReceiver,
+    secret: &str,
+    template: &str,
+    connect_back: bool,
+) -> TestApp {
+    let tables = format!(
+        "{}{}[queue]\nworkers = 4\nbackoff_base = \"100ms\"\nbackoff_cap = \"500ms\"\n[reconcile]\nenabled = false\n\
+         [[sinks]]\nname = \"hr\"\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"{secret}\"\n\
+         [[rules]]\nname = \"onboarding\"\nevent_type = \"employee.onboarding.signed\"\nsinks = [\"hr\"]\n{}",
+        connect_toml(sandbox),
+        docusign_toml(sandbox, ""),
+        receiver.url(),
+        agreements_toml(template, "\"hr\""),
+    );
+    TestApp::spawn_knowing_url(db, |base| {
+        if !connect_back {
+            return tables;
+        }
+        // [api] opens agreements_toml's tables: its connect_url goes right under it.
+        tables.replacen("[api]\n", &format!("[api]\nconnect_url = \"{base}/docusign/connect\"\n"), 1)
+    })
+    .await
+}
+
+async fn agreement_in(client: &Client, id: &str, status: AgreementStatus) -> Value {
+    eventually(WAIT, &format!("agreement {id} {status}"), || async {
+        let (_, agreement) = client.get(&format!("/agreements/{id}")).await;
+        (agreement["status"] == status.as_str()).then_some(agreement)
+    })
+    .await
+}
+
+fn events_of(requests: &[ReceivedWebhook], event_type: &str) -> Vec<Value> {
+    requests
+        .iter()
+        .filter(|r| r.delivered())
+        .filter_map(ReceivedWebhook::event)
+        .filter(|e| e["type"] == event_type)
+        .collect()
+}
+
+/// The first `event_type` event of `agreement` at the receiver, once it
+/// arrives; it must match docs/event.schema.json.
+async fn wait_for_event(receiver: &WebhookReceiver, event_type: &str, agreement: &str) -> Value {
+    let found = receiver
+        .wait_until(WAIT, |requests| {
+            events_of(requests, event_type).iter().any(|e| e["data"]["agreement"]["id"] == agreement)
+        })
+        .await
+        .unwrap_or_else(|requests| panic!("no {event_type} for {agreement} among {} requests", requests.len()));
+    let event = events_of(&found, event_type).into_iter().find(|e| e["data"]["agreement"]["id"] == agreement).unwrap();
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string("docs/event.schema.json").unwrap()).unwrap();
+    let errors = common::schema::validate(&schema, &event);
+    assert!(errors.is_empty(), "the event breaks docs/event.schema.json: {errors:#?}\n{event:#}");
+    event
+}
+
+async fn an_agreement_is_sent_once_signed_and_its_events_carry_the_request(db: TestStore) {
+    let sandbox = sandbox().await;
+    let secret = random_secret();
+    let receiver = WebhookReceiver::spawn(&[&secret]).await.unwrap();
+    let app = sending_app(db, &sandbox, &receiver, &secret).await;
+    let hris = Client::new(&app, HRIS);
+
+    let (status, requested) =
+        hris.request(Some("hire-1815"), &json!({ "profile": "offer-letter", "data": offer("Ada") })).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{requested}");
+    let id = requested["id"].as_str().unwrap().to_string();
+    let sent = agreement_in(&hris, &id, AgreementStatus::Sent).await;
+    let envelope_id = sent["envelope_id"].as_str().expect("a sent agreement names its envelope").to_string();
+
+    // DocuSign holds one envelope, from the template, for the people the data named.
+    let envelopes = sandbox.sandbox.sent_envelopes();
+    assert_eq!(envelopes.len(), 1);
+    let envelope = &envelopes[0];
+    assert_eq!(envelope.envelope_id.to_string(), envelope_id);
+    assert_eq!(envelope.template_id.to_string(), ONBOARDING_TEMPLATE);
+    assert!(envelope.custom_fields.contains(&("countersign_agreement_id".to_string(), id.clone())));
+    assert!(envelope.custom_fields.contains(&("employee_id".to_string(), "1815".to_string())));
+    let employee = envelope.signers.iter().find(|s| s.role_name == "Employee").unwrap();
+    assert_eq!(employee.person.email, "ada@example.com");
+    assert!(employee.tabs.iter().any(|t| t.label == "start_date" && t.value == "2027-01-04"), "{:?}", employee.tabs);
+
+    let sent_event = wait_for_event(&receiver, "agreement.sent", &id).await;
+    assert_eq!(sent_event["subject"], envelope_id.as_str());
+    assert_eq!(sent_event["data"]["agreement"]["data"], offer("Ada"));
+    assert_eq!(sent_event["data"]["agreement"]["profile"], "offer-letter");
+    assert_eq!(sent_event["data"]["agreement"]["client"], "hris");
+
+    sandbox.sandbox.sign(envelope.envelope_id).unwrap();
+    let completed = agreement_in(&hris, &id, AgreementStatus::Completed).await;
+    assert!(completed["finished_at"].is_string());
+    let signed = wait_for_event(&receiver, "employee.onboarding.signed", &id).await;
+    assert_eq!(signed["subject"], envelope_id.as_str());
+    assert_eq!(signed["data"]["agreement"]["data"], offer("Ada"), "the completion carries the request");
+    assert!(!signed["data"]["documents"].as_array().unwrap().is_empty());
+
+    // The sending reached the sink before the completion, and each once.
+    let delivered: Vec<Value> = receiver.delivered().iter().filter_map(ReceivedWebhook::event).collect();
+    let types: Vec<&str> = delivered.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(types, ["agreement.sent", "employee.onboarding.signed"], "{delivered:?}");
+    assert_eq!(sandbox.sandbox.counters().routes.get("create").copied(), Some(1));
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_agreement_is_sent_once_signed_and_its_events_carry_the_request_on_sqlite() {
+    an_agreement_is_sent_once_signed_and_its_events_carry_the_request(common::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn an_agreement_is_sent_once_signed_and_its_events_carry_the_request_on_postgres() {
+    an_agreement_is_sent_once_signed_and_its_events_carry_the_request(common::postgres().await).await;
+}
+
+#[tokio::test]
+async fn an_envelope_whose_creation_answer_was_lost_is_found_again_not_sent_twice() {
+    let sandbox = sandbox().await;
+    let secret = random_secret();
+    let receiver = WebhookReceiver::spawn(&[&secret]).await.unwrap();
+    // The first creation is carried out, then its answer is lost.
+    let fault = countersign::sandbox::Fault { lost_answers: 1, ..Default::default() };
+    sandbox.sandbox.set_fault("create", fault);
+    // No Connect news about the envelope: only the search can find it.
+    let app = sending_app_with(common::sqlite().await, &sandbox, &receiver, &secret, ONBOARDING_TEMPLATE, false).await;
+    let hris = Client::new(&app, HRIS);
+    let (_, requested) =
+        hris.request(Some("hire-7"), &json!({ "profile": "offer-letter", "data": offer("Bob") })).await;
+    let id = requested["id"].as_str().unwrap().to_string();
+    let sent = agreement_in(&hris, &id, AgreementStatus::Sent).await;
+
+    let envelopes = sandbox.sandbox.sent_envelopes();
+    assert_eq!(envelopes.len(), 1, "Bob got one envelope, not two");
+    assert_eq!(sent["envelope_id"].as_str(), Some(envelopes[0].envelope_id.to_string().as_str()));
+    let counters = sandbox.sandbox.counters();
+    assert_eq!(counters.routes.get("create").copied(), Some(1), "{counters:?}");
+    assert!(counters.routes.get("listing").copied().unwrap_or(0) >= 1, "the retry looked first: {counters:?}");
+    let job = app.store.job_by_key(JobKind::SendAgreement.as_str(), &id).await.unwrap().unwrap();
+    assert_eq!(job.attempts, 2);
+    wait_for_event(&receiver, "agreement.sent", &id).await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_declined_or_voided_agreement_tells_the_profiles_sinks_why() {
+    let sandbox = sandbox().await;
+    let secret = random_secret();
+    let receiver = WebhookReceiver::spawn(&[&secret]).await.unwrap();
+    let app = sending_app(common::sqlite().await, &sandbox, &receiver, &secret).await;
+    let hris = Client::new(&app, HRIS);
+    let mut ids = Vec::new();
+    for (key, who) in [("decline-me", "Cleo"), ("void-me", "Dan")] {
+        let (_, requested) = hris.request(Some(key), &json!({ "profile": "offer-letter", "data": offer(who) })).await;
+        ids.push(requested["id"].as_str().unwrap().to_string());
+    }
+    let declining = agreement_in(&hris, &ids[0], AgreementStatus::Sent).await;
+    let envelope = countersign::ids::EnvelopeId::parse(declining["envelope_id"].as_str().unwrap()).unwrap();
+    sandbox.sandbox.decline(envelope, "I accepted another offer").unwrap();
+    agreement_in(&hris, &ids[0], AgreementStatus::Declined).await;
+    let declined = wait_for_event(&receiver, "agreement.declined", &ids[0]).await;
+    assert_eq!(declined["data"]["status"], "declined");
+    assert_eq!(declined["data"]["agreement"]["data"], offer("Cleo"));
+
+    agreement_in(&hris, &ids[1], AgreementStatus::Sent).await;
+    let (status, voiding) = hris.void(&ids[1], &json!({ "reason": "Position closed" })).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{voiding}");
+    assert_eq!(voiding["void_reason"], "Position closed");
+    let voided = agreement_in(&hris, &ids[1], AgreementStatus::Voided).await;
+    let envelope = countersign::ids::EnvelopeId::parse(voided["envelope_id"].as_str().unwrap()).unwrap();
+    assert_eq!(sandbox.sandbox.envelope(envelope).unwrap().status(), "voided");
+    let event = wait_for_event(&receiver, "agreement.voided", &ids[1]).await;
+    assert_eq!(event["data"]["reason"], "Position closed");
+
+    refused(&hris.void(&ids[1], &json!({ "reason": "again" })).await, StatusCode::CONFLICT, "conflict", None);
+    refused(&hris.void(&ids[0], &json!({ "reason": "too late" })).await, StatusCode::CONFLICT, "conflict", None);
+    refused(&hris.void(&ids[0], &json!({})).await, StatusCode::BAD_REQUEST, "bad_request", Some("reason"));
+    assert_eq!(sandbox.sandbox.counters().routes.get("create").copied(), Some(2));
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_agreement_docusign_refuses_fails_with_its_error_code_and_is_not_retried() {
+    let sandbox = sandbox().await;
+    let secret = random_secret();
+    let receiver = WebhookReceiver::spawn(&[&secret]).await.unwrap();
+    let unknown_template = "0d9e8f7a-6b5c-4d3e-8f2a-1b0c9d8e7f6a";
+    let app = sending_app_with(common::sqlite().await, &sandbox, &receiver, &secret, unknown_template, true).await;
+    let hris = Client::new(&app, HRIS);
+    let (_, requested) =
+        hris.request(Some("hire-9"), &json!({ "profile": "offer-letter", "data": offer("Eve") })).await;
+    let id = requested["id"].as_str().unwrap().to_string();
+    let failed = agreement_in(&hris, &id, AgreementStatus::Failed).await;
+    assert_eq!(failed["error_code"], "TEMPLATE_ID_INVALID", "{failed}");
+    assert_eq!(failed["envelope_id"], Value::Null);
+    let event = wait_for_event(&receiver, "agreement.failed", &id).await;
+    assert_eq!(event["data"]["error"]["code"], "TEMPLATE_ID_INVALID");
+    assert_eq!(event["subject"], id.as_str(), "an agreement without an envelope is its own subject");
+    assert_eq!(sandbox.sandbox.counters().routes.get("create").copied(), None, "the template was refused first");
+    assert!(sandbox.sandbox.sent_envelopes().is_empty());
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn check_confirms_each_profiles_template_roles_and_tabs_with_one_call_per_template() {
+    let sandbox = sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    // A second profile on the same template names a role and a tab the template lacks.
+    let wrong = format!(
+        "[[profiles]]\nname = \"wrong\"\ntemplate_id = \"{ONBOARDING_TEMPLATE}\"\n\
+         roles.Employee = {{ name = \"/n\", email = \"/e\" }}\nroles.Intern = {{ name = \"/n\", email = \"/e\" }}\n\
+         tabs.shoe_size = \"/s\"\n"
+    );
+    let config = format!(
+        "[store]\nurl = \"sqlite://{}/cs.db\"\n{}{}{}{wrong}",
+        dir.path().display(),
+        connect_toml(&sandbox),
+        docusign_toml(&sandbox, ""),
+        agreements_toml(ONBOARDING_TEMPLATE, "")
+    );
+    std::fs::write(dir.path().join("c.toml"), config).unwrap();
+    let path = dir.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+            .args(["check", "--config", "c.toml"])
+            .current_dir(path)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stdout.contains("profile offer-letter: ok (template "), "{stdout}");
+    assert!(stdout.contains("profile nda: ok (template "), "{stdout}");
+    assert!(stdout.contains("profile wrong: FAILED"), "{stdout}");
+    assert!(stdout.contains("roles.Intern: the template has no such role"), "{stdout}");
+    assert!(stdout.contains("the template's role `HR Manager` gets no recipient"), "{stdout}");
+    assert!(stdout.contains("tabs.shoe_size: no tab of the template has this label"), "{stdout}");
+    let calls = sandbox.sandbox.counters().routes.get("template").copied();
+    assert_eq!(calls, Some(2), "one call per template, not per profile");
 }

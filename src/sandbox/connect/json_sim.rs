@@ -99,7 +99,7 @@ pub fn json_sim_body(
 fn summary(envelope: &Envelope, options: &NotificationOptions) -> Value {
     let mut summary = envelope_json(envelope, Include::ALL);
     let moment = Moment::of(envelope, &options.event, options.recipient_id.as_deref());
-    if !moment.is_final(envelope) {
+    if !moment.is_as_shown(envelope) {
         rewind(&mut summary, envelope, &moment);
     }
     if options.include_documents {
@@ -112,7 +112,7 @@ fn summary(envelope: &Envelope, options: &NotificationOptions) -> Value {
 fn rewind(summary: &mut Value, envelope: &Envelope, moment: &Moment<'_>) {
     let Some(fields) = summary.as_object_mut() else { return };
     let at = docusign_time(moment.at);
-    fields.insert("status".into(), json!(moment.status.rest()));
+    fields.insert("status".into(), json!(moment.status.as_str()));
     fields.insert("statusChangedDateTime".into(), json!(at));
     fields.remove("completedDateTime");
     if !moment.reached(envelope.sent_at) {
@@ -139,7 +139,7 @@ fn rewind(summary: &mut Value, envelope: &Envelope, moment: &Moment<'_>) {
         for (value, signer) in signers.iter_mut().zip(&envelope.signers) {
             let Some(fields) = value.as_object_mut() else { continue };
             let status = moment.signer_status(signer);
-            fields.insert("status".into(), json!(status.rest()));
+            fields.insert("status".into(), json!(status.as_str()));
             for (key, time) in [
                 ("sentDateTime", signer.sent_at),
                 ("deliveredDateTime", signer.delivered_at),

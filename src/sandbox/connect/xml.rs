@@ -83,7 +83,7 @@ fn envelope_status(xml: &mut Xml, envelope: &Envelope, moment: &Moment<'_>, gene
     xml.text("Email", &envelope.sender.email);
     xml.text("Status", moment.status.legacy());
     xml.time("Created", Some(envelope.created_at));
-    xml.time("Sent", moment.reached(envelope.sent_at).then_some(envelope.sent_at));
+    xml.time("Sent", moment.envelope_sent(envelope));
     xml.time("Delivered", moment.delivered_at(envelope));
     xml.time("Signed", done.then_some(envelope.completed_at));
     xml.time("Completed", done.then_some(envelope.completed_at));
@@ -133,16 +133,15 @@ fn signer_status(xml: &mut Xml, signer: &Signer, moment: &Moment<'_>) {
     xml.text("Email", &signer.person.email);
     xml.text("UserName", &signer.person.name);
     xml.text("RoutingOrder", &signer.routing_order.to_string());
-    xml.time("Sent", moment.reached(signer.sent_at).then_some(signer.sent_at));
-    xml.time("Delivered", moment.reached(signer.delivered_at).then_some(signer.delivered_at));
+    xml.time("Sent", moment.signer_sent(signer));
+    xml.time("Delivered", moment.signer_delivered(signer));
     xml.time("Signed", signed.then_some(signer.signed_at));
-    if status == Status::Declined {
-        xml.text("DeclineReason", "Declined by the recipient.");
-    } else {
-        xml.nil("DeclineReason");
+    match moment.decline_reason(signer) {
+        Some(reason) => xml.text("DeclineReason", &reason),
+        None => xml.nil("DeclineReason"),
     }
     xml.text("Status", status.legacy());
-    let opened = moment.reached(signer.delivered_at);
+    let opened = moment.signer_delivered(signer).is_some();
     xml.text("RecipientIPAddress", if opened { &signer.ip_address } else { "" });
     xml.text("CustomFields", "");
     xml.open("TabStatuses");

@@ -72,7 +72,11 @@ impl PgTx {
         Ok(result.rows_affected() == 1)
     }
 
-    pub(super) async fn update_agreement_row(&mut self, id: AgreementId, change: &AgreementChange) -> StoreResult<bool> {
+    pub(super) async fn update_agreement_row(
+        &mut self,
+        id: AgreementId,
+        change: &AgreementChange,
+    ) -> StoreResult<bool> {
         let preceding: Vec<String> = change
             .status
             .map(|s| s.preceding().into_iter().map(|p| p.as_str().to_string()).collect())

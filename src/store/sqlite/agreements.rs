@@ -31,7 +31,8 @@ impl Agreements for SqliteStore {
     }
 
     async fn list_agreements(&self, query: &AgreementQuery) -> StoreResult<AgreementPage> {
-        const FILTER: &str = "(?1 IS NULL OR client = ?1) AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR profile = ?3)";
+        const FILTER: &str =
+            "(?1 IS NULL OR client = ?1) AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR profile = ?3)";
         let status = query.status.map(AgreementStatus::as_str);
         let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM agreements WHERE {FILTER}"))
             .bind(&query.client)
@@ -76,7 +77,11 @@ impl SqliteTx {
         Ok(result.rows_affected() == 1)
     }
 
-    pub(super) async fn update_agreement_row(&mut self, id: AgreementId, change: &AgreementChange) -> StoreResult<bool> {
+    pub(super) async fn update_agreement_row(
+        &mut self,
+        id: AgreementId,
+        change: &AgreementChange,
+    ) -> StoreResult<bool> {
         let preceding: Vec<&str> =
             change.status.map(|s| s.preceding().into_iter().map(AgreementStatus::as_str).collect()).unwrap_or_default();
         let result = sqlx::query(

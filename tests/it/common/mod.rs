@@ -151,6 +151,17 @@ impl TestApp {
         Self::start(db, documents_dir, settings).await
     }
 
+    /// Like [`TestApp::spawn`], with TOML that needs the service's own base
+    /// URL (a Connect URL DocuSign is told to post to).
+    pub async fn spawn_knowing_url(db: TestStore, extra: impl FnOnce(&str) -> String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        let documents_dir = tempfile::tempdir().unwrap();
+        let toml = Self::toml(&db, &documents_dir, &extra(&base_url));
+        let settings = countersign::config::Settings::from_toml(&toml).unwrap();
+        Self::start_on(listener, Arc::new(db), documents_dir, settings).await
+    }
+
     /// Like [`TestApp::spawn`], with the configuration written to `config`
     /// and loaded from there (the environment too), as `serve --config`
     /// does: a reload reads that file again.
@@ -172,9 +183,18 @@ impl TestApp {
     async fn start(
         db: Arc<TestStore>,
         documents_dir: tempfile::TempDir,
-        mut settings: countersign::config::Settings,
+        settings: countersign::config::Settings,
     ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(listener, db, documents_dir, settings).await
+    }
+
+    async fn start_on(
+        listener: tokio::net::TcpListener,
+        db: Arc<TestStore>,
+        documents_dir: tempfile::TempDir,
+        mut settings: countersign::config::Settings,
+    ) -> Self {
         let base_url = format!("http://{}", listener.local_addr().unwrap());
         // Document links in events point where this service really listens,
         // unless the test configured a public URL of its own.

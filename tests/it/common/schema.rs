@@ -1,6 +1,6 @@
 //! Just enough JSON Schema (2020-12) to check events against
 //! docs/event.schema.json: type, const, required, properties,
-//! additionalProperties, items, oneOf, local $ref, pattern, minimum, and
+//! additionalProperties, items, oneOf, enum, local $ref, pattern, minimum, and
 //! the formats uuid, date-time and uri. A keyword it does not know fails
 //! the check, so the schema cannot silently outgrow this validator.
 
@@ -15,6 +15,7 @@ const KNOWN: &[&str] = &[
     "description",
     "type",
     "const",
+    "enum",
     "required",
     "properties",
     "additionalProperties",
@@ -66,6 +67,11 @@ fn check(root: &Value, schema: &Value, value: &Value, path: &str, errors: &mut V
         && value != expected
     {
         errors.push(format!("{path}: expected {expected}, found {value}"));
+    }
+    if let Some(options) = rules.get("enum").and_then(Value::as_array)
+        && !options.contains(value)
+    {
+        errors.push(format!("{path}: {value} is not one of {options:?}"));
     }
     if let (Some(pattern), Some(text)) = (rules.get("pattern").and_then(Value::as_str), value.as_str())
         && !regex::Regex::new(pattern).unwrap().is_match(text)
