@@ -91,6 +91,9 @@ pub struct Recipient {
     /// Lowercase: "completed", "sent", …
     pub status: Option<String>,
     pub signed_at: Option<DateTime<Utc>>,
+    /// Why the recipient declined, when they did.
+    #[serde(default)]
+    pub declined_reason: Option<String>,
     pub tabs: Vec<TabValue>,
 }
 

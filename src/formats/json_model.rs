@@ -158,6 +158,7 @@ pub(super) struct RawRecipient {
     routing_order: Option<Scalar>,
     status: Option<Scalar>,
     signed_date_time: Option<Scalar>,
+    declined_reason: Option<Scalar>,
     recipient_type: Option<Scalar>,
     tabs: Option<RawTabs>,
 }
@@ -188,6 +189,7 @@ impl RawRecipient {
             routing_order,
             status: text(self.status).map(|s| s.trim().to_ascii_lowercase()),
             signed_at,
+            declined_reason: text(self.declined_reason),
             tabs: self.tabs.map(|t| t.0).unwrap_or_default(),
         })
     }

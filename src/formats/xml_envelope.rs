@@ -22,6 +22,7 @@ struct XmlRecipient {
     routing_order: Option<u32>,
     status: Option<String>,
     signed: Option<LocalTime>,
+    declined_reason: Option<String>,
     tabs: Vec<TabValue>,
 }
 
@@ -163,6 +164,7 @@ impl Envelope {
                     T::Signed => {
                         recipient.signed = text.map(|t| LocalTime::parse("RecipientStatus/Signed", &t)).transpose()?;
                     }
+                    T::DeclineReason => recipient.declined_reason = text,
                     T::RecipientId => recipient.recipient_id = text.map(|t| t.trim().to_owned()),
                     T::RoleName => recipient.role = text,
                     _ => {}
@@ -270,6 +272,7 @@ impl Envelope {
                     routing_order: r.routing_order,
                     status: r.status,
                     signed_at: r.signed.map(|t| t.to_utc("RecipientStatus/Signed", offset)).transpose()?,
+                    declined_reason: r.declined_reason,
                     tabs: r.tabs,
                 })
             })

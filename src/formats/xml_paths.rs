@@ -27,6 +27,7 @@ pub(super) enum Tag {
     Status,
     Completed,
     Signed,
+    DeclineReason,
     Type,
     RoutingOrder,
     RecipientId,
@@ -66,6 +67,7 @@ impl Tag {
             "Status" => Self::Status,
             "Completed" => Self::Completed,
             "Signed" => Self::Signed,
+            "DeclineReason" => Self::DeclineReason,
             "Type" => Self::Type,
             "RoutingOrder" => Self::RoutingOrder,
             "RecipientId" => Self::RecipientId,
@@ -115,6 +117,7 @@ pub(super) fn slot_for(path: &[Tag]) -> Option<Slot> {
             | T::RoutingOrder
             | T::Status
             | T::Signed
+            | T::DeclineReason
             | T::RecipientId
             | T::RoleName),
         ] => Slot::Recipient(*leaf),

@@ -215,7 +215,8 @@ struct AgreementRequestBody {
 /// the same `Idempotency-Key` with the same body answers the same
 /// agreement, with another body 409.
 #[utoipa::path(post, path = "/agreements", tag = "agreements",
-    params(("Idempotency-Key" = String, Header, description = "The client's key for this request (1–255 visible characters)")),
+    params(("Idempotency-Key" = String, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$",
+        description = "The client's key for this request: 1–255 visible ASCII characters")),
     request_body(content = AgreementRequestBody, content_type = "application/json"),
     responses(
         (status = 202, description = "Stored; it is sent in the background", body = Agreement),
@@ -335,6 +336,9 @@ async fn list_agreements(
     }
     let limit = u32::try_from(limit).unwrap_or(max);
     let offset = number("offset")?.unwrap_or(0);
+    if i64::try_from(offset).is_err() {
+        return Err(invalid("offset", "is too large"));
+    }
     let query = AgreementQuery {
         client: Some(client.to_string()),
         status,

@@ -450,6 +450,9 @@ impl Source {
                     .map_err(|e| failed("publish", &e))?;
                 client.flush().await.map_err(|e| failed("flush", &e))?;
             }
+            Err(error) if error.kind() == jetstream::context::GetStreamByNameErrorKind::InvalidSubject => {
+                return Err(Failure::at(self.key("dead_letter"), format!("{subject:?} is not a NATS subject")));
+            }
             Err(error) => return Err(failed("looking up its stream", &error)),
         }
         Ok(())

@@ -396,7 +396,9 @@ fn news_of(notification: &ConnectNotification) -> (Option<AgreementStatus>, Opti
             let status = AgreementStatus::from_connect_event(event);
             let news = match status {
                 Some(AgreementStatus::Sent) => Some(Lifecycle::Sent),
-                Some(AgreementStatus::Declined) => Some(Lifecycle::Declined { reason: None }),
+                Some(AgreementStatus::Declined) => Some(Lifecycle::Declined {
+                    reason: notification.envelope.recipients.iter().find_map(|r| r.declined_reason.clone()),
+                }),
                 Some(AgreementStatus::Voided) => Some(Lifecycle::Voided { reason: None }),
                 _ => None,
             };
@@ -455,5 +457,59 @@ impl JobHandler for AgreementLifecycle {
             self.0.record(&mut *tx, &agreement, keep, None).await?;
         }
         ctx.complete_with(tx).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::domain::{Envelope, Format, Recipient};
+    use crate::ids::{AccountId, EnvelopeId};
+
+    fn notification(event: &str, recipient: Option<&str>) -> ConnectNotification {
+        let mut envelope = Envelope::new(
+            AccountId::parse("f2a3b4c5-d6e7-4f80-9a1b-2c3d4e5f6a7b").unwrap(),
+            EnvelopeId::parse("0c8e9a7b-6d5c-4b3a-9f8e-7d6c5b4a3f2e").unwrap(),
+        );
+        envelope.recipients.push(Recipient {
+            recipient_id: Some("1".into()),
+            kind: "signer".into(),
+            name: Some("Ada".into()),
+            email: Some("ada@example.com".into()),
+            role: Some("Employee".into()),
+            routing_order: Some(1),
+            status: Some("declined".into()),
+            signed_at: None,
+            declined_reason: Some("Took another offer".into()),
+            tabs: Vec::new(),
+        });
+        ConnectNotification {
+            format: Format::Json,
+            event: event.into(),
+            user_id: None,
+            recipient_id: recipient.map(str::to_string),
+            generated_at: chrono::Utc::now(),
+            envelope,
+            embedded: Vec::new(),
+            has_envelope_data: true,
+        }
+    }
+
+    #[test]
+    fn connect_news_becomes_a_status_and_a_lifecycle_event() {
+        let (status, news) = news_of(&notification("envelope-declined", None));
+        assert_eq!(status, Some(AgreementStatus::Declined));
+        assert_eq!(news, Some(Lifecycle::Declined { reason: Some("Took another offer".into()) }));
+        let (status, news) = news_of(&notification("recipient-autoresponded", Some("1")));
+        assert_eq!(status, None, "a bounce leaves the status as it is");
+        assert_eq!(
+            news,
+            Some(Lifecycle::Bounced { recipient_id: Some("1".into()), email: Some("ada@example.com".into()) })
+        );
+        assert_eq!(news_of(&notification("envelope-delivered", None)), (Some(AgreementStatus::Delivered), None));
+        assert_eq!(news_of(&notification("envelope-completed", None)), (Some(AgreementStatus::Completed), None));
+        assert_eq!(news_of(&notification("recipient-completed", Some("1"))), (None, None));
     }
 }

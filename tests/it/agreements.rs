@@ -434,6 +434,7 @@ async fn a_declined_or_voided_agreement_tells_the_profiles_sinks_why() {
     agreement_in(&hris, &ids[0], AgreementStatus::Declined).await;
     let declined = wait_for_event(&receiver, "agreement.declined", &ids[0]).await;
     assert_eq!(declined["data"]["status"], "declined");
+    assert_eq!(declined["data"]["reason"], "I accepted another offer");
     assert_eq!(declined["data"]["agreement"]["data"], offer("Cleo"));
 
     agreement_in(&hris, &ids[1], AgreementStatus::Sent).await;
@@ -513,4 +514,16 @@ async fn check_confirms_each_profiles_template_roles_and_tabs_with_one_call_per_
     assert!(stdout.contains("tabs.shoe_size: no tab of the template has this label"), "{stdout}");
     let calls = sandbox.sandbox.counters().routes.get("template").copied();
     assert_eq!(calls, Some(2), "one call per template, not per profile");
+}
+
+/// schemathesis sends what the description allows (and what it does not)
+/// to every route: each answer must match the description, none a 5xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn schemathesis_finds_no_difference_between_the_requests_api_and_its_description() {
+    let app = api_only().await;
+    let url = format!("{}/api/v1/openapi.json", app.base_url);
+    let bearer = format!("Authorization: Bearer {HRIS}");
+    let stdout = common::schemathesis(&url, &["--max-examples", "60", "--header", &bearer]).await;
+    assert!(stdout.contains("Tested: 4"), "every operation was tested:\n{stdout}");
+    app.shutdown().await;
 }

@@ -43,6 +43,7 @@ fn signer(name: &str, role: &str, order: u32, tabs: &[(&str, &str)]) -> Recipien
         routing_order: Some(order),
         status: Some("completed".into()),
         signed_at: Some(time("2026-11-20T10:00:00Z") + chrono::Duration::minutes(i64::from(order))),
+        declined_reason: None,
         tabs: tabs.iter().map(|(label, value)| TabValue { label: (*label).into(), value: (*value).into() }).collect(),
     }
 }

@@ -151,7 +151,7 @@ fn rewind(summary: &mut Value, envelope: &Envelope, moment: &Moment<'_>) {
             }
             if status == Status::Declined {
                 fields.insert("declinedDateTime".into(), json!(at));
-                fields.insert("declinedReason".into(), json!("Declined by the recipient."));
+                fields.insert("declinedReason".into(), json!(moment.decline_reason(signer)));
             }
             if status != Status::Completed {
                 let sign_here = fields.get_mut("tabs").and_then(|t| t.get_mut("signHereTabs"));

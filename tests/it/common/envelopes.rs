@@ -43,6 +43,7 @@ pub fn offer_letter(envelope_id: EnvelopeId) -> ConnectNotification {
                 routing_order: Some(1),
                 status: Some("completed".into()),
                 signed_at: Some(completed),
+                declined_reason: None,
                 tabs: vec![TabValue { label: "Start Date".into(), value: "2027-01-04".into() }],
             }],
             custom_fields: vec![("Employee ID".into(), "E-1042".into())],
