@@ -27,7 +27,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::intake::{AgreementRequest, Intake, Refusal};
-use crate::config::{Secret, Settings};
+use crate::config::{Secret, Settings, SourceKind};
 
 /// Largest message body taken, as for the requests API.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -73,18 +73,12 @@ impl std::fmt::Debug for Sources {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Nats,
-    Amqp,
-}
-
 /// One `[[api.sources]]` entry, with what reading it needs.
 struct Source {
     /// Its place in `api.sources`, for naming its keys in logs.
     index: usize,
     name: String,
-    kind: Kind,
+    kind: SourceKind,
     /// As configured: it may carry a password, so it is logged redacted only.
     url: String,
     client: String,
@@ -139,7 +133,7 @@ impl Sources {
             .map(|(index, source)| Source {
                 index,
                 name: source.name.clone(),
-                kind: if is_kind(&source.kind, "nats") { Kind::Nats } else { Kind::Amqp },
+                kind: source.kind,
                 url: source.url.clone(),
                 client: source.client.clone(),
                 secret: source.secret.clone(),
@@ -214,8 +208,8 @@ impl Source {
         let mut backoff = Backoff::default();
         while !stop.is_cancelled() {
             let ended = match self.kind {
-                Kind::Nats => Box::pin(self.read_nats(&stop, &mut backoff)).await,
-                Kind::Amqp => Box::pin(self.read_amqp(&stop, &mut backoff)).await,
+                SourceKind::Nats => Box::pin(self.read_nats(&stop, &mut backoff)).await,
+                SourceKind::Amqp => Box::pin(self.read_amqp(&stop, &mut backoff)).await,
             };
             let Err(failure) = ended else { break };
             let wait = backoff.step();
@@ -237,8 +231,8 @@ impl Source {
     /// A dead letter that the source itself would read again would go round for ever.
     fn loops_back(&self) -> Option<String> {
         let own = match self.kind {
-            Kind::Nats => self.subject.as_deref().is_some_and(|s| subject_matches(s, &self.dead_letter)),
-            Kind::Amqp => self.queue.as_deref() == Some(self.dead_letter.as_str()),
+            SourceKind::Nats => self.subject.as_deref().is_some_and(|s| subject_matches(s, &self.dead_letter)),
+            SourceKind::Amqp => self.queue.as_deref() == Some(self.dead_letter.as_str()),
         };
         own.then(|| format!("dead letters to {:?} would come back to this source", self.dead_letter))
     }
@@ -651,12 +645,6 @@ impl Source {
         }
         Ok(uri.to_string())
     }
-}
-
-/// Whether a source's `kind` is the one spelt `name` in the configuration.
-/// `config` does not export the kind's type, so its own spelling decides.
-fn is_kind<K: serde::de::DeserializeOwned + PartialEq>(kind: &K, name: &str) -> bool {
-    serde_json::from_value::<K>(Value::String(name.to_string())).is_ok_and(|named| named == *kind)
 }
 
 /// The idempotency key a message id makes: 1–255 visible ASCII characters.
