@@ -4,7 +4,10 @@
 //! a user grants it, completed envelopes sent by Connect in JSON and XML, a
 //! report of what countersign stored, and the provisioning events a webhook
 //! receiver got (signatures verified, documents fetched through the event's
-//! links). Exit status 0 only when every step succeeded.
+//! links); then the other direction: an HR system asks for an offer letter,
+//! countersign sends it from the sandbox's template, the employee signs, and
+//! the completion comes back as an event carrying the request. Exit status 0
+//! only when every step succeeded.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,6 +19,7 @@ use crate::config::Settings;
 use crate::deliver::receiver::{ReceivedWebhook, WebhookReceiver};
 use crate::jobs::{JobKind, ProcessEnvelopeJob};
 use crate::sandbox::connect::{ConnectFormat, ConnectSender, NotificationOptions, RetryPolicy};
+use crate::sandbox::envelopes::ONBOARDING_TEMPLATE;
 use crate::sandbox::{Envelope, Sandbox, SandboxConfig, pdf};
 use crate::service::Service;
 
@@ -125,6 +129,11 @@ pub async fn run(data: Option<PathBuf>) -> anyhow::Result<()> {
         failures.push(format!("{error:#}"));
     }
 
+    println!("\nThe other direction: an HR system asks for an offer letter ({countersign_url}/api/v1/agreements):");
+    if let Err(error) = send_an_agreement(&sandbox, &receiver, &countersign_url).await {
+        failures.push(format!("agreement: {error:#}"));
+    }
+
     let _ = stop.send(());
     serving.await.context("countersign task")??;
     let warned = warnings.load(std::sync::atomic::Ordering::Relaxed);
@@ -135,7 +144,7 @@ pub async fn run(data: Option<PathBuf>) -> anyhow::Result<()> {
     if failures.is_empty() {
         println!(
             "\nDemo complete: every notification was acknowledged, every envelope's documents stored, and its event \
-             delivered."
+             delivered; the agreement was sent once, signed, and came back with its request."
         );
         Ok(())
     } else {
@@ -179,8 +188,17 @@ fn step(what: &str, detail: &str) {
 /// The demo's one sink (the local receiver, with a token to fetch documents)
 /// and two rules for the sandbox's scenarios; other envelopes get the default event.
 fn sinks_and_rules(url: &str, secret: &str, token: &str) -> String {
-    format!(
-        "[[sinks]]\nname = \"demo-receiver\"\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"{secret}\"\ntoken = \"{token}\"\n\
+    let agreements = format!(
+        "[[api.clients]]\nname = \"hris\"\ntoken = \"{HRIS_TOKEN}\"\nprofiles = [\"offer-letter\"]\n\
+         [[profiles]]\nname = \"offer-letter\"\ntemplate_id = \"{ONBOARDING_TEMPLATE}\"\nsinks = [\"demo-receiver\"]\n\
+         roles.Employee = {{ name = \"/employee/name\", email = \"/employee/email\" }}\n\
+         roles.\"HR Manager\" = {{ name = \"/manager/name\", email = \"/manager/email\" }}\n\
+         tabs.start_date = \"/employee/start_date\"\ntabs.job_title = \"/employee/title\"\n\
+         custom_fields.employee_id = \"/employee/id\"\n"
+    );
+    agreements
+        + &format!(
+            "[[sinks]]\nname = \"demo-receiver\"\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"{secret}\"\ntoken = \"{token}\"\n\
          [[rules]]\nname = \"onboarding\"\nevent_type = \"employee.onboarding.signed\"\nsinks = [\"demo-receiver\"]\n\
          [rules.match]\nsubject = \"Offer letter*\"\n\
          [rules.fields]\nemployee_id = {{ custom_field = \"employee_id\", required = true }}\n\
@@ -192,7 +210,7 @@ fn sinks_and_rules(url: &str, secret: &str, token: &str) -> String {
          [rules.match]\nsubject = \"Equipment request*\"\n\
          [rules.fields]\nlaptop_model = {{ tab = \"laptop_model\" }}\nmonitor_count = {{ tab = \"monitor_count\" }}\n\
          employee = {{ signer = \"Employee\" }}\n"
-    )
+        )
 }
 
 fn settings_for(
@@ -211,7 +229,7 @@ fn settings_for(
          [connect]\nhmac_keys = [{keys}]\n\
          [docusign]\nauth_server = \"{aud}\"\nauth_url = \"{sandbox_url}\"\nintegration_key = \"{ik}\"\n\
          user_id = \"{user}\"\nredirect_uri = \"{redirect}\"\nprivate_key_file = \"{key}\"\nrecheck_base = \"1s\"\nrecheck_cap = \"5s\"\n\
-         [log]\nformat = \"human\"\nfilter = \"warn\"\n{sinks}",
+         [log]\nformat = \"human\"\nfilter = \"warn\"\n[api]\nconnect_url = \"{public_url}/docusign/connect\"\n{sinks}",
         db = dir.join("countersign.db").display(),
         docs = dir.join("documents").display(),
         keys = keys.join(", "),
@@ -241,6 +259,79 @@ async fn wait_ready(base: &str) -> anyhow::Result<()> {
 async fn grant_consent(settings: &Settings) -> anyhow::Result<()> {
     crate::sandbox::allow_through_consent_page(&crate::docusign::consent_url(settings)?).await?;
     Ok(())
+}
+
+/// The HR system's bearer token in the demo.
+const HRIS_TOKEN: &str = "demo-hris-token-0123456789";
+
+/// Asks for an offer letter the way an HR system would, waits until it is
+/// sent, lets the employee sign in the sandbox, and shows the completion
+/// event carrying the request.
+async fn send_an_agreement(sandbox: &Sandbox, receiver: &WebhookReceiver, base: &str) -> anyhow::Result<()> {
+    let request = serde_json::json!({
+        "profile": "offer-letter",
+        "data": {
+            "employee": { "name": "Ada Lovelace", "email": "ada@example.com", "start_date": "2027-01-04",
+                          "title": "Analyst", "id": "E-1815" },
+            "manager": { "name": "Grace Hopper", "email": "grace@example.com" },
+        },
+    });
+    let client = reqwest::Client::new();
+    let url = format!("{base}/api/v1/agreements");
+    let post = || client.post(&url).bearer_auth(HRIS_TOKEN).header("Idempotency-Key", "hire-E-1815").json(&request);
+    let answer: serde_json::Value = post().send().await?.error_for_status()?.json().await?;
+    let id = answer["id"].as_str().context("the answer has no agreement id")?.to_string();
+    let again: serde_json::Value = post().send().await?.error_for_status()?.json().await?;
+    ensure!(again["id"] == answer["id"], "the same Idempotency-Key made a second agreement");
+    step("requested", &format!("agreement {id} (202; asked twice with one Idempotency-Key: one agreement)"));
+    let one = format!("{url}/{id}");
+    let sent = wait_status(&client, &one, "sent").await?;
+    let envelope = crate::ids::EnvelopeId::parse(sent["envelope_id"].as_str().context("no envelope id")?)?;
+    ensure!(sandbox.sent_envelopes().len() == 1, "DocuSign holds {} envelopes", sandbox.sent_envelopes().len());
+    step("sent", &format!("envelope {envelope} from the onboarding template, to ada@example.com"));
+    sandbox.sign(envelope).map_err(|e| anyhow::anyhow!("{e}"))?;
+    step("signed", "every recipient signed in the sandbox; Connect told countersign");
+    wait_status(&client, &one, "completed").await?;
+    let subject = envelope.to_string();
+    let delivered = receiver
+        .wait_until(Duration::from_secs(60), |requests| {
+            requests
+                .iter()
+                .filter_map(ReceivedWebhook::event)
+                .any(|e| e["type"] == "employee.onboarding.signed" && e["subject"] == subject.as_str())
+        })
+        .await
+        .map_err(|_| anyhow::anyhow!("no completion event for the agreement's envelope"))?;
+    let events: Vec<serde_json::Value> = delivered
+        .iter()
+        .filter_map(ReceivedWebhook::event)
+        .filter(|e| e["data"]["agreement"]["id"] == id.as_str())
+        .collect();
+    for event in &events {
+        println!(
+            "  {} {:<27} data.agreement.data.employee.id = {}",
+            event["subject"].as_str().unwrap_or("?"),
+            event["type"].as_str().unwrap_or("?"),
+            event["data"]["agreement"]["data"]["employee"]["id"]
+        );
+    }
+    let types: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    ensure!(types == ["agreement.sent", "employee.onboarding.signed"], "the agreement's events were {types:?}");
+    Ok(())
+}
+
+/// Polls an agreement until it has `wanted` status, for a minute at most.
+async fn wait_status(client: &reqwest::Client, url: &str, wanted: &str) -> anyhow::Result<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let agreement: serde_json::Value =
+            client.get(url).bearer_auth(HRIS_TOKEN).send().await?.error_for_status()?.json().await?;
+        if agreement["status"] == wanted {
+            return Ok(agreement);
+        }
+        ensure!(tokio::time::Instant::now() < deadline, "the agreement is {} after a minute", agreement["status"]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Waits until the `process_envelope` job of every envelope has finished.

@@ -15,6 +15,7 @@ CREATE TABLE agreements (
     void_reason      TEXT,
     created_at       TIMESTAMPTZ NOT NULL,
     updated_at       TIMESTAMPTZ NOT NULL,
+    send_attempted_at TIMESTAMPTZ,
     sent_at          TIMESTAMPTZ,
     finished_at      TIMESTAMPTZ,
     UNIQUE (client, idempotency_key)

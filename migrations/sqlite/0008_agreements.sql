@@ -2,6 +2,8 @@
 -- from a DocuSign template. A client's idempotency key names one request
 -- for good; its digest tells a repeat from a different request under the
 -- same key. The envelope id is unique: one agreement per envelope.
+-- send_attempted_at is committed before the first POST that may create the
+-- envelope: from then on a send searches before it creates.
 CREATE TABLE agreements (
     id               TEXT PRIMARY KEY,
     client           TEXT NOT NULL,
@@ -17,6 +19,7 @@ CREATE TABLE agreements (
     void_reason      TEXT,
     created_at       INTEGER NOT NULL,
     updated_at       INTEGER NOT NULL,
+    send_attempted_at INTEGER,
     sent_at          INTEGER,
     finished_at      INTEGER,
     UNIQUE (client, idempotency_key)

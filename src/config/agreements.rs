@@ -314,6 +314,8 @@ fn validate_sources(api: &ApiSettings) -> Result<(), ConfigError> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]
@@ -324,5 +326,75 @@ mod tests {
         for bad in ["employee/email", "/a~2", "/a~", "#/a"] {
             assert!(!is_json_pointer(bad), "{bad}");
         }
+    }
+
+    const GOOD: &str = r#"
+[[sinks]]
+name = "hr"
+kind = "webhook"
+url = "https://hr.example.com/hooks"
+secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+[api]
+[[api.clients]]
+name = "hris"
+token = "a-long-client-token"
+profiles = ["offer-letter"]
+
+[[api.sources]]
+name = "hr-bus"
+kind = "nats"
+url = "nats://127.0.0.1:4222"
+client = "hris"
+stream = "HR"
+subject = "hr.agreements"
+dead_letter = "hr.agreements.dead"
+
+[[profiles]]
+name = "offer-letter"
+template_id = "5c1b6f0e-8a4d-4b3e-9f2a-7d6c5b4a3f21"
+sinks = ["hr"]
+roles.Employee = { name = "/employee/name", email = "/employee/email" }
+tabs."Start Date" = "/employee/start_date"
+custom_fields."Employee ID" = "/employee/id"
+"#;
+
+    /// The key a broken configuration is refused with.
+    fn refused(from: &str, to: &str) -> String {
+        assert!(GOOD.contains(from), "{from}");
+        let error = crate::config::Settings::from_toml(&GOOD.replacen(from, to, 1)).unwrap_err();
+        format!("{}: {error}", error.key())
+    }
+
+    #[test]
+    fn profiles_clients_and_sources_are_checked_at_load_naming_the_key() {
+        let settings = crate::config::Settings::from_toml(GOOD).map_err(|e| e.to_string());
+        let settings = settings.as_ref().map(|s| (s.profiles.len(), s.api.clients.len(), s.api.sources.len()));
+        assert_eq!(settings, Ok((1, 1, 1)));
+        let cases = [
+            ("5c1b6f0e-8a4d-4b3e-9f2a-7d6c5b4a3f21", "offer", "profiles[0] (offer-letter).template_id"),
+            ("sinks = [\"hr\"]\nroles", "sinks = [\"crm\"]\nroles", "profiles[0] (offer-letter).sinks"),
+            ("\"/employee/email\"", "\"employee/email\"", "profiles[0] (offer-letter).roles.Employee.email"),
+            ("\"/employee/start_date\"", "\"start\"", "profiles[0] (offer-letter).tabs.Start Date"),
+            (
+                "\"Employee ID\"",
+                "countersign_agreement_id",
+                "profiles[0] (offer-letter).custom_fields.countersign_agreement_id",
+            ),
+            ("profiles = [\"offer-letter\"]", "profiles = [\"nda\"]", "api.clients[0].profiles"),
+            ("token = \"a-long-client-token\"", "token = \" \"", "api.clients[0].token"),
+            ("client = \"hris\"", "client = \"crm\"", "api.sources[0].client"),
+            ("stream = \"HR\"\n", "", "api.sources[0].stream"),
+            ("url = \"nats://127.0.0.1:4222\"", "url = \"amqp://127.0.0.1\"", "api.sources[0].url"),
+            ("[api]\n", "[api]\nconnect_url = \"countersign.example.com\"\n", "api.connect_url"),
+        ];
+        for (from, to, key) in cases {
+            let refusal = refused(from, to);
+            assert!(refusal.starts_with(&format!("{key}: ")), "{from} → {to}: {refusal}");
+        }
+        let no_roles =
+            GOOD.replace("roles.Employee = { name = \"/employee/name\", email = \"/employee/email\" }\n", "");
+        let error = crate::config::Settings::from_toml(&no_roles).unwrap_err();
+        assert_eq!(error.key(), "profiles[0] (offer-letter).roles");
     }
 }

@@ -121,6 +121,10 @@ pub struct Agreement {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub sent_at: Option<DateTime<Utc>>,
+    /// When a send first asked DocuSign to create the envelope (committed
+    /// before the call): from then on the envelope may exist whatever the
+    /// answer was, so a send searches before it creates.
+    pub send_attempted_at: Option<DateTime<Utc>>,
     /// When it reached its final status.
     pub finished_at: Option<DateTime<Utc>>,
 }

@@ -259,6 +259,21 @@ impl JobHandler for ProcessEnvelope {
 
         let mut plan = planner.plan(&notification, &stored, &templates, Utc::now());
         let agreement = ctx.store.agreement_for_envelope(notification.envelope.envelope_id).await?;
+        if agreement.is_none()
+            && let Some(id) = notification.envelope.agreement_id()
+            && let Some(waiting) = ctx.store.agreement(id).await?
+            && waiting.envelope_id.is_none()
+            && !waiting.status.is_final()
+            && Utc::now() - notification.generated_at < chrono::Duration::hours(1)
+        {
+            // countersign sent this envelope, but the answer was lost and the
+            // send job has not found it again yet: its events must carry the
+            // request, so they wait for it.
+            return Err(JobError::defer(
+                "waiting for the send job to record the agreement's envelope",
+                Duration::from_secs(5),
+            ));
+        }
         if let Some(agreement) = &agreement {
             // The consumer provisions from what its system asked for.
             for planned in &mut plan.events {
@@ -278,7 +293,7 @@ impl JobHandler for ProcessEnvelope {
             completed_at: notification.envelope.completed_at,
         })
         .await?;
-        if let Some(agreement) = &agreement {
+        if let Some(agreement) = agreement.as_ref().filter(|_| notification.event == "envelope-completed") {
             let completed = AgreementChange { status: Some(AgreementStatus::Completed), ..Default::default() };
             tx.update_agreement(agreement.id, &completed).await?;
         }

@@ -30,7 +30,7 @@ use crate::domain::{Agreement, AgreementStatus};
 use crate::error::{ErrorBody, HttpError};
 use crate::ids::AgreementId;
 use crate::jobs::{JobPayload, VoidAgreementJob};
-use crate::store::{AgreementChange, AgreementPage, AgreementQuery, Store};
+use crate::store::{AgreementChange, AgreementPage, AgreementQuery, Enqueued, Store};
 
 /// Longest idempotency key taken (Stripe's limit, which clients know).
 const MAX_KEY_CHARS: usize = 255;
@@ -226,6 +226,7 @@ struct AgreementRequestBody {
         (status = 409, description = "The key was used for a different request", body = ErrorBody),
         (status = 413, description = "The body is over 1 MiB", body = ErrorBody),
         (status = 422, description = "The data does not fill the profile; `field` is its JSON Pointer", body = ErrorBody),
+        (status = 503, description = "The store cannot be reached; nothing was stored, try again", body = ErrorBody),
     ))]
 async fn create_agreement(
     State(api): State<AgreementsApi>,
@@ -330,7 +331,7 @@ async fn list_agreements(
             .transpose()
     };
     let max = api.inner.max_page.min(500);
-    let limit = number("limit")?.unwrap_or(50);
+    let limit = number("limit")?.unwrap_or(u64::from(max.min(50)));
     if limit == 0 || limit > u64::from(max) {
         return Err(invalid("limit", format!("must be 1–{max}")));
     }
@@ -400,6 +401,7 @@ struct VoidRequest {
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 404, description = "No agreement of this client has that id", body = ErrorBody),
         (status = 409, description = "The agreement has ended already", body = ErrorBody),
+        (status = 503, description = "The store cannot be reached; try again", body = ErrorBody),
     ))]
 async fn void_agreement(
     State(api): State<AgreementsApi>,
@@ -422,14 +424,19 @@ async fn void_agreement(
         return Err(ended());
     }
     let store = &api.inner.store;
+    let job = VoidAgreementJob { agreement_id: agreement.id }.job(api.inner.max_attempts);
     let mut tx = store.begin().await.map_err(store_failed)?;
-    // A status that does not move keeps the update to agreements not yet ended.
-    let change = AgreementChange { void_reason: Some(reason), ..Default::default() };
-    tx.update_agreement(agreement.id, &change).await.map_err(store_failed)?;
-    tx.enqueue(&VoidAgreementJob { agreement_id: agreement.id }.job(api.inner.max_attempts))
-        .await
-        .map_err(store_failed)?;
+    let change = AgreementChange { void_reason: Some(reason), open_only: true, ..Default::default() };
+    if !tx.update_agreement(agreement.id, &change).await.map_err(store_failed)? {
+        // It ended between the read above and this write.
+        return Err(ended());
+    }
+    let enqueued = tx.enqueue(&job).await.map_err(store_failed)?;
     tx.commit().await.map_err(store_failed)?;
+    if enqueued == Enqueued::Duplicate {
+        // An earlier void ran (DocuSign may have refused it): run it again.
+        store.rearm_job(&job).await.map_err(store_failed)?;
+    }
     let agreement = store.agreement(agreement.id).await.map_err(store_failed)?.ok_or_else(ended)?;
     tracing::info!(agreement_id = %agreement.id, "void requested");
     Ok((StatusCode::ACCEPTED, Json(agreement)))

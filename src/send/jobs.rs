@@ -23,7 +23,10 @@ use crate::events::agreement::{Lifecycle, lifecycle_event};
 use crate::ids::{AccountId, EnvelopeId, UserId};
 use crate::jobs::{AgreementLifecycleJob, JobKind, JobPayload, SendAgreementJob, VoidAgreementJob};
 use crate::pipeline::{JobContext, JobError, JobHandler, write_outbox};
-use crate::store::{AgreementChange, EnvelopeStatus, EnvelopeUpsert, Job, StoreTx};
+use crate::store::{AgreementChange, EnvelopeStatus, EnvelopeUpsert, Job, JobState, StoreTx};
+
+/// How long news of an envelope waits for the send job to record it.
+const NEWS_PATIENCE: chrono::Duration = chrono::Duration::hours(1);
 
 /// How far back the search for a lost envelope looks before the request was stored.
 const SEARCH_MARGIN: chrono::Duration = chrono::Duration::minutes(10);
@@ -41,6 +44,9 @@ struct Sending {
     templates: Arc<TemplateCache>,
     profiles: Profiles,
     connect_url: Option<String>,
+    /// How long after a creation attempt began its outcome may still change
+    /// (the longest DocuSign call, and a margin): a search waits for it.
+    settle: chrono::Duration,
     /// Attempts of each lifecycle event's delivery.
     delivery_attempts: u32,
     recheck: Duration,
@@ -53,6 +59,8 @@ impl Sending {
             templates: Arc::default(),
             profiles: Profiles::from_settings(settings),
             connect_url: settings.api.connect_url.clone(),
+            settle: chrono::Duration::from_std(settings.docusign.request_timeout + Duration::from_secs(2))
+                .unwrap_or(chrono::Duration::MAX),
             delivery_attempts: settings.delivery.max_attempts(),
             recheck: settings.docusign.recheck_base,
         }
@@ -131,6 +139,10 @@ impl Sending {
         change: AgreementChange,
         news: Option<Lifecycle>,
     ) -> Result<bool, JobError> {
+        let took = tx.update_agreement(agreement.id, &change).await?;
+        if !took {
+            return Ok(false);
+        }
         let mut after = agreement.clone();
         if let Some(envelope) = change.envelope_id {
             // Events of the envelope refer to its row.
@@ -148,10 +160,6 @@ impl Sending {
             .await?;
             after.envelope_id = Some(envelope);
             after.account_id = Some(account);
-        }
-        let took = tx.update_agreement(agreement.id, &change).await?;
-        if !took {
-            return Ok(false);
         }
         if let Some(status) = change.status {
             after.status = status;
@@ -220,7 +228,12 @@ impl SendAgreement {
             },
             _ => AgreementChange { status: news.status(), ..Default::default() },
         };
-        self.0.record(&mut *tx, agreement, change, Some(news)).await?;
+        // Only an agreement that has no envelope ends here: one whose
+        // envelope exists goes on through Connect's news and the void job.
+        let change = AgreementChange { unsent_only: true, ..change };
+        if !self.0.record(&mut *tx, agreement, change, Some(news)).await? {
+            tracing::warn!(agreement_id = %agreement.id, "the agreement has an envelope or has ended meanwhile; left as it is");
+        }
         ctx.complete_with(tx).await
     }
 }
@@ -245,14 +258,22 @@ impl JobHandler for SendAgreement {
             return self.finish_unsent(ctx, &agreement, news).await;
         };
         let voided = || Lifecycle::Voided { reason: agreement.void_reason.clone() };
-        if agreement.void_reason.is_some() && job.attempts <= 1 {
-            // Voided before any attempt could create an envelope: nothing to look for.
+        if agreement.void_reason.is_some() && agreement.send_attempted_at.is_none() {
+            // Voided before DocuSign was ever asked: nothing to look for.
             return self.finish_unsent(ctx, &agreement, voided()).await;
         }
         let docusign = self.0.docusign()?;
         let (user, account) = self.0.sender(docusign, &agreement).await?;
-        // The first attempt cannot have created anything; any later one may have.
-        if job.attempts > 1 {
+        // Once DocuSign has been asked, the envelope may exist whatever came
+        // back (a timeout, a reset, a crash, a shutdown mid-call): look first.
+        if let Some(attempted) = agreement.send_attempted_at {
+            // An abandoned call may still be at work in DocuSign until its
+            // timeout has passed; a search before then could miss it.
+            let settled = attempted + self.0.settle;
+            if Utc::now() < settled {
+                let wait = (settled - Utc::now()).to_std().unwrap_or_default();
+                return Err(JobError::defer("waiting for an earlier creation attempt to settle", wait));
+            }
             let since = agreement.created_at - SEARCH_MARGIN;
             let found = docusign
                 .envelopes_with_custom_field(user, account, (AGREEMENT_FIELD, &agreement.id.to_string()), since)
@@ -289,6 +310,11 @@ impl JobHandler for SendAgreement {
                 return self.finish_unsent(ctx, &agreement, news).await;
             }
         };
+        // Committed before the call: whatever happens to the answer, every
+        // later attempt searches before it creates.
+        let mut tx = ctx.store.begin().await?;
+        tx.update_agreement(agreement.id, &AgreementChange { send_attempted: true, ..Default::default() }).await?;
+        tx.commit().await?;
         match docusign.create_envelope(user, account, &definition).await {
             Ok(envelope) => {
                 tracing::info!(agreement_id = %agreement.id, envelope_id = %envelope, "envelope created and sent");
@@ -338,14 +364,29 @@ impl JobHandler for VoidAgreement {
             return Ok(());
         }
         let (Some(envelope), Some(account)) = (agreement.envelope_id, agreement.account_id) else {
+            let send = ctx.store.job_by_key(JobKind::SendAgreement.as_str(), &agreement.id.to_string()).await?;
+            if send.is_some_and(|job| job.state == JobState::Dead) {
+                // Nothing will settle the envelope until an operator replays the send.
+                let change = AgreementChange {
+                    last_error: Some(
+                        "the void waits for the send, which is a dead letter: replay it, then void again".into(),
+                    ),
+                    ..Default::default()
+                };
+                let mut tx = ctx.store.begin().await?;
+                self.0.record(&mut *tx, &agreement, change, None).await?;
+                return ctx.complete_with(tx).await;
+            }
             // The send job voids an agreement it has not sent; wait for it.
             return Err(JobError::defer("waiting for the send job to settle the envelope", Duration::from_secs(2)));
         };
         let docusign = self.0.docusign()?;
         let (user, _) = self.0.sender(docusign, &agreement).await?;
         let reason = agreement.void_reason.clone().unwrap_or_else(|| "Voided on request".into());
+        // The call first: a write transaction must not wait on DocuSign.
+        let outcome = docusign.void_envelope(user, account, envelope, &reason).await;
         let mut tx = ctx.store.begin().await?;
-        match docusign.void_envelope(user, account, envelope, &reason).await {
+        match outcome {
             Ok(()) => {
                 let change = AgreementChange { status: Some(AgreementStatus::Voided), ..Default::default() };
                 self.0.record(&mut *tx, &agreement, change, Some(Lifecycle::Voided { reason: Some(reason) })).await?;
@@ -426,36 +467,37 @@ impl JobHandler for AgreementLifecycle {
             return Ok(());
         };
         let envelope = notification.envelope.envelope_id;
-        if agreement.envelope_id.is_some_and(|known| known != envelope) {
+        let Some(known) = agreement.envelope_id else {
+            if agreement.status.is_final() {
+                return Ok(());
+            }
+            // Only the send job, searching the sending account, ties an
+            // envelope to its agreement: news that names one before that is
+            // kept until it has (a lost answer's search settles it).
+            if Utc::now() - notification.generated_at > NEWS_PATIENCE {
+                tracing::warn!(agreement_id = %agreement.id, %envelope,
+                    "news of an envelope the agreement never got; not applied");
+                return Ok(());
+            }
+            return Err(JobError::defer("waiting for the send job to record the envelope", Duration::from_secs(5)));
+        };
+        if known != envelope {
             tracing::error!(agreement_id = %agreement.id, %envelope,
                 "a second envelope carries this agreement's id; its news is not applied");
             return Ok(());
         }
+        if agreement.account_id.is_some_and(|account| account != notification.envelope.account_id) {
+            tracing::warn!(agreement_id = %agreement.id, %envelope, account_id = %notification.envelope.account_id,
+                "news of the agreement's envelope signed for another account; not applied");
+            return Ok(());
+        }
         let (status, news) = news_of(&notification);
         let mut change = AgreementChange { status, ..Default::default() };
-        if agreement.envelope_id.is_none() {
-            // Connect's news of an envelope whose creation answer was lost.
-            change.envelope_id = Some(envelope);
-            change.account_id = Some(notification.envelope.account_id);
-        }
         if let Some(Lifecycle::Bounced { email, .. }) = &news {
             change.last_error = Some(format!("the email to {} bounced", email.as_deref().unwrap_or("a recipient")));
         }
         let mut tx = ctx.store.begin().await?;
-        let news = match (&news, status) {
-            // News that brings no status (a bounce) is written once per recipient by its event id.
-            (Some(_), None) => news,
-            (_, Some(_)) => news,
-            (None, None) => None,
-        };
-        if !self.0.record(&mut *tx, &agreement, change.clone(), news).await? && change.envelope_id.is_some() {
-            let keep = AgreementChange {
-                envelope_id: change.envelope_id,
-                account_id: change.account_id,
-                ..Default::default()
-            };
-            self.0.record(&mut *tx, &agreement, keep, None).await?;
-        }
+        self.0.record(&mut *tx, &agreement, change, news).await?;
         ctx.complete_with(tx).await
     }
 }

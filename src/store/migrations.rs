@@ -87,4 +87,41 @@ mod tests {
             }
         }
     }
+
+    /// 0008 rebuilds SQLite's `events` (its envelope id may now be null):
+    /// a database at 0007 with events and their deliveries keeps every row,
+    /// and the foreign keys and unique keys still hold afterwards.
+    #[tokio::test]
+    async fn an_sqlite_database_with_events_upgrades_to_0008_keeping_them() {
+        use sqlx::sqlite::SqliteConnectOptions;
+        let dir = tempfile::tempdir().unwrap();
+        let options =
+            SqliteConnectOptions::new().filename(dir.path().join("old.db")).create_if_missing(true).foreign_keys(true);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        migrator(&SQLITE[..7]).run(&pool).await.unwrap();
+        for statement in [
+            "INSERT INTO envelopes (envelope_id, account_id, status, created_at, updated_at) VALUES ('e1', 'a1', 'processed', 1, 1)",
+            "INSERT INTO events (id, envelope_id, rule, event_type, body, created_at, ordinal) VALUES ('v1', 'e1', 'onboarding', 't', '{}', 5, 2)",
+            "INSERT INTO deliveries (event_id, sink, state, attempts, created_at, updated_at) VALUES ('v1', 'hr', 'delivered', 1, 5, 5)",
+        ] {
+            sqlx::query(statement).execute(&pool).await.unwrap();
+        }
+        SQLITE_MIGRATOR.run(&pool).await.unwrap();
+
+        let event: (String, Option<String>, Option<String>, i64) =
+            sqlx::query_as("SELECT id, envelope_id, agreement_id, ordinal FROM events").fetch_one(&pool).await.unwrap();
+        assert_eq!(event, ("v1".into(), Some("e1".into()), None, 2));
+        let deliveries: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deliveries").fetch_one(&pool).await.unwrap();
+        assert_eq!(deliveries, 1);
+        let broken: Vec<(String,)> =
+            sqlx::query_as("SELECT \"table\" FROM pragma_foreign_key_check").fetch_all(&pool).await.unwrap();
+        assert!(broken.is_empty(), "{broken:?}");
+        // The keys the code relies on: one event per (envelope, rule), an event names something.
+        let twice = "INSERT INTO events (id, envelope_id, rule, event_type, body, created_at) VALUES ('v2', 'e1', 'onboarding', 't', '{}', 6)";
+        assert!(sqlx::query(twice).execute(&pool).await.is_err());
+        let orphan = "INSERT INTO events (id, rule, event_type, body, created_at) VALUES ('v3', 'r', 't', '{}', 6)";
+        assert!(sqlx::query(orphan).execute(&pool).await.is_err());
+        let dangling = "INSERT INTO deliveries (event_id, sink, state, attempts, created_at, updated_at) VALUES ('nope', 'hr', 'pending', 0, 1, 1)";
+        assert!(sqlx::query(dangling).execute(&pool).await.is_err());
+    }
 }

@@ -433,9 +433,13 @@ pub enum AgreementInsert {
     Existing { agreement: Agreement, digest: String },
 }
 
-/// A change to an agreement. With a `status`, it applies only if the
-/// agreement's status advances to it ([`AgreementStatus::advances_to`]);
-/// every other field given replaces the stored one.
+/// A change to an agreement, applied only where its conditions hold: with
+/// a `status`, only if the agreement's status advances to it
+/// ([`AgreementStatus::advances_to`]); with an `envelope_id`, only if the
+/// agreement has none or that one (an envelope is never replaced); with
+/// `unsent_only`, only while it has no envelope; with `open_only`, only
+/// while its status is not final. An account, once set, stays; the other
+/// fields given replace the stored ones.
 #[derive(Debug, Clone, Default)]
 pub struct AgreementChange {
     pub status: Option<AgreementStatus>,
@@ -444,6 +448,10 @@ pub struct AgreementChange {
     pub error_code: Option<String>,
     pub last_error: Option<String>,
     pub void_reason: Option<String>,
+    /// Marks that a send is about to ask DocuSign to create the envelope.
+    pub send_attempted: bool,
+    pub unsent_only: bool,
+    pub open_only: bool,
 }
 
 /// Which agreements to list, and which page of them.

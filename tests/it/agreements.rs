@@ -283,7 +283,8 @@ async fn sending_app_with(
          [[sinks]]\nname = \"hr\"\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"{secret}\"\n\
          [[rules]]\nname = \"onboarding\"\nevent_type = \"employee.onboarding.signed\"\nsinks = [\"hr\"]\n{}",
         connect_toml(sandbox),
-        docusign_toml(sandbox, ""),
+        // A short timeout: a send whose answer was lost searches once this has passed.
+        docusign_toml(sandbox, "request_timeout = \"3s\""),
         receiver.url(),
         agreements_toml(template, "\"hr\""),
     );
@@ -525,5 +526,32 @@ async fn schemathesis_finds_no_difference_between_the_requests_api_and_its_descr
     let bearer = format!("Authorization: Bearer {HRIS}");
     let stdout = common::schemathesis(&url, &["--max-examples", "60", "--header", &bearer]).await;
     assert!(stdout.contains("Tested: 4"), "every operation was tested:\n{stdout}");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_agreement_waits_for_consent_and_is_sent_once_it_is_granted() {
+    // No consent yet: the send must wait, not fail.
+    let sandbox = common::docusign::sandbox().await;
+    let secret = random_secret();
+    let receiver = WebhookReceiver::spawn(&[&secret]).await.unwrap();
+    let app = sending_app(common::sqlite().await, &sandbox, &receiver, &secret).await;
+    let hris = Client::new(&app, HRIS);
+    let (_, requested) =
+        hris.request(Some("hire-42"), &json!({ "profile": "offer-letter", "data": offer("Fay") })).await;
+    let id = requested["id"].as_str().unwrap().to_string();
+    let job = eventually(WAIT, "the send job parked on consent", || async {
+        let job = app.store.job_by_key(JobKind::SendAgreement.as_str(), &id).await.unwrap()?;
+        (job.state == countersign::store::JobState::Parked).then_some(job)
+    })
+    .await;
+    assert!(job.last_error.unwrap_or_default().contains("consent"));
+    assert_eq!(hris.get(&format!("/agreements/{id}")).await.1["status"], "requested");
+    assert!(sandbox.sandbox.sent_envelopes().is_empty());
+
+    sandbox.sandbox.grant_consent(sandbox.sandbox.identity().user.user_id, &["signature", "impersonation"]);
+    assert!(app.store.wake_parked().await.unwrap() >= 1, "what an operator's consent callback does");
+    agreement_in(&hris, &id, AgreementStatus::Sent).await;
+    assert_eq!(sandbox.sandbox.sent_envelopes().len(), 1);
     app.shutdown().await;
 }

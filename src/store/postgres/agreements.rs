@@ -84,15 +84,19 @@ impl PgTx {
         let result = sqlx::query(
             "UPDATE agreements SET
                  status = COALESCE($1, status),
-                 account_id = COALESCE($2, account_id),
-                 envelope_id = COALESCE($3, envelope_id),
+                 account_id = COALESCE(account_id, $2),
+                 envelope_id = COALESCE(envelope_id, $3),
                  error_code = COALESCE($4, error_code),
                  last_error = COALESCE($5, last_error),
                  void_reason = COALESCE($6, void_reason),
                  sent_at = CASE WHEN $7 THEN COALESCE(sent_at, now()) ELSE sent_at END,
                  finished_at = CASE WHEN $8 THEN COALESCE(finished_at, now()) ELSE finished_at END,
+                 send_attempted_at = CASE WHEN $11 THEN COALESCE(send_attempted_at, now()) ELSE send_attempted_at END,
                  updated_at = now()
-             WHERE id = $9 AND ($1::text IS NULL OR status = ANY($10))",
+             WHERE id = $9 AND ($1::text IS NULL OR status = ANY($10))
+               AND ($3::text IS NULL OR envelope_id IS NULL OR envelope_id = $3)
+               AND (NOT $12 OR envelope_id IS NULL)
+               AND (NOT $13 OR status NOT IN ('completed', 'declined', 'voided', 'failed'))",
         )
         .bind(change.status.map(AgreementStatus::as_str))
         .bind(change.account_id.map(|a| a.to_string()))
@@ -104,6 +108,9 @@ impl PgTx {
         .bind(change.status.is_some_and(AgreementStatus::is_final))
         .bind(id.0)
         .bind(&preceding)
+        .bind(change.send_attempted)
+        .bind(change.unsent_only)
+        .bind(change.open_only)
         .execute(&mut *self.tx)
         .await?;
         Ok(result.rows_affected() == 1)
@@ -128,6 +135,7 @@ fn agreement_from_row(row: &PgRow) -> StoreResult<Agreement> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         sent_at: row.try_get("sent_at")?,
+        send_attempted_at: row.try_get("send_attempted_at")?,
         finished_at: row.try_get("finished_at")?,
     })
 }

@@ -87,15 +87,19 @@ impl SqliteTx {
         let result = sqlx::query(
             "UPDATE agreements SET
                  status = COALESCE(?1, status),
-                 account_id = COALESCE(?2, account_id),
-                 envelope_id = COALESCE(?3, envelope_id),
+                 account_id = COALESCE(account_id, ?2),
+                 envelope_id = COALESCE(envelope_id, ?3),
                  error_code = COALESCE(?4, error_code),
                  last_error = COALESCE(?5, last_error),
                  void_reason = COALESCE(?6, void_reason),
                  sent_at = CASE WHEN ?7 THEN COALESCE(sent_at, ?9) ELSE sent_at END,
                  finished_at = CASE WHEN ?8 THEN COALESCE(finished_at, ?9) ELSE finished_at END,
+                 send_attempted_at = CASE WHEN ?12 THEN COALESCE(send_attempted_at, ?9) ELSE send_attempted_at END,
                  updated_at = ?9
-             WHERE id = ?10 AND (?1 IS NULL OR status IN (SELECT value FROM json_each(?11)))",
+             WHERE id = ?10 AND (?1 IS NULL OR status IN (SELECT value FROM json_each(?11)))
+               AND (?3 IS NULL OR envelope_id IS NULL OR envelope_id = ?3)
+               AND (NOT ?13 OR envelope_id IS NULL)
+               AND (NOT ?14 OR status NOT IN ('completed', 'declined', 'voided', 'failed'))",
         )
         .bind(change.status.map(AgreementStatus::as_str))
         .bind(change.account_id.map(|a| a.to_string()))
@@ -108,6 +112,9 @@ impl SqliteTx {
         .bind(now_ms())
         .bind(id.to_string())
         .bind(serde_json::to_string(&preceding).unwrap_or_else(|_| "[]".into()))
+        .bind(change.send_attempted)
+        .bind(change.unsent_only)
+        .bind(change.open_only)
         .execute(&mut *self.tx)
         .await?;
         Ok(result.rows_affected() == 1)
@@ -132,6 +139,7 @@ fn agreement_from_row(row: &SqliteRow) -> StoreResult<Agreement> {
         created_at: to_time(row.try_get("created_at")?),
         updated_at: to_time(row.try_get("updated_at")?),
         sent_at: opt_time(row.try_get("sent_at")?),
+        send_attempted_at: opt_time(row.try_get("send_attempted_at")?),
         finished_at: opt_time(row.try_get("finished_at")?),
     })
 }
