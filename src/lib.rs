@@ -6,6 +6,7 @@
 //! store, never by calling it directly.
 
 pub mod admin;
+pub mod bearer;
 pub mod cli;
 pub mod config;
 pub mod deliver;

@@ -28,7 +28,7 @@ use super::queries::{
     self, Consent, DeadLetters, EnvelopeDetail, EnvelopeReprocessed, JobReplayed, MAX_PAGE, Overview, STATUSES,
     SinkStatus,
 };
-use super::{Admin, AdminError, auth};
+use super::{Admin, AdminError};
 use crate::deliver::replay::Replayed;
 use crate::ids::{EnvelopeId, EventId, JobId};
 use crate::reload::Reloaded;
@@ -106,8 +106,8 @@ pub fn router(admin: Admin) -> axum::Router {
 
 /// Refuses any request without the admin token, before anything is read.
 async fn require_token(State(admin): State<Admin>, request: Request, next: Next) -> Response {
-    match auth::bearer(request.headers()) {
-        Some(given) if auth::token_matches(&admin.inner.token, given) => next.run(request).await,
+    match crate::bearer::bearer(request.headers()) {
+        Some(given) if admin.inner.token.matches(given) => next.run(request).await,
         _ => AdminError::unauthorized().into_response(),
     }
 }

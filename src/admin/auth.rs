@@ -9,7 +9,7 @@
 
 use axum::http::{HeaderMap, header};
 use hmac::{Hmac, KeyInit, Mac};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::config::Secret;
@@ -19,21 +19,6 @@ pub const SESSION_COOKIE: &str = "countersign_admin";
 
 /// How long a page session lasts before the token must be given again.
 pub const SESSION_SECONDS: i64 = 12 * 3600;
-
-/// Whether `given` is the token, compared in constant time. Both sides are
-/// hashed first, so neither the comparison nor its length leaks anything.
-pub fn token_matches(token: &Secret, given: &str) -> bool {
-    let expected = Sha256::digest(token.expose().as_bytes());
-    let given = Sha256::digest(given.as_bytes());
-    bool::from(expected.as_slice().ct_eq(given.as_slice()))
-}
-
-/// The bearer token of an `Authorization` header, if there is one.
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
 
 fn mac(token: &Secret, purpose: &str, value: &str) -> String {
     // HMAC accepts a key of any length; this cannot fail.
@@ -114,12 +99,9 @@ mod tests {
     }
 
     #[test]
-    fn bearer_tokens_and_cookies_are_read_from_their_headers() {
+    fn the_session_cookie_is_read_from_its_header() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::AUTHORIZATION, "bearer  abc ".parse().unwrap());
         headers.insert(header::COOKIE, "a=1; countersign_admin=5.ff; b=2".parse().unwrap());
-        assert_eq!(bearer(&headers), Some("abc"));
         assert_eq!(session_cookie(&headers), Some("5.ff"));
-        assert!(token_matches(&Secret::new("abc"), "abc") && !token_matches(&Secret::new("abc"), "abd"));
     }
 }

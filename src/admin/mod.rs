@@ -7,7 +7,7 @@
 //! was never given a secret answers 404 rather than falling open.
 
 mod api;
-pub mod auth;
+mod auth;
 mod error;
 mod page;
 pub mod queries;

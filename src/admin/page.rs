@@ -123,7 +123,7 @@ async fn login(
         return (StatusCode::FORBIDDEN, views::login(Some("The form came from another site."))).into_response();
     }
     let given = form.get("token").map(String::as_str).unwrap_or("");
-    if !auth::token_matches(&admin.inner.token, given) {
+    if !admin.inner.token.matches(given) {
         tracing::warn!("admin page: login with a wrong token");
         return (StatusCode::UNAUTHORIZED, views::login(Some("That is not the admin token."))).into_response();
     }

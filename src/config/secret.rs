@@ -19,6 +19,17 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// Whether `given` is this secret, compared in constant time. Both
+    /// sides are hashed first, so neither the comparison nor the length
+    /// tells anything about how close `given` came.
+    pub fn matches(&self, given: &str) -> bool {
+        use sha2::Digest;
+        use subtle::ConstantTimeEq;
+        let expected = sha2::Sha256::digest(self.0.as_bytes());
+        let given = sha2::Sha256::digest(given.as_bytes());
+        bool::from(expected.as_slice().ct_eq(given.as_slice()))
+    }
 }
 
 impl fmt::Debug for Secret {
@@ -66,5 +77,6 @@ mod tests {
         let secret = Secret::new("hunter2");
         assert_eq!(format!("{secret:?} {secret}"), "[redacted] [redacted]");
         assert_eq!(secret.expose(), "hunter2");
+        assert!(secret.matches("hunter2") && !secret.matches("hunter3") && !secret.matches(""));
     }
 }

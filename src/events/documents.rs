@@ -14,7 +14,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
 
 use super::links::{DocumentLinks, LinkError};
 use crate::config::{Secret, Settings};
@@ -49,7 +48,7 @@ impl DocumentAccess {
         // Every token is compared, so timing tells nothing about which one matched.
         let mut found = None;
         for (sink, secret) in self.tokens.current().iter() {
-            if bool::from(secret.expose().as_bytes().ct_eq(token.as_bytes())) {
+            if secret.matches(token) {
                 found = Some(sink.clone());
             }
         }
@@ -89,12 +88,7 @@ async fn document(
     headers: HeaderMap,
 ) -> Response {
     let Ok(envelope) = EnvelopeId::parse(&envelope) else { return not_found() };
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim);
-    if let Some(token) = bearer {
+    if let Some(token) = crate::bearer::bearer(&headers) {
         let Some(sink) = access.sink_of(token) else {
             return refuse(StatusCode::UNAUTHORIZED, "unknown token");
         };

@@ -24,7 +24,7 @@ use utoipa_axum::routes;
 
 use super::Profiles;
 use super::intake::{Intake, Refusal};
-use crate::admin::auth::{bearer, token_matches};
+use crate::bearer::bearer;
 use crate::config::{Secret, Settings};
 use crate::domain::{Agreement, AgreementStatus};
 use crate::error::{ErrorBody, HttpError};
@@ -158,7 +158,7 @@ async fn require_client(State(api): State<AgreementsApi>, mut request: Request, 
     let given = bearer(request.headers()).unwrap_or_default().to_string();
     let mut found = None;
     for client in &api.inner.clients {
-        if token_matches(&client.token, &given) && !given.is_empty() {
+        if client.token.matches(&given) && !given.is_empty() {
             found = Some(client.name.clone());
         }
     }
