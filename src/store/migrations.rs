@@ -54,7 +54,7 @@ mod tests {
     /// first bytes of each checksum as released.
     #[test]
     fn released_migrations_keep_their_checksums() {
-        let released: [(&LazyLock<Migrator>, [&str; 7]); 2] = [
+        let released: [(&LazyLock<Migrator>, [&str; 8]); 2] = [
             (
                 &SQLITE_MIGRATOR,
                 [
@@ -65,6 +65,7 @@ mod tests {
                     "0ae55378d5d8e64487d027ff",
                     "f31e3b1a52f37e0e30fbdb2f",
                     "8369469b7006c3a17cf33052",
+                    "575b6c49ab39dc078d2211b4",
                 ],
             ),
             (
@@ -77,6 +78,7 @@ mod tests {
                     "8d61fbc1b484c75aee5dc8e8",
                     "839aa5e507631b1b40ee8a87",
                     "e29d7c202efd82303deb66ae",
+                    "68d3773ae3573d743cfa8e4d",
                 ],
             ),
         ];
