@@ -7,9 +7,14 @@
 #   PostgreSQL 127.0.0.1:5432, NATS with JetStream 127.0.0.1:4222, RabbitMQ
 #   127.0.0.1:5672: the machine's services, started here when they are down;
 #   moto (S3 for tests/it/s3.rs) and schemathesis (the admin API against its
-#   OpenAPI description, tests/it/admin.rs): PyPI, installed once for python3;
+#   OpenAPI description, tests/it/admin.rs) and kubernetes-validate (the
+#   manifests under deploy/kubernetes/, tests/it/deploy.rs; it carries the
+#   Kubernetes schemas, so it checks offline): PyPI, installed once for python3;
 #   chromium and chromedriver (tests/it/admin_browser.rs): Debian's packages,
-#   installed once.
+#   installed once;
+#   the AsyncAPI 3.0.0 JSON Schema (tests/it/asyncapi.rs): npm's
+#   @asyncapi/specs, pinned, installed once into ASYNCAPI_SPECS_DIR (a cache
+#   outside the tree, read by the test), checked with PyPI's jsonschema and PyYAML.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -69,11 +74,38 @@ ensure_schemathesis() {
   fi
 }
 
+ensure_kubernetes_validate() {
+  if ! command -v kubernetes-validate >/dev/null 2>&1; then
+    log "installing kubernetes-validate"
+    python3 -m pip install --quiet --disable-pip-version-check "kubernetes-validate>=1.37,<1.38"
+  fi
+}
+
 ensure_chromium() {
   if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
     log "installing chromium and chromium-driver"
     apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver
+  fi
+}
+
+ASYNCAPI_SPECS_VERSION=6.11.1
+export ASYNCAPI_SPECS_DIR="${ASYNCAPI_SPECS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/countersign/asyncapi-specs-$ASYNCAPI_SPECS_VERSION}"
+
+ensure_asyncapi_specs() {
+  if [ ! -f "$ASYNCAPI_SPECS_DIR/node_modules/@asyncapi/specs/schemas/3.0.0.json" ]; then
+    log "installing @asyncapi/specs@$ASYNCAPI_SPECS_VERSION into $ASYNCAPI_SPECS_DIR"
+    if ! command -v npm >/dev/null 2>&1; then
+      apt-get update -q
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends npm
+    fi
+    mkdir -p "$ASYNCAPI_SPECS_DIR"
+    npm install --prefix "$ASYNCAPI_SPECS_DIR" --no-save --no-audit --no-fund --silent \
+      "@asyncapi/specs@$ASYNCAPI_SPECS_VERSION"
+  fi
+  if ! python3 -c 'import jsonschema, yaml' >/dev/null 2>&1; then
+    log "installing jsonschema and PyYAML"
+    python3 -m pip install --quiet --disable-pip-version-check "jsonschema>=4.18,<5" "PyYAML>=6,<7"
   fi
 }
 
@@ -88,8 +120,12 @@ ensure_moto
 echo "moto: $(python3 -c 'import moto; print(moto.__version__)')"
 ensure_schemathesis
 echo "schemathesis: $(schemathesis --version)"
+ensure_kubernetes_validate
+echo "kubernetes-validate: $(kubernetes-validate --version)"
 ensure_chromium
 echo "chromium: $(chromium --version 2>/dev/null || echo missing)"
+ensure_asyncapi_specs
+echo "AsyncAPI specs: @asyncapi/specs@$ASYNCAPI_SPECS_VERSION in $ASYNCAPI_SPECS_DIR"
 
 log "cargo test --locked $*"
 exec cargo test --locked "$@"

@@ -205,6 +205,7 @@ pub(super) fn validate_sink(i: usize, sink: &SinkSettings) -> Result<(), ConfigE
         SinkKind::Webhook => &["http", "https"],
         SinkKind::Nats => &["nats", "tls"],
         SinkKind::Amqp => &["amqp", "amqps"],
+        SinkKind::Sqs => &["http", "https"],
     };
     if !schemes.contains(&url.scheme()) || !url.has_host() {
         return Err(invalid(
@@ -225,10 +226,17 @@ pub(super) fn validate_sink(i: usize, sink: &SinkSettings) -> Result<(), ConfigE
                 check_webhook_secret(secret).map_err(|reason| invalid(key("secret"), reason))?;
             }
         }
-        SinkKind::Nats | SinkKind::Amqp if !sink.secrets.is_empty() => {
+        SinkKind::Nats | SinkKind::Amqp | SinkKind::Sqs if !sink.secrets.is_empty() => {
             return Err(only_for("secrets", SinkKind::Webhook));
         }
         _ => {}
+    }
+    if sink.kind == SinkKind::Sqs {
+        validate_sqs(&key, sink)?;
+    } else if sink.access_key_id.is_some() {
+        return Err(only_for("access_key_id", SinkKind::Sqs));
+    } else if sink.region.is_some() {
+        return Err(only_for("region", SinkKind::Sqs));
     }
     if sink.subject_prefix.is_some() && sink.kind != SinkKind::Nats {
         return Err(only_for("subject_prefix", SinkKind::Nats));
@@ -258,6 +266,34 @@ pub(super) fn validate_sink(i: usize, sink: &SinkSettings) -> Result<(), ConfigE
         return Err(invalid(key("token"), "must be at least 16 characters"));
     }
     Ok(())
+}
+
+/// An sqs sink: a queue URL, and static credentials whole or not at all.
+fn validate_sqs(key: &dyn Fn(&str) -> String, sink: &SinkSettings) -> Result<(), ConfigError> {
+    sink.sqs_queue().map_err(|reason| invalid(key("url"), reason))?;
+    if let Some(region) = &sink.region
+        && !SinkSettings::is_aws_region(region)
+    {
+        return Err(invalid(key("region"), "must be an AWS region name such as eu-central-1"));
+    }
+    if let Some(id) = &sink.access_key_id
+        && (id.is_empty() || id.len() > 128 || !id.chars().all(|c| c.is_ascii_alphanumeric()))
+    {
+        // It ends up in the Authorization header: letters and digits only, as AWS issues them.
+        return Err(invalid(key("access_key_id"), "must be letters and digits (AKIA...)"));
+    }
+    let secret = sink.secret.as_ref().filter(|s| !s.expose().trim().is_empty());
+    match (&sink.access_key_id, secret, &sink.secret) {
+        (Some(_), None, _) => Err(invalid(
+            key("secret"),
+            "access_key_id needs its secret access key (secret or secret_file); leave both out for the AWS credential chain",
+        )),
+        (None, _, Some(_)) => Err(invalid(
+            key("access_key_id"),
+            "secret (the secret access key) needs its access_key_id; leave both out for the AWS credential chain",
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Standard Webhooks secrets are `whsec_` and the base64 of 24 to 64 random bytes.
@@ -358,6 +394,7 @@ impl SinkKind {
             Self::Webhook => "webhook",
             Self::Nats => "nats",
             Self::Amqp => "amqp",
+            Self::Sqs => "sqs",
         }
     }
 }

@@ -10,6 +10,7 @@ mod handler;
 mod nats;
 pub mod receiver;
 pub mod replay;
+mod sqs;
 pub mod webhook;
 
 use std::time::Duration;
@@ -65,6 +66,7 @@ pub fn build_sink(settings: &SinkSettings, timeout: Duration) -> anyhow::Result<
         SinkKind::Webhook => Box::new(webhook::WebhookSink::new(settings, timeout)?),
         SinkKind::Nats => Box::new(nats::NatsSink::new(settings, timeout)),
         SinkKind::Amqp => Box::new(amqp::AmqpSink::new(settings)?),
+        SinkKind::Sqs => Box::new(sqs::SqsSink::new(settings, timeout)?),
     })
 }
 
