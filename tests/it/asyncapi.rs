@@ -4,14 +4,15 @@
 //! cache outside the tree; Python's `jsonschema` validates, PyYAML reads the
 //! YAML), its references must resolve (the payload is docs/event.schema.json,
 //! not a copy), its examples must be valid events, and the headers,
-//! subjects, exchange and properties it documents must be the ones the sinks
-//! send: read from src/deliver/*.rs, and seen on one delivery per transport.
+//! subjects, exchange, properties, SQS message attributes and FIFO fields it
+//! documents must be the ones the sinks send: read from src/deliver/*.rs,
+//! and seen on one delivery per transport (SQS: moto's, read with boto3).
 
 use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use countersign::config::SinkSettings;
@@ -33,6 +34,12 @@ const SPECS_VERSION: &str = "6.11.1";
 const EVENT_SCHEMA_FORMAT: &str = "application/schema+json;version=draft-2020-12";
 
 const MESSAGE_KINDS: [&str; 2] = ["provisioningEvent", "agreementLifecycleEvent"];
+
+/// Every channel, so that dropping one (a transport undocumented) fails.
+const CHANNELS: [&str; 5] = ["webhook", "natsPrefixed", "nats", "amqp", "sqs"];
+
+/// Each sink kind (`[[sinks]] kind`) and the protocol of its server.
+const SINK_PROTOCOLS: [(&str, &str); 4] = [("webhook", "https"), ("nats", "nats"), ("amqp", "amqp"), ("sqs", "sqs")];
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -267,6 +274,18 @@ fn asyncapi_contract_references_resolve_and_the_payload_is_the_event_schema() {
             .collect();
     assert_eq!(lifecycle_types, Lifecycle::TYPES, "the lifecycle types are the code's");
     let channels = doc["channels"].as_object().unwrap();
+    assert_eq!(channels.keys().map(String::as_str).collect::<BTreeSet<_>>(), BTreeSet::from(CHANNELS));
+    // Every sink kind has a server, and every server is some channel's.
+    let servers = doc["servers"].as_object().unwrap();
+    for (kind, protocol) in SINK_PROTOCOLS {
+        let _: SinkKind = serde_json::from_value(json!(kind)).unwrap_or_else(|e| panic!("{kind}: {e}"));
+        assert!(servers.values().any(|server| server["protocol"] == protocol), "no {protocol} server for {kind} sinks");
+    }
+    for name in servers.keys() {
+        let target = format!("#/servers/{name}");
+        let used = channels.values().any(|c| c["servers"].as_array().unwrap().iter().any(|s| s["$ref"] == target));
+        assert!(used, "server {name} is no channel's");
+    }
     for channel in channels.keys() {
         let kinds: BTreeSet<&str> =
             doc["channels"][channel]["messages"].as_object().unwrap().keys().map(String::as_str).collect();
@@ -290,9 +309,27 @@ fn asyncapi_contract_references_resolve_and_the_payload_is_the_event_schema() {
                     "{channel}: {kind}: example of type {event_type}"
                 );
                 let id = &example["payload"]["id"];
-                for header in ["webhook-id", "Nats-Msg-Id"] {
+                for header in ["webhook-id", "Nats-Msg-Id", "ce-id"] {
                     if let Some(value) = example["headers"].get(header) {
                         assert_eq!(value, id, "{channel}: {kind}: {header} is the event id");
+                    }
+                }
+                // SQS: each `ce-` attribute repeats the event's, and the
+                // FIFO fields the summary gives are the envelope and event ids.
+                if message.contains_key("x-sqs-fifo") {
+                    for name in header_names(&message) {
+                        if let Some(attribute) = name.strip_prefix("ce-") {
+                            assert_eq!(
+                                example["headers"][&name], example["payload"][attribute],
+                                "{channel}: {kind}: {name}"
+                            );
+                        }
+                    }
+                    let summary = example["summary"].as_str().unwrap();
+                    let group = example["payload"]["data"]["envelope_id"].as_str().unwrap();
+                    for (field, value) in [("MessageGroupId", group), ("MessageDeduplicationId", id.as_str().unwrap())] {
+                        assert!(summary.contains(&format!("{field}\n{value}")) || summary.contains(&format!("{field} {value}")),
+                            "{channel}: {kind}: the example's {field} is {value}: {summary:?}");
                     }
                 }
             }
