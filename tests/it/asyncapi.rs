@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use countersign::config::SinkSettings;
+use countersign::config::{SinkKind, SinkSettings};
 use countersign::deliver::receiver::WebhookReceiver;
 use countersign::deliver::{OutgoingEvent, build_sink};
 use countersign::events::CLOUDEVENTS_JSON;
@@ -325,11 +325,14 @@ fn asyncapi_contract_references_resolve_and_the_payload_is_the_event_schema() {
                             );
                         }
                     }
-                    let summary = example["summary"].as_str().unwrap();
+                    let summary = example["summary"].as_str().unwrap().split_whitespace().collect::<Vec<_>>().join(" ");
                     let group = example["payload"]["data"]["envelope_id"].as_str().unwrap();
-                    for (field, value) in [("MessageGroupId", group), ("MessageDeduplicationId", id.as_str().unwrap())] {
-                        assert!(summary.contains(&format!("{field}\n{value}")) || summary.contains(&format!("{field} {value}")),
-                            "{channel}: {kind}: the example's {field} is {value}: {summary:?}");
+                    for (field, value) in [("MessageGroupId", group), ("MessageDeduplicationId", id.as_str().unwrap())]
+                    {
+                        assert!(
+                            summary.contains(&format!("{field} {value}")),
+                            "{channel}: {kind}: the example's {field} is {value}: {summary:?}"
+                        );
                     }
                 }
             }
@@ -414,6 +417,76 @@ fn asyncapi_names_match_the_delivery_code() {
     assert_eq!(properties["content_type"], CLOUDEVENTS_JSON);
     let app_id = properties["app_id"].as_str().unwrap();
     assert!(amqp_rs.contains(&format!(r#".with_app_id("{app_id}".into())"#)), "app_id");
+
+    // SQS: the message attributes sqs.rs puts, the ones it always puts
+    // required; the FIFO fields it sets; the server, channel and binding.
+    let sqs_rs = read("src/deliver/sqs.rs");
+    let always = literals(&sqs_rs, r#"\bput\("([^"]+)""#);
+    let pairs = regex::Regex::new(r#"\("(\w+)", "(ce-[^"]+)"\)"#).unwrap();
+    let mut when_set = BTreeSet::new();
+    for pair in pairs.captures_iter(&sqs_rs) {
+        assert_eq!(
+            &pair[2],
+            format!("ce-{}", &pair[1]),
+            "the attribute of {} is named as the HTTP binding does",
+            &pair[1]
+        );
+        when_set.insert(pair[2].to_string());
+    }
+    let conditional = regex::Regex::new(r"if let Some\(value\) = text\(attribute\) \{\s*put\(name, value\);").unwrap();
+    assert!(conditional.is_match(&sqs_rs), "the pairs are set when the event has the attribute");
+    assert_eq!(
+        regex::Regex::new(r"\bput\(").unwrap().find_iter(&sqs_rs).count(),
+        always.len() + 1,
+        "every attribute sqs.rs sets is a literal, or one of the pairs set when the event has it"
+    );
+    assert!(!when_set.is_empty() && always.is_disjoint(&when_set));
+    for kind in MESSAGE_KINDS {
+        let sqs = channel_message(&doc, "sqs", kind);
+        let attributes = &sqs["headers"];
+        assert_eq!(header_names(&sqs), &always | &when_set, "SQS message attributes ({kind})");
+        let required: BTreeSet<String> =
+            attributes["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+        assert_eq!(required, always, "the attributes sqs.rs always sets, and only those, are required ({kind})");
+        assert_eq!(attributes["properties"]["content-type"]["const"], CLOUDEVENTS_JSON);
+        assert_eq!(attributes["properties"]["ce-specversion"]["const"], "1.0");
+        let fifo = sqs["x-sqs-fifo"].as_object().expect("the SQS messages document the FIFO fields");
+        assert_eq!(
+            fifo.keys().cloned().collect::<BTreeSet<_>>(),
+            literals(&sqs_rs, r#"request\["(\w+)"\] ="#),
+            "the FIFO fields sqs.rs sets ({kind})"
+        );
+        let group = fifo["MessageGroupId"].as_str().unwrap();
+        assert!(group.contains("`data.envelope_id`") && group.contains("`subject`"), "{group}");
+        assert!(fifo["MessageDeduplicationId"].as_str().unwrap().contains("the event id"));
+    }
+    assert!(sqs_rs.contains(r#"put("content-type", CLOUDEVENTS_JSON);"#));
+    assert!(sqs_rs.contains(r#"put("ce-specversion", text("specversion").unwrap_or("1.0"));"#));
+    assert!(sqs_rs.contains("let id = event.id.to_string();") && sqs_rs.contains(r#"put("ce-id", &id);"#));
+    assert!(sqs_rs.contains(r#"put("ce-type", event.event_type);"#));
+    assert!(sqs_rs.contains(r#""DataType": "String""#));
+    assert!(sqs_rs.contains(r#"let envelope = cloud.pointer("/data/envelope_id")"#));
+    assert!(sqs_rs.contains(r#"let group = envelope.or_else(|| text("subject"))"#));
+    assert!(sqs_rs.contains(r#"request["MessageDeduplicationId"] = Value::String(id);"#));
+    assert!(sqs_rs.contains("if self.fifo {"));
+    assert!(read("src/config/sinks.rs").contains(r#"self.name.ends_with(".fifo")"#), "FIFO is a `.fifo` name");
+    let channel = &doc["channels"]["sqs"];
+    assert_eq!(channel["address"], "{queue}", "the channel is the queue, by name");
+    assert!(channel["description"].as_str().unwrap().contains("`.fifo`"));
+    let queue = &channel["bindings"]["sqs"]["queue"];
+    assert_eq!(queue["name"], channel["address"]);
+    assert_eq!(queue["fifoQueue"], false, "the binding describes a standard queue; the description, FIFO");
+    let server = &doc["servers"]["sqsEndpoint"];
+    assert_eq!(server["protocol"], "sqs");
+    assert_eq!(server["host"], "sqs.{region}.amazonaws.com");
+    assert_eq!(
+        server["variables"]["region"]["default"].as_str().into_iter().map(String::from).collect::<BTreeSet<_>>(),
+        literals(&sqs_rs, r#"const DEFAULT_REGION: &str = "([^"]+)";"#),
+        "the default region is sqs.rs's"
+    );
+    let target = literals(&sqs_rs, r#"const TARGET: &str = "([^"]+)";"#).pop_first().unwrap();
+    assert!(server["description"].as_str().unwrap().contains(&target), "the server names {target}");
+    assert!(doc["operations"]["sendSqsEvent"]["description"].as_str().unwrap().contains("`SendMessage`"));
 }
 
 fn sink(settings: Value) -> SinkSettings {
@@ -623,4 +696,144 @@ async fn asyncapi_amqp_exchange_routing_key_and_properties_are_what_the_sink_pub
     assert_eq!(p.delivery_mode().map(u64::from), mode, "persistent");
     assert_eq!(p.app_id().as_ref().map(|v| v.as_str()), properties["app_id"].as_str());
     assert_eq!(&delivery.data[..], &body[..], "the body is the event, unchanged");
+}
+
+/// moto's SQS on a free loopback port, killed when dropped.
+struct Moto {
+    endpoint: String,
+    child: Child,
+}
+
+impl Moto {
+    async fn start() -> Self {
+        let installed = Command::new("python3")
+            .args(["-c", "import moto.server, boto3"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        assert!(
+            installed,
+            "python3 cannot import moto.server and boto3: run scripts/test.sh once (it installs moto[server])"
+        );
+        let port = common::process::free_port();
+        let child = Command::new("python3")
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let moto = Self { endpoint: format!("http://127.0.0.1:{port}"), child };
+        let http = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while http.get(&moto.endpoint).send().await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "moto did not answer on {} within 30 s", moto.endpoint);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        moto
+    }
+
+    /// Runs `script` with boto3's SQS client as `sqs` and `args` as `args`;
+    /// returns what it prints as JSON.
+    async fn boto3(&self, script: &str, args: Value) -> Value {
+        let program = format!(
+            "import json, sys\nimport boto3\nargs = json.loads(sys.argv[1])\nsqs = boto3.client('sqs', \
+             endpoint_url=args['endpoint'], region_name='us-east-1', aws_access_key_id='testing', \
+             aws_secret_access_key='testing')\n{script}"
+        );
+        let mut args = args;
+        args["endpoint"] = json!(self.endpoint);
+        let output = tokio::task::spawn_blocking(move || {
+            Command::new("python3").args(["-c", &program, &args.to_string()]).stdin(Stdio::null()).output().unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(output.status.success(), "boto3 failed: {}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asyncapi_sqs_message_attributes_and_fifo_fields_are_what_the_sink_sends() {
+    let doc = contract();
+    let moto = Moto::start().await;
+    let address = doc["channels"]["sqs"]["address"].as_str().unwrap();
+    let name = unique("asyncapi-");
+    let queues = [address.replace("{queue}", &name), address.replace("{queue}", &format!("{name}.fifo"))];
+    let urls = moto
+        .boto3(
+            "print(json.dumps([sqs.create_queue(QueueName=q, Attributes={'FifoQueue': 'true'} if \
+             q.endswith('.fifo') else {})['QueueUrl'] for q in args['queues']]))",
+            json!({ "queues": queues }),
+        )
+        .await;
+    let urls: Vec<String> = serde_json::from_value(urls).unwrap();
+
+    let event_type = "employee.onboarding.signed";
+    let (id, body) = example_event(&doc, event_type);
+    for url in &urls {
+        let settings = json!({
+            "name": "queue", "kind": "sqs", "url": url, "region": "us-east-1",
+            "access_key_id": "AKIAMOTOTESTING00001", "secret": "moto-ignores-this-secret-key",
+        });
+        let sink = build_sink(&sink(settings), Duration::from_secs(10)).unwrap();
+        sink.deliver(&OutgoingEvent { id, event_type, body: &body }).await.unwrap();
+    }
+    let received = moto
+        .boto3(
+            "out = []\nfor url in args['urls']:\n    answer = sqs.receive_message(QueueUrl=url, \
+             MaxNumberOfMessages=10, MessageAttributeNames=['All'], MessageSystemAttributeNames=['All'])\n    \
+             out.append([{'body': m['Body'], 'attributes': {k: [v['DataType'], v.get('StringValue')] for k, v in \
+             m.get('MessageAttributes', {}).items()}, 'system': m.get('Attributes', {})} for m in \
+             answer.get('Messages', [])])\nprint(json.dumps(out))",
+            json!({ "urls": urls }),
+        )
+        .await;
+
+    let documented = channel_message(&doc, "sqs", "provisioningEvent");
+    let attributes = &documented["headers"]["properties"];
+    let fifo_fields: BTreeSet<String> = documented["x-sqs-fifo"].as_object().unwrap().keys().cloned().collect();
+    let payload: Value = serde_json::from_slice(&body).unwrap();
+    for (queue, messages) in queues.iter().zip(received.as_array().unwrap()) {
+        let [message] = messages.as_array().unwrap().as_slice() else {
+            panic!("{queue}: one message expected: {messages}");
+        };
+        assert_eq!(
+            message["body"].as_str().unwrap().as_bytes(),
+            &body[..],
+            "{queue}: the body is the event, unchanged"
+        );
+        let sent = message["attributes"].as_object().unwrap();
+        assert_eq!(
+            sent.keys().cloned().collect::<BTreeSet<_>>(),
+            header_names(&documented),
+            "{queue}: the message attributes are the documented ones"
+        );
+        for (name, value) in sent {
+            assert_eq!(value[0], "String", "{queue}: {name} is a String attribute");
+            let expected = match name.strip_prefix("ce-") {
+                Some(attribute) => payload[attribute].clone(),
+                None => attributes[name]["const"].clone(),
+            };
+            assert_eq!(value[1], expected, "{queue}: {name}");
+        }
+        assert_eq!(sent["ce-id"][1], id.to_string(), "{queue}: ce-id is the event id");
+        let system = message["system"].as_object().unwrap();
+        if queue.ends_with(".fifo") {
+            let present: BTreeSet<String> = fifo_fields.iter().filter(|f| system.contains_key(*f)).cloned().collect();
+            assert_eq!(present, fifo_fields, "{queue}: the documented FIFO fields");
+            assert_eq!(system["MessageGroupId"], payload["data"]["envelope_id"], "{queue}: grouped by envelope");
+            assert_eq!(system["MessageDeduplicationId"], id.to_string(), "{queue}: deduplicated by event id");
+        } else {
+            assert!(fifo_fields.iter().all(|f| !system.contains_key(f)), "{queue}: no FIFO fields: {system:?}");
+        }
+    }
 }
