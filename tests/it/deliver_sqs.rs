@@ -345,10 +345,13 @@ async fn a_missing_queue_makes_a_dead_letter_that_names_the_queue() {
 async fn sqs_down_then_back_with_its_queue_recreated_gets_every_event_once() {
     let mut moto = Moto::start().await;
     let queue = moto.create_queue("provisioning").await;
-    // About 20 s of retries: moto takes a second or two to start again.
-    let schedule = vec!["\"500ms\""; 40].join(", ");
+    // About 100 s of retries (the test waits on the deliveries, not on the
+    // schedule): moto and the queue take a few seconds to come back on a
+    // busy machine. A long timeout, so an answer moto gives late is not
+    // taken for a failure and sent twice.
+    let schedule = vec!["\"500ms\""; 200].join(", ");
     let config = format!(
-        "[delivery]\nschedule = [\"100ms\", \"200ms\", {schedule}]\ntimeout = \"2s\"\n{}",
+        "[delivery]\nschedule = [\"100ms\", \"200ms\", {schedule}]\ntimeout = \"10s\"\n{}",
         sqs_sink("queue", &queue, KEYS)
     );
     let app = common::TestApp::spawn(common::sqlite().await, &config).await;

@@ -246,7 +246,13 @@ pub async fn schemathesis(url: &str, args: &[&str]) -> String {
     );
     let dir = tempfile::tempdir().unwrap();
     let mut command = std::process::Command::new("schemathesis");
-    command.args(["run", url, "--checks", "all", "--seed", "20261203"]).args(args).current_dir(dir.path());
+    // A generous request timeout: the largest requests the descriptions
+    // allow (100,000 sandbox envelopes at once) take seconds on a busy 2-core
+    // machine, and a timeout is no difference from the description.
+    command
+        .args(["run", url, "--checks", "all", "--seed", "20261203", "--request-timeout", "120"])
+        .args(args)
+        .current_dir(dir.path());
     let out = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
