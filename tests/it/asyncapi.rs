@@ -12,9 +12,10 @@ use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use common::moto::Moto;
 use countersign::config::{SinkKind, SinkSettings};
 use countersign::deliver::receiver::WebhookReceiver;
 use countersign::deliver::{OutgoingEvent, build_sink};
@@ -698,69 +699,6 @@ async fn asyncapi_amqp_exchange_routing_key_and_properties_are_what_the_sink_pub
     assert_eq!(&delivery.data[..], &body[..], "the body is the event, unchanged");
 }
 
-/// moto's SQS on a free loopback port, killed when dropped.
-struct Moto {
-    endpoint: String,
-    child: Child,
-}
-
-impl Moto {
-    async fn start() -> Self {
-        let installed = Command::new("python3")
-            .args(["-c", "import moto.server, boto3"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|status| status.success());
-        assert!(
-            installed,
-            "python3 cannot import moto.server and boto3: run scripts/test.sh once (it installs moto[server])"
-        );
-        let port = common::process::free_port();
-        let child = Command::new("python3")
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let moto = Self { endpoint: format!("http://127.0.0.1:{port}"), child };
-        let http = reqwest::Client::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while http.get(&moto.endpoint).send().await.is_err() {
-            assert!(tokio::time::Instant::now() < deadline, "moto did not answer on {} within 30 s", moto.endpoint);
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        moto
-    }
-
-    /// Runs `script` with boto3's SQS client as `sqs` and `args` as `args`;
-    /// returns what it prints as JSON.
-    async fn boto3(&self, script: &str, args: Value) -> Value {
-        let program = format!(
-            "import json, sys\nimport boto3\nargs = json.loads(sys.argv[1])\nsqs = boto3.client('sqs', \
-             endpoint_url=args['endpoint'], region_name='us-east-1', aws_access_key_id='testing', \
-             aws_secret_access_key='testing')\n{script}"
-        );
-        let mut args = args;
-        args["endpoint"] = json!(self.endpoint);
-        let output = tokio::task::spawn_blocking(move || {
-            Command::new("python3").args(["-c", &program, &args.to_string()]).stdin(Stdio::null()).output().unwrap()
-        })
-        .await
-        .unwrap();
-        assert!(output.status.success(), "boto3 failed: {}", String::from_utf8_lossy(&output.stderr));
-        serde_json::from_slice(&output.stdout).unwrap()
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asyncapi_sqs_message_attributes_and_fifo_fields_are_what_the_sink_sends() {
     let doc = contract();
@@ -770,7 +708,7 @@ async fn asyncapi_sqs_message_attributes_and_fifo_fields_are_what_the_sink_sends
     let queues = [address.replace("{queue}", &name), address.replace("{queue}", &format!("{name}.fifo"))];
     let urls = moto
         .boto3(
-            "print(json.dumps([sqs.create_queue(QueueName=q, Attributes={'FifoQueue': 'true'} if \
+            "sqs = client('sqs')\nprint(json.dumps([sqs.create_queue(QueueName=q, Attributes={'FifoQueue': 'true'} if \
              q.endswith('.fifo') else {})['QueueUrl'] for q in args['queues']]))",
             json!({ "queues": queues }),
         )
@@ -789,7 +727,7 @@ async fn asyncapi_sqs_message_attributes_and_fifo_fields_are_what_the_sink_sends
     }
     let received = moto
         .boto3(
-            "out = []\nfor url in args['urls']:\n    answer = sqs.receive_message(QueueUrl=url, \
+            "sqs = client('sqs')\nout = []\nfor url in args['urls']:\n    answer = sqs.receive_message(QueueUrl=url, \
              MaxNumberOfMessages=10, MessageAttributeNames=['All'], MessageSystemAttributeNames=['All'])\n    \
              out.append([{'body': m['Body'], 'attributes': {k: [v['DataType'], v.get('StringValue')] for k, v in \
              m.get('MessageAttributes', {}).items()}, 'system': m.get('Attributes', {})} for m in \

@@ -1,17 +1,17 @@
 //! Delivery to Amazon SQS, against moto's SQS: a moto server of the test's
 //! own on a free loopback port (so it can be stopped and started without
 //! disturbing other tests), countersign's `sqs` sink pointed at its queue
-//! URLs. Queues are made and read back with boto3, an independent client,
-//! through a small Python script.
+//! URLs. Queues are made and read back with boto3, an independent client
+//! (see `common::moto`).
 
 use crate::common;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use common::envelopes::publish_many;
 use common::eventually;
+use common::moto::Moto;
 use countersign::deliver::{OutgoingEvent, build_sink};
 use countersign::events::Planner;
 use countersign::ids::EventId;
@@ -20,206 +20,8 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
 const FAST: &str = "[delivery]\nschedule = [\"50ms\", \"50ms\", \"50ms\"]\ntimeout = \"10s\"\n";
-/// The account moto gives every queue.
-const ACCOUNT: &str = "123456789012";
 /// Static credentials for moto without authentication: it reads neither.
 const KEYS: &str = "access_key_id = \"AKIAMOTOTESTING00001\"\nsecret = \"moto-ignores-this-secret-key\"\n";
-
-/// The reading side: boto3, given one JSON argument, prints one JSON answer.
-const BOTO3: &str = r#"
-import json, sys
-import boto3
-
-args = json.loads(sys.argv[1])
-
-def client(service):
-    return boto3.client(
-        service,
-        endpoint_url=args["endpoint"],
-        region_name="us-east-1",
-        aws_access_key_id=args.get("key", "testing"),
-        aws_secret_access_key=args.get("secret", "testing"),
-    )
-
-op = args["op"]
-if op == "create_queue":
-    attributes = {"FifoQueue": "true"} if args["name"].endswith(".fifo") else {}
-    result = client("sqs").create_queue(QueueName=args["name"], Attributes=attributes)["QueueUrl"]
-elif op == "drain":
-    sqs = client("sqs")
-    result = []
-    while True:
-        answer = sqs.receive_message(
-            QueueUrl=args["url"],
-            MaxNumberOfMessages=10,
-            WaitTimeSeconds=0,
-            MessageAttributeNames=["All"],
-            MessageSystemAttributeNames=["All"],
-        )
-        messages = answer.get("Messages", [])
-        if not messages:
-            break
-        for message in messages:
-            result.append({
-                "body": message["Body"],
-                "attributes": {k: v.get("StringValue") for k, v in message.get("MessageAttributes", {}).items()},
-                "system": message.get("Attributes", {}),
-            })
-            sqs.delete_message(QueueUrl=args["url"], ReceiptHandle=message["ReceiptHandle"])
-elif op == "iam_user":
-    iam = client("iam")
-    iam.create_user(UserName=args["user"])
-    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sqs:*", "Resource": "*"}]}
-    iam.put_user_policy(UserName=args["user"], PolicyName="sqs", PolicyDocument=json.dumps(policy))
-    key = iam.create_access_key(UserName=args["user"])["AccessKey"]
-    result = {"key": key["AccessKeyId"], "secret": key["SecretAccessKey"]}
-else:
-    raise SystemExit("unknown op " + op)
-print(json.dumps(result))
-"#;
-
-/// One message as boto3 received it.
-#[derive(Debug)]
-struct Received {
-    body: String,
-    /// Message attributes: `ce-id`, `content-type`, …
-    attributes: BTreeMap<String, String>,
-    /// System attributes: `MessageGroupId`, `MessageDeduplicationId`, …
-    system: BTreeMap<String, String>,
-}
-
-/// moto on a free loopback port, stopped when dropped.
-struct Moto {
-    port: u16,
-    child: Option<Child>,
-    log: tempfile::NamedTempFile,
-    /// boto3's credentials once moto checks them.
-    keys: Option<(String, String)>,
-}
-
-impl Moto {
-    async fn start() -> Self {
-        let installed = Command::new("python3")
-            .args(["-c", "import moto.server, boto3"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|status| status.success());
-        assert!(
-            installed,
-            "these tests deliver to a real SQS API, moto's, which python3 cannot import (with boto3): install it \
-             with `python3 -m pip install \"moto[server]\"` (scripts/test.sh does)"
-        );
-        let mut moto = Self {
-            port: common::process::free_port(),
-            child: None,
-            log: tempfile::NamedTempFile::new().unwrap(),
-            keys: None,
-        };
-        moto.resume().await;
-        moto
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn queue_url(&self, name: &str) -> String {
-        format!("{}/{ACCOUNT}/{name}", self.endpoint())
-    }
-
-    /// Starts moto (again) on its port, empty: it keeps queues only in memory.
-    async fn resume(&mut self) {
-        let child = Command::new("python3")
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &self.port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(self.log.reopen().unwrap())
-            .stderr(self.log.reopen().unwrap())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let http = reqwest::Client::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while http.get(self.endpoint()).send().await.is_err() {
-            if tokio::time::Instant::now() > deadline {
-                let log = std::fs::read_to_string(self.log.path()).unwrap_or_default();
-                panic!("moto did not answer on {} within 30 s; its output:\n{log}", self.endpoint());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// SIGKILL: connections refused until [`Moto::resume`].
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Runs one boto3 operation against this moto.
-    async fn boto3(&self, mut args: Value) -> Value {
-        args["endpoint"] = json!(self.endpoint());
-        if let Some((key, secret)) = &self.keys {
-            args["key"] = json!(key);
-            args["secret"] = json!(secret);
-        }
-        let output = tokio::task::spawn_blocking(move || {
-            Command::new("python3").args(["-c", BOTO3, &args.to_string()]).stdin(Stdio::null()).output().unwrap()
-        })
-        .await
-        .unwrap();
-        assert!(output.status.success(), "boto3 failed: {}", String::from_utf8_lossy(&output.stderr));
-        serde_json::from_slice(&output.stdout).unwrap()
-    }
-
-    async fn create_queue(&self, name: &str) -> String {
-        let url = self.boto3(json!({ "op": "create_queue", "name": name })).await;
-        assert_eq!(url, json!(self.queue_url(name)), "moto's queue URL");
-        self.queue_url(name)
-    }
-
-    /// Receives and deletes every message in the queue.
-    async fn drain(&self, url: &str) -> Vec<Received> {
-        let answer = self.boto3(json!({ "op": "drain", "url": url })).await;
-        let map = |value: &Value| -> BTreeMap<String, String> {
-            value.as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string())).collect()
-        };
-        answer
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| Received {
-                body: m["body"].as_str().unwrap().to_string(),
-                attributes: map(&m["attributes"]),
-                system: map(&m["system"]),
-            })
-            .collect()
-    }
-
-    /// From now on moto checks every request's SigV4 signature (botocore
-    /// recomputes it) against an IAM user it made, whose keys it returns.
-    async fn check_signatures(&mut self) -> (String, String) {
-        let user = self.boto3(json!({ "op": "iam_user", "user": "countersign" })).await;
-        let keys = (user["key"].as_str().unwrap().to_string(), user["secret"].as_str().unwrap().to_string());
-        let answer = reqwest::Client::new()
-            .post(format!("{}/moto-api/reset-auth", self.endpoint()))
-            .header("content-type", "text/plain")
-            .body("0")
-            .send()
-            .await
-            .unwrap();
-        assert!(answer.status().is_success(), "moto's reset-auth: {}", answer.status());
-        self.keys = Some(keys.clone());
-        keys
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 fn sqs_sink(name: &str, url: &str, credentials: &str) -> String {
     format!("[[sinks]]\nname = \"{name}\"\nkind = \"sqs\"\nurl = \"{url}\"\n{credentials}")

@@ -6,12 +6,12 @@
 use crate::common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::eventually;
+use common::moto::Moto;
 use countersign::config::Settings;
 use countersign::documents::{DocumentError, DocumentStore, Staged};
 use countersign::ids::{AccountId, EnvelopeId};
@@ -24,57 +24,25 @@ use sha2::{Digest, Sha256};
 const WAIT: Duration = Duration::from_secs(60);
 const PREFIX: &str = "countersign/test";
 
-/// A moto S3 server on a free loopback port, stopped when dropped.
-struct Moto {
-    child: Child,
-    endpoint: String,
+/// S3 on a moto of the test's own, inspected with plain HTTP requests.
+struct S3 {
+    moto: Moto,
     http: reqwest::Client,
-    _log: tempfile::NamedTempFile,
 }
 
-impl Moto {
+impl S3 {
     async fn start() -> Self {
-        let installed = Command::new("python3")
-            .args(["-c", "import moto.server"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|status| status.success());
-        assert!(
-            installed,
-            "these tests run the document store against a real S3-compatible server, moto, which python3 cannot \
-             import: install it with `python3 -m pip install \"moto[server]\"`"
-        );
-        let port = common::process::free_port();
-        let log = tempfile::NamedTempFile::new().unwrap();
-        let child = Command::new("python3")
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(log.reopen().unwrap())
-            .stderr(log.reopen().unwrap())
-            .spawn()
-            .unwrap();
-        let moto =
-            Self { child, endpoint: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new(), _log: log };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while moto.http.get(&moto.endpoint).send().await.is_err() {
-            if tokio::time::Instant::now() > deadline {
-                let log = std::fs::read_to_string(moto._log.path()).unwrap_or_default();
-                panic!("moto did not answer on {} within 30 s; its output:\n{log}", moto.endpoint);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        moto
+        Self { moto: Moto::start().await, http: reqwest::Client::new() }
     }
 
     async fn create_bucket(&self, bucket: &str) {
-        let response = self.http.put(format!("{}/{bucket}", self.endpoint)).send().await.unwrap();
+        let response = self.http.put(format!("{}/{bucket}", self.moto.endpoint())).send().await.unwrap();
         assert!(response.status().is_success(), "creating bucket {bucket}: {}", response.status());
     }
 
     /// Every object in `bucket` as (key, size), from a ListObjectsV2 request.
     async fn objects(&self, bucket: &str) -> Vec<(String, u64)> {
-        let url = format!("{}/{bucket}?list-type=2", self.endpoint);
+        let url = format!("{}/{bucket}?list-type=2", self.moto.endpoint());
         let xml = self.http.get(url).send().await.unwrap().text().await.unwrap();
         assert!(!xml.contains("<IsTruncated>true"), "the tests keep buckets small");
         let field = |text: &str, name: &str| -> String {
@@ -87,7 +55,7 @@ impl Moto {
 
     /// Multipart uploads started but neither completed nor aborted.
     async fn open_multipart_uploads(&self, bucket: &str) -> usize {
-        let url = format!("{}/{bucket}?uploads", self.endpoint);
+        let url = format!("{}/{bucket}?uploads", self.moto.endpoint());
         let xml = self.http.get(url).send().await.unwrap().text().await.unwrap();
         xml.matches("<UploadId>").count()
     }
@@ -97,7 +65,7 @@ impl Moto {
     async fn object(&self, bucket: &str, key: &str) -> Vec<u8> {
         use object_store::ObjectStoreExt;
         let client = object_store::aws::AmazonS3Builder::new()
-            .with_endpoint(&self.endpoint)
+            .with_endpoint(self.moto.endpoint())
             .with_allow_http(true)
             .with_bucket_name(bucket)
             .with_region("us-east-1")
@@ -110,40 +78,33 @@ impl Moto {
     }
 }
 
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The `[documents]` table for `bucket` on `moto`, staging in `staging`.
-fn documents_toml(moto: &Moto, bucket: &str, staging: &Path) -> String {
+/// The `[documents]` table for `bucket` on `s3`, staging in `staging`.
+fn documents_toml(s3: &S3, bucket: &str, staging: &Path) -> String {
     format!(
         "[documents]\nurl = \"s3://{bucket}/{PREFIX}/\"\ns3_endpoint = \"{}\"\ns3_region = \"us-east-1\"\n\
          s3_access_key_id = \"testing\"\ns3_secret_access_key = \"testing\"\ns3_allow_http = true\n\
          staging_dir = \"{}\"\n",
-        moto.endpoint,
+        s3.moto.endpoint(),
         staging.display()
     )
 }
 
 /// A bucket on a fresh moto, and the document store on it.
 struct Bucket {
-    moto: Moto,
+    s3: S3,
     name: &'static str,
     store: DocumentStore,
     staging: tempfile::TempDir,
 }
 
 async fn bucket() -> Bucket {
-    let moto = Moto::start().await;
+    let s3 = S3::start().await;
     let name = "signed-documents";
-    moto.create_bucket(name).await;
+    s3.create_bucket(name).await;
     let staging = tempfile::tempdir().unwrap();
-    let settings = Settings::from_toml(&documents_toml(&moto, name, staging.path())).unwrap();
+    let settings = Settings::from_toml(&documents_toml(&s3, name, staging.path())).unwrap();
     let store = DocumentStore::open(&settings.documents).unwrap();
-    Bucket { moto, name, store, staging }
+    Bucket { s3, name, store, staging }
 }
 
 impl Bucket {
@@ -192,15 +153,15 @@ async fn a_published_document_is_stored_under_its_key_whole_and_reads_back_ident
         let key = bucket.store.publish(&staged.key, account, envelope, name).await.unwrap();
         assert_eq!(key, format!("{account}/{envelope}/{name}"));
         let object = format!("{PREFIX}/{key}");
-        assert!(bucket.moto.objects(bucket.name).await.contains(&(object.clone(), len as u64)), "{object} in bucket");
-        assert!(bucket.moto.object(bucket.name, &object).await == bytes, "the object holds exactly the bytes");
+        assert!(bucket.s3.objects(bucket.name).await.contains(&(object.clone(), len as u64)), "{object} in bucket");
+        assert!(bucket.s3.object(bucket.name, &object).await == bytes, "the object holds exactly the bytes");
 
         let (size, read) = read_back(&bucket.store, &key).await;
         assert_eq!(size, len as u64);
         assert_eq!(hex::encode(Sha256::digest(&read)), staged.sha256, "read back byte-identical");
     }
     assert!(bucket.staged_files().is_empty(), "published files leave staging: {:?}", bucket.staged_files());
-    assert_eq!(bucket.moto.open_multipart_uploads(bucket.name).await, 0);
+    assert_eq!(bucket.s3.open_multipart_uploads(bucket.name).await, 0);
     let missing = format!("{account}/{envelope}/Missing.pdf");
     assert!(matches!(bucket.store.read(&missing).await, Err(DocumentError::NotFound(_))));
 }
@@ -221,15 +182,15 @@ async fn a_document_that_is_not_complete_never_becomes_an_object() {
     let store = bucket.store.clone();
     let publishing = tokio::spawn(async move { store.publish(&staged.key, account, envelope, "Big.pdf").await });
     eventually(WAIT, "the multipart upload to start", || async {
-        (bucket.moto.open_multipart_uploads(bucket.name).await > 0).then_some(())
+        (bucket.s3.open_multipart_uploads(bucket.name).await > 0).then_some(())
     })
     .await;
     publishing.abort();
     assert!(publishing.await.unwrap_err().is_cancelled(), "the publish was cut off before it completed");
 
-    assert_eq!(bucket.moto.objects(bucket.name).await, Vec::new(), "no object, not even a partial one");
+    assert_eq!(bucket.s3.objects(bucket.name).await, Vec::new(), "no object, not even a partial one");
     eventually(WAIT, "the cut-off upload to be aborted", || async {
-        (bucket.moto.open_multipart_uploads(bucket.name).await == 0).then_some(())
+        (bucket.s3.open_multipart_uploads(bucket.name).await == 0).then_some(())
     })
     .await;
 }
@@ -252,7 +213,7 @@ async fn a_hostile_file_name_stays_one_key_component() {
         assert_eq!(key, format!("{account}/{envelope}/{kept}"), "{name:?}");
         assert_eq!(read_back(&bucket.store, &key).await.1, name.as_bytes());
     }
-    let mut objects: Vec<String> = bucket.moto.objects(bucket.name).await.into_iter().map(|(key, _)| key).collect();
+    let mut objects: Vec<String> = bucket.s3.objects(bucket.name).await.into_iter().map(|(key, _)| key).collect();
     objects.sort();
     let mut expected: Vec<String> =
         names.iter().map(|(_, kept)| format!("{PREFIX}/{account}/{envelope}/{kept}")).collect();
@@ -327,8 +288,8 @@ fn pipeline_toml(sandbox: &RunningSandbox) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn notifications_and_downloads_store_their_documents_in_the_bucket() {
-    let moto = Moto::start().await;
-    moto.create_bucket("countersign").await;
+    let s3 = S3::start().await;
+    s3.create_bucket("countersign").await;
     let staging = tempfile::tempdir().unwrap();
     let sandbox = Sandbox::new(SandboxConfig { document_bytes: 40_000, ..SandboxConfig::default() })
         .unwrap()
@@ -336,7 +297,7 @@ async fn notifications_and_downloads_store_their_documents_in_the_bucket() {
         .await
         .unwrap();
     sandbox.sandbox.grant_consent(sandbox.sandbox.identity().user.user_id, &["signature", "impersonation"]);
-    let toml = format!("{}{}", documents_toml(&moto, "countersign", staging.path()), pipeline_toml(&sandbox));
+    let toml = format!("{}{}", documents_toml(&s3, "countersign", staging.path()), pipeline_toml(&sandbox));
     let app = S3App::spawn(&toml).await;
     let sender = ConnectSender::new(
         format!("{}/docusign/connect", app.base_url),
@@ -364,7 +325,7 @@ async fn notifications_and_downloads_store_their_documents_in_the_bucket() {
     })
     .await;
     let under = format!("{PREFIX}/{}/{}/", downloaded.account_id, downloaded.envelope_id);
-    let objects = moto.objects("countersign").await;
+    let objects = s3.objects("countersign").await;
     assert!(!objects.iter().any(|(key, _)| key.starts_with(&under)), "a truncated download is no object: {objects:?}");
     sandbox.sandbox.set_fault("combined", Fault::default());
 
@@ -377,7 +338,7 @@ async fn notifications_and_downloads_store_their_documents_in_the_bucket() {
     for document in &embedded.documents {
         expected.push((embedded.envelope_id, document.document_id.clone(), pdf::document_pdf(embedded, document)));
     }
-    let objects = moto.objects("countersign").await;
+    let objects = s3.objects("countersign").await;
     assert_eq!(objects.len(), expected.len(), "one object per document: {objects:?}");
     for (envelope, document_id, bytes) in expected {
         let records = app.store.documents(envelope).await.unwrap();

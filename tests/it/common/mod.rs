@@ -4,6 +4,7 @@
 pub mod balancer;
 pub mod docusign;
 pub mod envelopes;
+pub mod moto;
 pub mod pipeline;
 pub mod process;
 pub mod schema;
