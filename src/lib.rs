@@ -23,6 +23,7 @@ pub mod ingest;
 pub mod jobs;
 pub mod live;
 pub mod metrics;
+pub mod openapi;
 pub mod pipeline;
 pub mod reconcile;
 pub mod reload;

@@ -8,12 +8,10 @@
 //! a JSON error naming the field.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -22,6 +20,8 @@ use serde_json::{Map, Value};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+
+use crate::openapi::BearerScheme;
 
 use super::error::ErrorBody;
 use super::queries::{
@@ -53,16 +53,6 @@ use crate::store::{DeliveryFilter, EnvelopeQuery, EnvelopeRecord, EnvelopeStatus
 )]
 struct ApiDoc;
 
-struct BearerScheme;
-
-impl utoipa::Modify for BearerScheme {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
-    }
-}
-
 /// The routes, relative to `/admin/api`.
 fn routes() -> OpenApiRouter<Admin> {
     OpenApiRouter::new()
@@ -84,20 +74,13 @@ fn routes() -> OpenApiRouter<Admin> {
 /// The OpenAPI description as JSON.
 pub fn openapi_json() -> String {
     let (_, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/admin/api", routes()).split_for_parts();
-    openapi.to_pretty_json().unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"))
+    crate::openapi::to_json(&openapi)
 }
 
 pub fn router(admin: Admin) -> axum::Router {
     let (routes, _) = routes().split_for_parts();
-    let description: Arc<str> = admin.inner.openapi.clone().into();
     let api = routes
-        .route(
-            "/openapi.json",
-            axum::routing::get(move || {
-                let description = description.clone();
-                async move { ([(header::CONTENT_TYPE, "application/json")], description.to_string()) }
-            }),
-        )
+        .route("/openapi.json", crate::openapi::description_route(&admin.inner.openapi))
         .fallback(|| async { AdminError::not_found("no such admin API route") })
         .layer(middleware::from_fn_with_state(admin.clone(), require_token))
         .with_state(admin);

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -21,6 +21,8 @@ use serde_json::{Map, Value};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+
+use crate::openapi::BearerScheme;
 
 use super::Profiles;
 use super::intake::{Intake, Refusal};
@@ -52,16 +54,6 @@ const MAX_REASON_CHARS: usize = 200;
     tags((name = "agreements", description = "Agreements sent from templates"))
 )]
 struct ApiDoc;
-
-struct BearerScheme;
-
-impl utoipa::Modify for BearerScheme {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
-    }
-}
 
 #[derive(Debug)]
 struct Client {
@@ -131,23 +123,17 @@ fn routes() -> OpenApiRouter<AgreementsApi> {
 /// The OpenAPI description as JSON.
 pub fn openapi_json() -> String {
     let (_, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", routes()).split_for_parts();
-    openapi.to_pretty_json().unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"))
+    crate::openapi::to_json(&openapi)
 }
 
 pub fn router(api: AgreementsApi) -> axum::Router {
     let (routes, _) = routes().split_for_parts();
-    let description: Arc<str> = api.inner.openapi.clone().into();
+    let description = crate::openapi::description_route(&api.inner.openapi);
     let routes = routes
         .fallback(|| async { HttpError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(middleware::from_fn_with_state(api.clone(), require_client))
         .with_state(api)
-        .route(
-            "/openapi.json",
-            axum::routing::get(move || {
-                let description = description.clone();
-                async move { ([(header::CONTENT_TYPE, "application/json")], description.to_string()) }
-            }),
-        );
+        .route("/openapi.json", description);
     axum::Router::new().nest("/api/v1", routes)
 }
 
