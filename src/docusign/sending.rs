@@ -17,6 +17,8 @@ pub struct FoundEnvelope {
     pub envelope_id: EnvelopeId,
     /// Lowercase ("sent", "completed", …).
     pub status: String,
+    /// `createdDateTime`, when the listing gave one that parses.
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 /// A template's roles and the tab labels each carries.
@@ -105,7 +107,11 @@ impl DocuSign {
             .filter_map(|envelope| {
                 let id = EnvelopeId::parse(envelope["envelopeId"].as_str()?).ok()?;
                 let status = envelope["status"].as_str().unwrap_or_default().to_ascii_lowercase();
-                Some(FoundEnvelope { envelope_id: id, status })
+                let created_at = envelope["createdDateTime"]
+                    .as_str()
+                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.with_timezone(&Utc));
+                Some(FoundEnvelope { envelope_id: id, status, created_at })
             })
             .collect())
     }

@@ -16,7 +16,7 @@ use chrono::Utc;
 
 use super::{Profiles, envelope_definition};
 use crate::config::Settings;
-use crate::docusign::sending::Template;
+use crate::docusign::sending::{FoundEnvelope, Template};
 use crate::docusign::{ApiError, DocuSign, GrantError};
 use crate::domain::{AGREEMENT_FIELD, Agreement, AgreementStatus, ConnectNotification};
 use crate::events::agreement::{Lifecycle, lifecycle_event};
@@ -179,6 +179,19 @@ impl Sending {
     }
 }
 
+/// Of the envelopes a search found for one agreement, the one it keeps: the
+/// first created that was not voided or declined (its email went out first).
+fn keep_one(mut found: Vec<FoundEnvelope>) -> Option<FoundEnvelope> {
+    found.sort_by_key(|e| (e.created_at.is_none(), e.created_at));
+    let usable = found.iter().position(|e| !matches!(e.status.as_str(), "voided" | "declined"));
+    usable.map(|i| found.swap_remove(i)).or_else(|| found.into_iter().next())
+}
+
+/// An envelope its recipients can still act on.
+fn is_open(status: &str) -> bool {
+    matches!(status, "created" | "sent" | "delivered")
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -279,10 +292,21 @@ impl JobHandler for SendAgreement {
                 .envelopes_with_custom_field(user, account, (AGREEMENT_FIELD, &agreement.id.to_string()), since)
                 .await
                 .map_err(|e| self.0.job_error(e))?;
-            if let Some(existing) = found.first() {
-                if found.len() > 1 {
-                    tracing::error!(agreement_id = %agreement.id, envelopes = found.len(),
-                        "DocuSign holds several envelopes for one agreement; adopting the first");
+            if let Some(existing) = keep_one(found.clone()) {
+                // Should two envelopes have gone out after all (two workers
+                // overlapping on one job), the person gets one to sign: the
+                // first stays, the others are voided now.
+                for extra in found.iter().filter(|e| e.envelope_id != existing.envelope_id && is_open(&e.status)) {
+                    tracing::error!(agreement_id = %agreement.id, envelope_id = %extra.envelope_id, kept = %existing.envelope_id,
+                        "DocuSign holds a second envelope for this agreement; voiding it");
+                    let reason = format!("Sent twice by mistake; envelope {} is the one to sign", existing.envelope_id);
+                    match docusign.void_envelope(user, account, extra.envelope_id, &reason).await {
+                        Ok(()) => {}
+                        Err(ApiError::Refused { code, message, .. }) => {
+                            tracing::warn!(envelope_id = %extra.envelope_id, %code, %message, "DocuSign refused to void the second envelope");
+                        }
+                        Err(error) => return Err(self.0.job_error(error)),
+                    }
                 }
                 tracing::info!(agreement_id = %agreement.id, envelope_id = %existing.envelope_id,
                     "an earlier attempt created the envelope; adopting it");
@@ -506,6 +530,8 @@ impl JobHandler for AgreementLifecycle {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
+    use chrono::TimeZone;
+
     use super::*;
     use crate::domain::{Envelope, Format, Recipient};
     use crate::ids::{AccountId, EnvelopeId};
@@ -537,6 +563,28 @@ mod tests {
             embedded: Vec::new(),
             has_envelope_data: true,
         }
+    }
+
+    #[test]
+    fn of_several_envelopes_the_first_created_that_can_still_be_signed_is_kept() {
+        let at = |minute: u32| chrono::Utc.with_ymd_and_hms(2026, 12, 4, 10, minute, 0).single();
+        let found = |id: &str, status: &str, created| FoundEnvelope {
+            envelope_id: EnvelopeId::parse(id).unwrap(),
+            status: status.into(),
+            created_at: created,
+        };
+        let first = "0c8e9a7b-6d5c-4b3a-9f8e-7d6c5b4a3f21";
+        let second = "0c8e9a7b-6d5c-4b3a-9f8e-7d6c5b4a3f22";
+        let third = "0c8e9a7b-6d5c-4b3a-9f8e-7d6c5b4a3f23";
+        let kept = |list| keep_one(list).map(|e| e.envelope_id.to_string());
+        let listing = vec![found(second, "sent", at(2)), found(first, "sent", at(1)), found(third, "sent", None)];
+        assert_eq!(kept(listing).as_deref(), Some(first), "the earliest, whatever the listing's order");
+        let listing = vec![found(first, "voided", at(1)), found(second, "completed", at(2))];
+        assert_eq!(kept(listing).as_deref(), Some(second), "a voided envelope is not kept over a live one");
+        let listing = vec![found(first, "voided", at(1))];
+        assert_eq!(kept(listing).as_deref(), Some(first), "nothing live: the agreement still gets its envelope");
+        assert_eq!(kept(Vec::new()), None);
+        assert!(is_open("sent") && is_open("delivered") && !is_open("completed") && !is_open("voided"));
     }
 
     #[test]

@@ -556,3 +556,39 @@ async fn an_agreement_waits_for_consent_and_is_sent_once_it_is_granted() {
     assert_eq!(sandbox.sandbox.sent_envelopes().len(), 1);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_second_envelope_for_one_agreement_is_voided_and_the_first_kept() {
+    let sandbox = sandbox().await;
+    let secret = random_secret();
+    let receiver = WebhookReceiver::spawn(&[&secret]).await.unwrap();
+    // The first creation's answer is lost; before the send looks again, a
+    // second envelope carrying the same agreement id appears (what two
+    // workers overlapping on one send would leave).
+    sandbox.sandbox.set_fault("create", countersign::sandbox::Fault { lost_answers: 1, ..Default::default() });
+    let app = sending_app_with(common::sqlite().await, &sandbox, &receiver, &secret, ONBOARDING_TEMPLATE, false).await;
+    let hris = Client::new(&app, HRIS);
+    let (_, requested) =
+        hris.request(Some("hire-2x"), &json!({ "profile": "offer-letter", "data": offer("Gus") })).await;
+    let id = requested["id"].as_str().unwrap().to_string();
+    let first =
+        eventually(WAIT, "the first envelope", || async { sandbox.sandbox.sent_envelopes().first().cloned() }).await;
+    let duplicate = json!({
+        "templateId": ONBOARDING_TEMPLATE,
+        "status": "sent",
+        "templateRoles": [
+            { "roleName": "Employee", "name": "Gus Lovelace", "email": "gus@example.com" },
+            { "roleName": "HR Manager", "name": "Grace Hopper", "email": "grace@example.com" },
+        ],
+        "customFields": { "textCustomFields": [{ "name": "countersign_agreement_id", "value": id, "show": "false" }] },
+    });
+    let second = sandbox.sandbox.create_envelope(&duplicate).unwrap();
+
+    let sent = agreement_in(&hris, &id, AgreementStatus::Sent).await;
+    assert_eq!(sent["envelope_id"].as_str(), Some(first.envelope_id.to_string().as_str()), "the first is kept");
+    let second = sandbox.sandbox.envelope(second.envelope_id).unwrap();
+    assert_eq!(second.status(), "voided");
+    assert!(second.voided_reason.as_deref().unwrap_or_default().contains(&first.envelope_id.to_string()));
+    assert_eq!(sandbox.sandbox.envelope(first.envelope_id).unwrap().status(), "sent");
+    app.shutdown().await;
+}
