@@ -240,7 +240,7 @@ async fn create_agreement(
         data,
     };
     match api.inner.intake.take(request, &allowed).await {
-        Ok(agreement) => Ok((StatusCode::ACCEPTED, Json(agreement))),
+        Ok(taken) => Ok((StatusCode::ACCEPTED, Json(taken.agreement))),
         Err(error @ Refusal::ProfileNotAllowed(_)) => {
             Err(HttpError::new(StatusCode::FORBIDDEN, "forbidden", error.to_string()).with_field("profile"))
         }

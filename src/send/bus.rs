@@ -247,16 +247,10 @@ impl Source {
             Ok(request) => request,
             Err(reason) => return Verdict::DeadLetter(reason),
         };
-        // Only to tell a redelivery from a new request in the metrics: the
-        // intake itself decides, in one commit, whether the key is new.
-        let seen = match self.intake.store().agreement_by_key(&self.client, &key).await {
-            Ok(found) => found.is_some(),
-            Err(error) => return Verdict::Retry(error.to_string()),
-        };
         let request = AgreementRequest { client: self.client.clone(), idempotency_key: key, profile, data };
         match self.intake.take(request, &self.allowed).await {
-            Ok(_) if seen => Verdict::Duplicate,
-            Ok(_) => Verdict::Taken,
+            Ok(taken) if taken.new => Verdict::Taken,
+            Ok(_) => Verdict::Duplicate,
             Err(Refusal::Store(error)) => Verdict::Retry(error.to_string()),
             Err(refusal) => Verdict::DeadLetter(refusal.to_string()),
         }

@@ -36,6 +36,14 @@ pub enum Refusal {
     Store(#[from] StoreError),
 }
 
+/// A request taken: the agreement it is, and whether this request stored it
+/// (`false` for a repeat of a stored request under its key).
+#[derive(Debug, Clone)]
+pub struct Taken {
+    pub agreement: Agreement,
+    pub new: bool,
+}
+
 /// What taking requests needs.
 #[derive(Debug, Clone)]
 pub struct Intake {
@@ -49,13 +57,9 @@ impl Intake {
         Self { store, profiles, max_attempts }
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
-    }
-
     /// Stores `request` (or finds it stored under its key) if `allowed`
     /// lists its profile; answers the agreement it is.
-    pub async fn take(&self, request: AgreementRequest, allowed: &[String]) -> Result<Agreement, Refusal> {
+    pub async fn take(&self, request: AgreementRequest, allowed: &[String]) -> Result<Taken, Refusal> {
         let profile = self
             .profiles
             .get(&request.profile)
@@ -78,9 +82,11 @@ impl Intake {
             AgreementInsert::Created(agreement) => {
                 tracing::info!(agreement_id = %agreement.id, client = %agreement.client,
                     profile = %agreement.profile, "agreement requested");
-                Ok(agreement)
+                Ok(Taken { agreement, new: true })
             }
-            AgreementInsert::Existing { agreement, digest } if digest == new.key.digest => Ok(agreement),
+            AgreementInsert::Existing { agreement, digest } if digest == new.key.digest => {
+                Ok(Taken { agreement, new: false })
+            }
             AgreementInsert::Existing { agreement, .. } => Err(Refusal::KeyReused(agreement.id)),
         }
     }

@@ -19,7 +19,6 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{AGREEMENT_FIELD, CUSTOM_FIELD_MAX_CHARS, ProfileSettings, Settings};
 use crate::docusign::sending::Template;
-use crate::domain::Agreement;
 
 pub use jobs::{AgreementLifecycle, SendAgreement, VoidAgreement};
 
@@ -72,7 +71,8 @@ fn required_text(data: &Value, pointer: &str, what: &str) -> Result<String, Data
 /// custom field fits DocuSign's limit: the checks the requests API answers
 /// 422 for, before anything is stored.
 pub fn check_data(profile: &ProfileSettings, data: &Value) -> Result<(), DataError> {
-    envelope_definition(profile, data, &Agreement::placeholder_id(), None, None).map(|_| ())
+    // The id does not matter to the checks; a real one exists only once stored.
+    envelope_definition(profile, data, "00000000-0000-0000-0000-000000000000", None, None).map(|_| ())
 }
 
 /// The envelope definition DocuSign's `POST …/envelopes` takes: the
@@ -224,13 +224,6 @@ fn hash_canonical(hasher: &mut Sha256, value: &Value) {
             hasher.update(b"]");
         }
         scalar => hasher.update(scalar.to_string().as_bytes()),
-    }
-}
-
-impl Agreement {
-    /// A stand-in id for checking data before an agreement exists.
-    fn placeholder_id() -> String {
-        uuid::Uuid::nil().to_string()
     }
 }
 

@@ -472,7 +472,9 @@ async fn an_agreement_docusign_refuses_fails_with_its_error_code_and_is_not_retr
     let event = wait_for_event(&receiver, "agreement.failed", &id).await;
     assert_eq!(event["data"]["error"]["code"], "TEMPLATE_ID_INVALID");
     assert_eq!(event["subject"], id.as_str(), "an agreement without an envelope is its own subject");
-    assert_eq!(sandbox.sandbox.counters().routes.get("create").copied(), None, "the template was refused first");
+    let counters = sandbox.sandbox.counters();
+    assert_eq!(counters.routes.get("create").copied(), None, "the template was refused first");
+    assert_eq!(counters.routes.get("template").copied(), Some(1), "a refusal is not asked again: {counters:?}");
     assert!(sandbox.sandbox.sent_envelopes().is_empty());
     app.shutdown().await;
 }

@@ -1,6 +1,7 @@
 //! The DocuSign sandbox behaves as `docs/DOCUSIGN.md` says DocuSign does.
 
 use crate::common;
+use common::connect_listener::{ConnectListener as Listener, hmac_base64};
 
 use std::time::{Duration, Instant};
 
@@ -618,66 +619,6 @@ async fn the_control_api_describes_every_route_it_serves() {
     assert_eq!((status, answer["field"].as_str()), (400, Some("error_rate")), "{answer}");
 }
 
-/// A Connect listener on 127.0.0.1 that answers 200 and keeps every request; stops when dropped.
-struct Listener {
-    url: String,
-    received: std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, bytes::Bytes)>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Listener {
-    async fn start() -> Self {
-        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let kept = received.clone();
-        let app = axum::Router::new()
-            .route(
-                "/connect",
-                axum::routing::post(move |headers: axum::http::HeaderMap, body: bytes::Bytes| {
-                    let kept = kept.clone();
-                    async move {
-                        kept.lock().unwrap().push((headers, body));
-                        axum::http::StatusCode::OK
-                    }
-                }),
-            )
-            .layer(axum::extract::DefaultBodyLimit::disable());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/connect", listener.local_addr().unwrap());
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        Self { url, received, task }
-    }
-
-    fn received(&self) -> Vec<(axum::http::HeaderMap, bytes::Bytes)> {
-        self.received.lock().unwrap().clone()
-    }
-
-    /// Waits until `count` requests have arrived.
-    async fn wait_for(&self, count: usize) -> Vec<(axum::http::HeaderMap, bytes::Bytes)> {
-        crate::common::eventually(Duration::from_secs(30), "the Connect notifications", || async {
-            let received = self.received();
-            (received.len() >= count).then_some(received)
-        })
-        .await
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Base64 HMAC-SHA256 of `body`, computed here rather than by the sandbox's own code.
-fn hmac_base64(key: &str, body: &[u8]) -> String {
-    use base64::Engine;
-    use hmac::{KeyInit, Mac};
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
-    mac.update(body);
-    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-}
-
 /// The request carries a signature made with `key` over exactly its body.
 fn assert_signed(headers: &axum::http::HeaderMap, body: &[u8], key: &str) {
     let signature = headers.get("X-DocuSign-Signature-1").expect("X-DocuSign-Signature-1").to_str().unwrap();
@@ -707,7 +648,7 @@ async fn one_control_call_completes_envelopes_and_posts_signed_xml_with_document
     assert_eq!(deliveries.len(), 2);
     assert!(deliveries.iter().all(|d| d["report"]["delivered"] == true && d["report"]["attempts"] == 1), "{answer}");
 
-    let received = listener.wait_for(2).await;
+    let received = listener.wait_for_count(2).await;
     assert_eq!(received.len(), 2, "one POST per envelope");
     for ((headers, body), delivery) in received.iter().zip(deliveries) {
         assert_signed(headers, body, &key);
@@ -725,7 +666,7 @@ async fn one_control_call_completes_envelopes_and_posts_signed_xml_with_document
     let again = json!({ "url": listener.url, "envelope_ids": ids, "retries": 0 });
     let (status, answer) = control(&running, reqwest::Method::POST, "/control/connect", Some(again)).await;
     assert_eq!((status, answer["format"].as_str()), (200, Some("json")), "{answer}");
-    let received = listener.wait_for(4).await;
+    let received = listener.wait_for_count(4).await;
     for (headers, body) in &received[2..] {
         assert_signed(headers, body, &key);
         let message: Value = serde_json::from_slice(body).unwrap();
@@ -751,7 +692,7 @@ async fn envelopes_completed_through_control_go_to_the_default_listener() {
     assert_eq!(status, 200, "{answer}");
     let ids: Vec<&Value> = answer["envelope_ids"].as_array().unwrap().iter().collect();
     assert_eq!(ids.len(), 2);
-    let received = listener.wait_for(2).await;
+    let received = listener.wait_for_count(2).await;
     for (headers, body) in &received {
         assert_signed(headers, body, &key);
         let message: Value = serde_json::from_slice(body).unwrap();
@@ -768,7 +709,7 @@ async fn envelopes_completed_through_control_go_to_the_default_listener() {
     assert!(answer.get("deliveries").is_none(), "{answer}");
     let (status, answer) = control(&running, reqwest::Method::POST, "/control/connect", None).await;
     assert_eq!((status, answer["url"].as_str()), (200, Some(listener.url.as_str())), "{answer}");
-    assert_eq!(listener.wait_for(3).await.len(), 3);
+    assert_eq!(listener.wait_for_count(3).await.len(), 3);
 }
 
 /// A child process killed when the test ends, however it ends.
@@ -829,7 +770,7 @@ async fn the_sandbox_command_announces_envelopes_to_its_connect_url() {
         .await
         .unwrap();
     let id = answer["envelope_ids"][0].as_str().unwrap_or_else(|| panic!("{answer}")).to_string();
-    let received = listener.wait_for(1).await;
+    let received = listener.wait_for_count(1).await;
     let (headers, body) = &received[0];
     assert_signed(headers, body, &key);
     let message: Value = serde_json::from_slice(body).unwrap();

@@ -4,11 +4,8 @@
 //! `/control`), and their lifecycle announced by Connect. All over real HTTP.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::http::HeaderMap;
-use bytes::Bytes;
 use chrono::Utc;
 use countersign::ids::EnvelopeId;
 use countersign::sandbox::envelopes::{EQUIPMENT_TEMPLATE, NDA_TEMPLATE, ONBOARDING_TEMPLATE};
@@ -18,6 +15,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::common;
+use common::connect_listener::{ConnectListener as Listener, hmac_base64};
 
 async fn start() -> RunningSandbox {
     Sandbox::new(SandboxConfig { document_bytes: 6_000, ..SandboxConfig::default() })
@@ -578,71 +576,6 @@ async fn the_rust_api_drives_the_same_lifecycle() {
         Err(LifecycleError::UnknownEnvelope(_))
     ));
     assert_eq!(sandbox.sent_envelopes().len(), 2);
-}
-
-/// A Connect listener on 127.0.0.1 that answers 200 and keeps every request; stops when dropped.
-struct Listener {
-    url: String,
-    received: Arc<Mutex<Vec<(HeaderMap, Bytes)>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Listener {
-    async fn start() -> Self {
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let kept = received.clone();
-        let app = axum::Router::new()
-            .route(
-                "/connect",
-                axum::routing::post(move |headers: HeaderMap, body: Bytes| {
-                    let kept = kept.clone();
-                    async move {
-                        kept.lock().unwrap().push((headers, body));
-                        axum::http::StatusCode::OK
-                    }
-                }),
-            )
-            .layer(axum::extract::DefaultBodyLimit::disable());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/connect", listener.local_addr().unwrap());
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        Self { url, received, task }
-    }
-
-    /// The JSON messages so far, with their headers.
-    fn messages(&self) -> Vec<(HeaderMap, Bytes, Value)> {
-        let received = self.received.lock().unwrap().clone();
-        received.into_iter().map(|(h, b)| (h, b.clone(), serde_json::from_slice(&b).unwrap())).collect()
-    }
-
-    fn events(&self) -> Vec<String> {
-        self.messages().iter().map(|(_, _, m)| m["event"].as_str().unwrap().to_string()).collect()
-    }
-
-    /// Waits until the message for `event` has arrived and returns it.
-    async fn wait_for(&self, event: &str) -> (HeaderMap, Bytes, Value) {
-        common::eventually(Duration::from_secs(30), event, || async {
-            self.messages().into_iter().find(|(_, _, m)| m["event"] == event)
-        })
-        .await
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Base64 HMAC-SHA256 of `body`, computed here rather than by the sandbox's code.
-fn hmac_base64(key: &str, body: &[u8]) -> String {
-    use base64::Engine;
-    use hmac::{KeyInit, Mac};
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
-    mac.update(body);
-    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 //! running service on a random port.
 
 pub mod balancer;
+pub mod connect_listener;
 pub mod docusign;
 pub mod envelopes;
 pub mod moto;
